@@ -1,0 +1,50 @@
+# auditstream: `make demo` runs the daemon against the built-in emulator; `make test` runs
+# everything CI runs. Both install what they need: a .venv, and the Debian packages the
+# tests use as real peers (rsyslog for syslog, promtool for alert rules).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+APT_PACKAGES := rsyslog rsyslog-openssl prometheus openssl
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint typecheck unit bench deps apt-deps clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+deps: $(BIN)/.installed
+
+# Installs the test peers when they are missing; needs root (as CI and these machines are).
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+demo: deps
+	$(BIN)/auditstream demo
+
+lint: deps
+	$(BIN)/ruff check auditstream tests bench
+	$(BIN)/ruff format --check auditstream tests bench
+
+typecheck: deps
+	$(BIN)/mypy auditstream
+
+unit: deps apt-deps
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+bench: deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
