@@ -1,0 +1,232 @@
+"""Configuration: TOML, ``${ENV}`` interpolation, ``*_file`` secrets, strict validation.
+
+Every error names the file, the key path (``sinks[1].url``) and the expected form, because
+the person reading it is usually at 3 a.m. with a SIEM that went quiet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+
+from auditstream.formats.cef import CefSettings
+from auditstream.formats.settings import NormalizeSettings
+from auditstream.sdm.registry import select_streams
+from auditstream.settings_base import Duration, StrictModel
+from auditstream.sinks.registry import SinkSettings
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+DEFAULT_ENDPOINT = "app.strongdm.com:443"
+
+
+class ConfigError(Exception):
+    """Bad configuration or usage: the CLI prints it and exits 2."""
+
+
+def parse_start_at(value: object) -> dt.datetime | None:
+    """``"now"`` (None), an RFC 3339 timestamp, or a ``YYYY-MM-DD`` date (UTC midnight)."""
+    if value is None or value == "now":
+        return None
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, dt.date):
+        moment = dt.datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a time; use \"now\", \"2024-05-01\" or \"2024-05-01T12:00:00Z\""
+            ) from None
+    else:
+        raise ValueError("expected \"now\", a date \"2024-05-01\" or a time \"2024-05-01T12:00:00Z\"")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+class SourceSettings(StrictModel):
+    endpoint: str = DEFAULT_ENDPOINT
+    access_key: str = Field(min_length=1)
+    secret_key: SecretStr
+    insecure: bool = False
+    ca_file: Path | None = None
+    page_size: int = Field(default=500, ge=1, le=10_000)
+    timeout: Duration = 30.0
+    max_transient_retries: int = Field(default=6, ge=0)
+    max_rate_limit_wait: Duration = 300.0
+
+    @field_validator("endpoint")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", value):
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. {DEFAULT_ENDPOINT!r})")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _base64_secret(cls, value: SecretStr) -> SecretStr:
+        from auditstream.sdm.signing import decode_secret
+
+        decode_secret(value.get_secret_value())
+        return value
+
+
+class StreamSettings(StrictModel):
+    include: list[str] = Field(default_factory=lambda: ["activities", "queries", "*_history"])
+    exclude: list[str] = Field(default_factory=list)
+    poll_interval: Duration = 30.0
+    overlap: Duration = 300.0
+    settle: Duration = 10.0
+    slice: Duration = 3600.0
+    start_at: dt.datetime | None = None
+    long_query_recheck: Duration = 60.0
+    long_query_horizon: Duration = 86400.0
+    long_query_max_open: int = Field(default=10_000, ge=1)
+
+    @field_validator("start_at", mode="before")
+    @classmethod
+    def _start_at(cls, value: object) -> dt.datetime | None:
+        return parse_start_at(value)
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _known_streams(cls, patterns: list[str]) -> list[str]:
+        select_streams(patterns)
+        return patterns
+
+    @field_validator("slice")
+    @classmethod
+    def _positive_slice(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("slice must be at least 1s")
+        return value
+
+    def stream_names(self) -> list[str]:
+        excluded = {spec.name for spec in select_streams(self.exclude)} if self.exclude else set()
+        return [spec.name for spec in select_streams(self.include) if spec.name not in excluded]
+
+
+class CheckpointSettings(StrictModel):
+    path: Path = Path("/var/lib/auditstream/checkpoints.json")
+
+
+class MetricsSettings(StrictModel):
+    listen: str | None = "127.0.0.1:9464"
+    max_lag: Duration = 600.0
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]*:\d{1,5}", value):
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. \"0.0.0.0:9464\")")
+        return value
+
+
+class EngineSettings(StrictModel):
+    queue_batches: int = Field(default=4, ge=1)
+    shutdown_timeout: Duration = 20.0
+    sink_failure_pause: Duration = 30.0
+
+
+class LoggingSettings(StrictModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class AppConfig(StrictModel):
+    source: SourceSettings
+    streams: StreamSettings = Field(default_factory=StreamSettings)
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    sinks: list[SinkSettings] = Field(min_length=1)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    normalize: NormalizeSettings = Field(default_factory=NormalizeSettings)
+    cef: CefSettings = Field(default_factory=CefSettings)
+
+    @model_validator(mode="after")
+    def _unique_sink_names(self) -> AppConfig:
+        seen: set[str] = set()
+        for sink in self.sinks:
+            if sink.name in seen:
+                raise ValueError(f"two sinks are named {sink.name!r}; sink names must be unique")
+            seen.add(sink.name)
+        return self
+
+
+def interpolate_env(value: Any, env: dict[str, str], path: str = "") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, recursively."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path or 'config'}: environment variable {name} is not set (referenced as ${{{name}}})")
+
+        return _ENV_REF.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: interpolate_env(v, env, f"{path}.{k}" if path else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate_env(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _location(loc: tuple[int | str, ...], data: Any) -> str:
+    """``("sinks", 1, "http", "url")`` -> ``sinks[1].url`` (drops union tags)."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+            continue
+        if isinstance(node, dict) and item not in node and parts and parts[-1].startswith("["):
+            continue  # discriminated-union tag such as "http", not a key of the document
+        parts.append(f".{item}" if parts else item)
+        node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts) or "config"
+
+
+def format_validation_error(error: ValidationError, data: Any, source: str) -> str:
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        where = _location(tuple(item["loc"]), data)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against config/auditstream.example.toml)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{source}: {where}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "config", env: dict[str, str] | None = None) -> AppConfig:
+    expanded = interpolate_env(data, dict(os.environ) if env is None else env)
+    try:
+        return AppConfig.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, expanded, source)) from None
+
+
+def load_config(path: Path, env: dict[str, str] | None = None) -> AppConfig:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, str(path), env)
