@@ -49,6 +49,18 @@ class StreamSpec:
         ts = getattr(record, self.time_field)
         return int(ts.seconds) * NANOS_PER_SECOND + int(ts.nanos)
 
+    def relist_time_ns(self, record: Message) -> int:
+        """The latest time the API might filter this record on.
+
+        Which time the Queries filter uses is unknown (start ``timestamp`` or
+        ``completed_at``), so a delivered query must be remembered until both have fallen
+        behind the listing window.
+        """
+        if self.kind is StreamKind.QUERY:
+            done = record.completed_at  # type: ignore[attr-defined]
+            return max(self.record_time_ns(record), int(done.seconds) * NANOS_PER_SECOND + int(done.nanos))
+        return self.record_time_ns(record)
+
     def record_key(self, record: Message) -> str:
         """A key that is unique per record, not per entity or per query.
 

@@ -1,0 +1,171 @@
+"""Command line: ``run``, ``backfill``, ``check``, ``emulator``, ``demo``.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from auditstream import __version__
+from auditstream.config import AppConfig, ConfigError, load_config, parse_start_at
+from auditstream.engine.checkpoint import CheckpointError
+from auditstream.engine.engine import RunPlan
+from auditstream.ops.logging import configure_logging
+from auditstream.sdm.errors import ApiError
+from auditstream.sdm.registry import NANOS_PER_SECOND, select_streams
+from auditstream.sinks.base import SinkError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Wrong command-line arguments: exit 2."""
+
+
+def _parse_moment(flag: str, value: str) -> dt.datetime:
+    try:
+        moment = parse_start_at(value)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+    if moment is None:
+        raise UsageError(f"{flag}: give a date (2024-05-01) or a time (2024-05-01T12:00:00Z), not \"now\"")
+    return moment
+
+
+def _to_ns(moment: dt.datetime) -> int:
+    return int(moment.timestamp()) * NANOS_PER_SECOND + moment.microsecond * 1000
+
+
+def _stream_list(flag: str, value: str | None, config: AppConfig) -> list[str]:
+    if not value:
+        return config.streams.stream_names()
+    try:
+        return [spec.name for spec in select_streams(p.strip() for p in value.split(",") if p.strip())]
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config))
+    configure_logging(config.logging.level, config.logging.format)
+    reset = _stream_list("--reset-checkpoint", ",".join(args.reset_checkpoint), config) if args.reset_checkpoint else []
+    plan = RunPlan(streams=config.streams.stream_names(), checkpoint_path=config.checkpoint.path, reset_streams=reset)
+    from auditstream.ops.runtime import run_daemon
+
+    return asyncio.run(run_daemon(config, plan))
+
+
+def backfill_checkpoint_path(config: AppConfig, start: dt.datetime, end: dt.datetime | None) -> Path:
+    stamp = start.strftime("%Y%m%dT%H%M%SZ")
+    until = end.strftime("%Y%m%dT%H%M%SZ") if end else "now"
+    return config.checkpoint.path.parent / f"backfill-{stamp}-{until}.json"
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config))
+    configure_logging(config.logging.level, config.logging.format)
+    start = _parse_moment("--from", args.from_)
+    end = _parse_moment("--to", args.to) if args.to else None
+    if end is not None and end <= start:
+        raise UsageError("--to must be later than --from")
+    streams = _stream_list("--streams", args.streams, config)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else backfill_checkpoint_path(config, start, end)
+    if checkpoint.resolve() == config.checkpoint.path.resolve():
+        raise UsageError("--checkpoint must differ from [checkpoint] path: a backfill never moves the daemon's checkpoints")
+    plan = RunPlan(
+        streams=streams,
+        checkpoint_path=checkpoint,
+        backfill_from_ns=_to_ns(start),
+        backfill_to_ns=_to_ns(end) if end else None,
+    )
+    from auditstream.engine.backfill import run_backfill
+
+    return asyncio.run(run_backfill(config, plan, progress=sys.stderr.isatty() or args.progress))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from auditstream.ops.check import run_check
+
+    return asyncio.run(run_check(Path(args.config)))
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from auditstream.emulator.command import run_command
+
+    return asyncio.run(run_command(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from auditstream.demo import run_demo
+
+    return asyncio.run(run_demo(Path(args.config) if args.config else None))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="auditstream", description="Stream StrongDM audit data into your SIEM, without gaps."
+    )
+    parser.add_argument("--version", action="version", version=f"auditstream {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", required=True, metavar="FILE")
+    run.add_argument(
+        "--reset-checkpoint",
+        action="append",
+        default=[],
+        metavar="STREAM",
+        help="forget a stream's checkpoint and start it at [streams] start_at (repeatable; globs allowed)",
+    )
+    run.set_defaults(handler=cmd_run)
+
+    backfill = sub.add_parser("backfill", help="export a past period once, then exit")
+    backfill.add_argument("--config", required=True, metavar="FILE")
+    backfill.add_argument("--from", dest="from_", required=True, metavar="DATE", help="2024-05-01 or RFC 3339")
+    backfill.add_argument("--to", metavar="DATE", help="default: now")
+    backfill.add_argument("--streams", metavar="a,b,...", help="default: [streams] include")
+    backfill.add_argument(
+        "--checkpoint", metavar="PATH", help="resume file (default: backfill-FROM-TO.json beside the checkpoint)"
+    )
+    backfill.add_argument("--progress", action="store_true", help="show progress even when stderr is not a TTY")
+    backfill.set_defaults(handler=cmd_backfill)
+
+    check = sub.add_parser("check", help="validate config, authenticate, probe every sink")
+    check.add_argument("--config", required=True, metavar="FILE")
+    check.set_defaults(handler=cmd_check)
+
+    emulator = sub.add_parser("emulator", help="run the StrongDM API emulator")
+    from auditstream.emulator.command import add_arguments
+
+    add_arguments(emulator)
+    emulator.set_defaults(handler=cmd_emulator)
+
+    demo = sub.add_parser("demo", help="the daemon against a built-in emulator, printing events")
+    demo.add_argument("--config", metavar="FILE", help="default: the built-in demo configuration")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (ConfigError, UsageError) as exc:
+        print(f"auditstream: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (CheckpointError, ApiError, SinkError, OSError) as exc:
+        print(f"auditstream: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Durable per-stream progress: watermark, keys delivered inside the overlap, open queries.
+
+The file is replaced atomically (temp file, fsync, rename, fsync of the directory), mode
+0600, and the previous version is kept as ``<file>.bak`` through a hard link so that a
+readable checkpoint exists at every instant. A corrupt or unreadable file stops the daemon:
+restarting from scratch would silently skip or replay days of audit data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from auditstream.ops import metrics
+
+SCHEMA_VERSION = 1
+FILE_MODE = 0o600
+
+
+class CheckpointError(Exception):
+    """The checkpoint cannot be read or written; the message names the file and the way out."""
+
+
+@dataclass
+class OpenQuery:
+    """A long-running query whose completion record has not been delivered yet."""
+
+    start_ns: int
+    first_seen_ns: int
+
+
+@dataclass
+class StreamState:
+    watermark_ns: int
+    delivered: dict[str, int] = field(default_factory=dict)  # key -> may be relisted until (ns)
+    open_queries: dict[str, OpenQuery] = field(default_factory=dict)
+    end_ns: int | None = None  # backfills remember where they stop, so a resume keeps it
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"watermark_ns": self.watermark_ns, "delivered": self.delivered}
+        if self.open_queries:
+            data["open_queries"] = {
+                qid: {"start_ns": q.start_ns, "first_seen_ns": q.first_seen_ns} for qid, q in self.open_queries.items()
+            }
+        if self.end_ns is not None:
+            data["end_ns"] = self.end_ns
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StreamState:
+        return cls(
+            watermark_ns=int(data["watermark_ns"]),
+            delivered={str(k): int(v) for k, v in dict(data.get("delivered", {})).items()},
+            open_queries={
+                str(qid): OpenQuery(int(q["start_ns"]), int(q["first_seen_ns"]))
+                for qid, q in dict(data.get("open_queries", {})).items()
+            },
+            end_ns=int(data["end_ns"]) if data.get("end_ns") is not None else None,
+        )
+
+
+def _recovery_hint(path: Path) -> str:
+    return (
+        f"restore the previous version with `cp {path}.bak {path}`, or start the affected stream over with "
+        "`auditstream run --config FILE --reset-checkpoint STREAM` (which may re-send or skip records "
+        "depending on [streams] start_at)"
+    )
+
+
+class CheckpointStore:
+    """All streams' states in one file, written atomically as a whole."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.backup = path.with_name(path.name + ".bak")
+        self._lock = asyncio.Lock()
+        self._generation = 0
+        self._saved_generation = 0
+
+    def load(self) -> dict[str, StreamState]:
+        """Read the file; an absent file (and no backup) means a first start."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            if self.backup.exists():
+                raise CheckpointError(
+                    f"checkpoint {self.path} is missing but {self.backup} exists; {_recovery_hint(self.path)}"
+                ) from None
+            return {}
+        except OSError as exc:
+            raise CheckpointError(f"cannot read checkpoint {self.path}: {exc.strerror}; {_recovery_hint(self.path)}") from None
+        try:
+            document = orjson.loads(raw)
+            if not isinstance(document, dict):
+                raise ValueError("not a JSON object")
+            version = document.get("schema_version")
+            if version != SCHEMA_VERSION:
+                raise ValueError(f"schema_version {version!r}, this auditstream reads {SCHEMA_VERSION}")
+            return {name: StreamState.from_json(state) for name, state in dict(document["streams"]).items()}
+        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {self.path} is corrupt ({exc}); {_recovery_hint(self.path)}") from None
+
+    def check_writable(self) -> None:
+        """Fail at start-up, not after the first delivered batch, when state cannot be kept."""
+        directory = self.path.parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+                pass
+        except OSError as exc:
+            raise CheckpointError(
+                f"checkpoint directory {directory} is not writable ({exc.strerror}); fix its permissions or "
+                "set [checkpoint] path to a writable, persistent location"
+            ) from None
+
+    def _write(self, payload: bytes) -> None:
+        directory = self.path.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, FILE_MODE)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if self.path.exists():
+                link_name = f"{tmp_name}.bak"
+                os.link(self.path, link_name)
+                os.replace(link_name, self.backup)
+            os.replace(tmp_name, self.path)
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+            raise CheckpointError(
+                f"cannot write checkpoint {self.path}: {exc.strerror}; delivery is paused until it can be saved"
+            ) from None
+        metrics.CHECKPOINT_WRITES.inc()
+
+    @staticmethod
+    def serialize(states: dict[str, StreamState]) -> bytes:
+        return orjson.dumps(
+            {"schema_version": SCHEMA_VERSION, "streams": {name: s.to_json() for name, s in states.items()}}
+        )
+
+    async def save(self, states: dict[str, StreamState]) -> None:
+        """Persist the current states; concurrent callers share one write when they can.
+
+        A caller returns only once a write that began after its call has completed, so
+        whatever it changed before calling is on disk.
+        """
+        self._generation += 1
+        wanted = self._generation
+        async with self._lock:
+            if self._saved_generation >= wanted:
+                return
+            generation = self._generation
+            payload = self.serialize(states)
+            await asyncio.to_thread(self._write, payload)
+            self._saved_generation = generation

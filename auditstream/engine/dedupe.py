@@ -1,0 +1,49 @@
+"""Which records were already delivered, so the overlapping re-reads send few duplicates.
+
+A key is kept for as long as its record may be listed again: until every time the API
+might filter it on (for queries, the start ``timestamp`` or ``completed_at``) has fallen
+behind the start of the next window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class DeliveredKeys:
+    """Delivered keys (persisted with the checkpoint) plus keys in flight (memory only)."""
+
+    def __init__(self, delivered: dict[str, int]) -> None:
+        self._delivered = delivered  # shared with the StreamState that is checkpointed
+        self._in_flight: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._delivered)
+
+    def seen(self, key: str) -> bool:
+        return key in self._delivered or key in self._in_flight
+
+    def was_delivered(self, key: str) -> bool:
+        return key in self._delivered
+
+    def claim(self, key: str) -> None:
+        """The record is on its way to the sinks: a second listing of it is a duplicate."""
+        self._in_flight.add(key)
+
+    def acknowledge(self, keys: Iterable[tuple[str, int]]) -> None:
+        for key, relist_until_ns in keys:
+            self._in_flight.discard(key)
+            previous = self._delivered.get(key, 0)
+            self._delivered[key] = max(previous, relist_until_ns)
+
+    def release(self, keys: Iterable[str]) -> None:
+        """Delivery was abandoned (shutdown): let a later listing pick these up again."""
+        for key in keys:
+            self._in_flight.discard(key)
+
+    def prune(self, relisted_from_ns: int) -> int:
+        """Forget keys whose records can no longer appear in a listing starting here."""
+        stale = [key for key, until in self._delivered.items() if until < relisted_from_ns]
+        for key in stale:
+            del self._delivered[key]
+        return len(stale)

@@ -1,0 +1,250 @@
+"""One poller per stream: list windows, drop what was delivered, deliver, then checkpoint.
+
+Two tasks per stream joined by a bounded queue: the lister walks the pages of each window
+and the deliverer hands batches to the fan-out. The queue bound is the backpressure: a sink
+that is down stalls its streams' listing instead of filling memory. The watermark moves to a
+window's end only after every batch of that window has been acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from auditstream.engine.checkpoint import CheckpointStore, StreamState
+from auditstream.engine.dedupe import DeliveredKeys
+from auditstream.engine.fanout import FanOut
+from auditstream.engine.longqueries import LongQueryTracker
+from auditstream.engine.window import Window, WindowPolicy, is_finished, next_window
+from auditstream.engine.normalize import Normalizer
+from auditstream.ops import metrics
+from auditstream.sdm.client import AuditClient
+from auditstream.sdm.errors import ApiError, AuthenticationFailed
+from auditstream.sdm.registry import NANOS_PER_SECOND, StreamSpec
+from auditstream.sinks.base import Envelope
+
+log = structlog.get_logger("auditstream.poller")
+
+Clock = Callable[[], int]
+
+
+@dataclass
+class Batch:
+    envelopes: list[Envelope]
+    acks: list[tuple[str, int]]  # (key, relist-until) to remember once delivered
+    records: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WindowDone:
+    window: Window
+
+
+class _Finished:
+    """The lister has nothing more to hand over (stopped, or a backfill reached its end)."""
+
+
+FINISHED = _Finished()
+QueueItem = Batch | WindowDone | _Finished
+
+
+@dataclass
+class PollerOptions:
+    poll_interval: float
+    queue_batches: int
+    error_backoff_initial: float = 1.0
+    error_backoff_max: float = 60.0
+
+
+class StreamPoller:
+    def __init__(
+        self,
+        spec: StreamSpec,
+        client: AuditClient,
+        fanout: FanOut,
+        store: CheckpointStore,
+        states: dict[str, StreamState],
+        policy: WindowPolicy,
+        normalizer: Normalizer,
+        options: PollerOptions,
+        stop: asyncio.Event,
+        clock: Clock = time.time_ns,
+        tracker: LongQueryTracker | None = None,
+        on_success: asyncio.Event | None = None,
+    ) -> None:
+        self.spec = spec
+        self._client = client
+        self._fanout = fanout
+        self._store = store
+        self._states = states
+        self.state = states[spec.name]
+        self._policy = policy
+        self._normalizer = normalizer
+        self._options = options
+        self._stop = stop
+        self._clock = clock
+        self._tracker = tracker
+        self._on_success = on_success
+        self._keys = DeliveredKeys(self.state.delivered)
+        self._queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=options.queue_batches)
+        self.records_delivered = 0
+        self.last_success_ns: int | None = None
+        self.log = log.bind(stream=spec.name)
+
+    @property
+    def finished(self) -> bool:
+        return is_finished(self.state.watermark_ns, self._policy)
+
+    def lag_seconds(self) -> float:
+        return max(0.0, (self._clock() - self.state.watermark_ns) / NANOS_PER_SECOND)
+
+    async def run(self) -> None:
+        """Run until stopped (live) or until the end is reached (backfill)."""
+        lister = asyncio.create_task(self._list_loop(), name=f"list-{self.spec.name}")
+        deliverer = asyncio.create_task(self._deliver_loop(), name=f"deliver-{self.spec.name}")
+        tasks = [lister, deliverer]
+        if self._tracker is not None:
+            tasks.append(asyncio.create_task(self._recheck_loop(), name=f"recheck-{self.spec.name}"))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # re-raise a fatal error from either side
+            await deliverer
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    # -- listing -----------------------------------------------------------------------
+
+    def _select_new(self, records: list[Any]) -> Batch | None:
+        envelopes: list[Envelope] = []
+        acks: list[tuple[str, int]] = []
+        kept: list[Any] = []
+        duplicates = 0
+        spec = self.spec
+        for record in records:
+            key = spec.record_key(record)
+            if self._keys.seen(key):
+                duplicates += 1
+                continue
+            self._keys.claim(key)
+            envelopes.append(Envelope(spec.name, key, spec.record_time_ns(record), self._normalizer(record)))
+            acks.append((key, spec.relist_time_ns(record)))
+            kept.append(record)
+        if duplicates:
+            metrics.RECORDS_DUPLICATE.labels(spec.name).inc(duplicates)
+        if not envelopes:
+            return None
+        return Batch(envelopes, acks, kept if self._tracker is not None else [])
+
+    async def _list_window(self, window: Window) -> bool:
+        """Queue every new record of the window; False when stopped part-way."""
+        async for page in self._client.pages(self.spec, window.start_ns, window.end_ns):
+            batch = self._select_new(page.records)
+            if batch is not None:
+                await self._queue.put(batch)
+                metrics.QUEUE_DEPTH.labels(self.spec.name).set(self._queue.qsize())
+            if self._stop.is_set():
+                return False
+        return True
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def _list_loop(self) -> None:
+        listed_to = self.state.watermark_ns
+        backoff = self._options.error_backoff_initial
+        while not self._stop.is_set():
+            window = next_window(listed_to, self._clock(), self._policy)
+            if window is None:
+                if is_finished(listed_to, self._policy):
+                    break
+                await self._sleep_unless_stopped(self._options.poll_interval)
+                continue
+            try:
+                complete = await self._list_window(window)
+            except AuthenticationFailed:
+                raise
+            except ApiError as exc:
+                metrics.POLL_ERRORS.labels(self.spec.name).inc()
+                self.log.warning("listing failed; retrying the window", error=str(exc), retry_in_seconds=backoff)
+                await self._sleep_unless_stopped(backoff)
+                backoff = min(backoff * 2, self._options.error_backoff_max)
+                continue
+            if not complete:
+                break
+            backoff = self._options.error_backoff_initial
+            self.last_success_ns = self._clock()
+            if self._on_success is not None:
+                self._on_success.set()
+            await self._queue.put(WindowDone(window))
+            listed_to = window.end_ns
+            caught_up = window.end_ns >= self._clock() - self._policy.settle_ns - NANOS_PER_SECOND
+            if caught_up and not is_finished(listed_to, self._policy):
+                await self._sleep_unless_stopped(self._options.poll_interval)
+        await self._queue.put(FINISHED)
+
+    # -- delivery ----------------------------------------------------------------------
+
+    async def _deliver_loop(self) -> None:
+        while True:
+            item = await self._queue.get()
+            metrics.QUEUE_DEPTH.labels(self.spec.name).set(self._queue.qsize())
+            if isinstance(item, _Finished):
+                return
+            if isinstance(item, Batch):
+                await self._deliver(item)
+            else:
+                await self._complete_window(item.window)
+
+    async def _deliver(self, batch: Batch) -> None:
+        await self._fanout.deliver(self.spec.name, batch.envelopes)
+        self._keys.acknowledge(batch.acks)
+        if self._tracker is not None:
+            self._tracker.after_delivery(batch.records, self._keys)
+        self.records_delivered += len(batch.envelopes)
+        await self._store.save(self._states)
+
+    async def _complete_window(self, window: Window) -> None:
+        self.state.watermark_ns = max(self.state.watermark_ns, window.end_ns)
+        self._keys.prune(self.state.watermark_ns - self._policy.overlap_ns)
+        if self._tracker is not None:
+            self._tracker.expire(self._clock())
+        await self._store.save(self._states)
+        metrics.CHECKPOINT_WATERMARK.labels(self.spec.name).set(self.state.watermark_ns / NANOS_PER_SECOND)
+        metrics.CHECKPOINT_LAG.labels(self.spec.name).set(self.lag_seconds())
+
+    # -- long-running queries ------------------------------------------------------------
+
+    async def _recheck_loop(self) -> None:
+        """Look for completion records far behind the cursor (see engine.longqueries)."""
+        assert self._tracker is not None
+        tracker = self._tracker
+        while not self._stop.is_set():
+            await self._sleep_unless_stopped(tracker.recheck_interval)
+            if self._stop.is_set():
+                return
+            for window in tracker.recheck_windows():
+                try:
+                    async for page in self._client.pages(self.spec, window.start_ns, window.end_ns):
+                        found = tracker.completions_in(page.records, self._keys)
+                        batch = self._select_new(found)
+                        if batch is not None:
+                            tracker.count_found(len(batch.envelopes))
+                            await self._queue.put(batch)
+                except AuthenticationFailed:
+                    raise
+                except ApiError as exc:
+                    metrics.POLL_ERRORS.labels(self.spec.name).inc()
+                    self.log.warning("re-check of open long-running queries failed", error=str(exc))
+                    break

@@ -1,0 +1,78 @@
+"""One shared pause per rate-limit bucket.
+
+When any call on a bucket is refused, every call on that bucket waits until the bucket's
+``reset_at`` (plus jitter, so the streams do not stampede together), instead of each stream
+discovering the limit on its own and burning requests. Responses also carry the remaining
+budget; when it is exhausted we pause before being refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import time
+from collections.abc import Callable
+
+from auditstream.ops import metrics
+from auditstream.sdm.errors import RateLimitInfo
+
+UNKNOWN_BUCKET = ""
+
+
+class RateLimitGate:
+    def __init__(
+        self,
+        max_wait: float = 300.0,
+        fallback_wait: float = 5.0,
+        jitter: float = 0.1,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._max_wait = max_wait
+        self._fallback_wait = fallback_wait
+        self._jitter = jitter
+        self._wall_clock = wall_clock
+        self._resume_at: dict[str, float] = {}
+
+    def _until(self, bucket: str | None) -> float:
+        if bucket is None or bucket == UNKNOWN_BUCKET:
+            # A stream that has not learned its bucket yet respects every pause.
+            return max(self._resume_at.values(), default=0.0)
+        return max(self._resume_at.get(bucket, 0.0), self._resume_at.get(UNKNOWN_BUCKET, 0.0))
+
+    async def wait(self, bucket: str | None) -> float:
+        """Sleep while the bucket is paused; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            delay = self._until(bucket) - self._wall_clock()
+            if delay <= 0:
+                return waited
+            label = bucket or UNKNOWN_BUCKET
+            metrics.RATE_LIMIT_WAITS.labels(label).inc()
+            metrics.RATE_LIMIT_WAIT_SECONDS.labels(label).inc(delay)
+            await asyncio.sleep(delay)
+            waited += delay
+
+    def _pause(self, bucket: str, reset_at: dt.datetime | None) -> None:
+        now = self._wall_clock()
+        if reset_at is not None:
+            delay = reset_at.timestamp() - now
+        else:
+            delay = self._fallback_wait
+        delay = min(max(delay, 0.05), self._max_wait)
+        delay *= 1 + random.uniform(0, self._jitter)
+        self._resume_at[bucket] = max(self._resume_at.get(bucket, 0.0), now + delay)
+
+    def refused(self, info: RateLimitInfo | None) -> None:
+        """A RESOURCE_EXHAUSTED: pause the bucket until its reset."""
+        if info is None:
+            self._pause(UNKNOWN_BUCKET, None)
+            return
+        self._pause(info.bucket or UNKNOWN_BUCKET, info.reset_at)
+        metrics.RATE_LIMIT_REMAINING.labels(info.bucket).set(info.remaining)
+
+    def observe(self, info: RateLimitInfo) -> None:
+        """Budget from a successful response: pause early when nothing remains."""
+        metrics.RATE_LIMIT_REMAINING.labels(info.bucket).set(info.remaining)
+        if info.limit and info.remaining <= 0 and info.reset_at is not None:
+            self._pause(info.bucket or UNKNOWN_BUCKET, info.reset_at)
