@@ -121,8 +121,14 @@ class CheckpointStore:
 
     def _write(self, payload: bytes) -> None:
         directory = self.path.parent
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot write checkpoint {self.path}: {exc.strerror}; fix the directory (space, permissions) and restart: records delivered since the last "
+                "successful save will be sent again, none are lost"
+            ) from None
         try:
             os.fchmod(fd, FILE_MODE)
             with os.fdopen(fd, "wb") as handle:
@@ -145,7 +151,8 @@ class CheckpointStore:
             except OSError:
                 pass
             raise CheckpointError(
-                f"cannot write checkpoint {self.path}: {exc.strerror}; delivery is paused until it can be saved"
+                f"cannot write checkpoint {self.path}: {exc.strerror}; fix the directory (space, permissions) and restart: records delivered since the last "
+                "successful save will be sent again, none are lost"
             ) from None
         metrics.CHECKPOINT_WRITES.inc()
 

@@ -1,0 +1,32 @@
+from auditstream.engine.dedupe import DeliveredKeys
+
+
+def test_claimed_keys_are_seen_but_not_delivered_until_acknowledged():
+    store: dict[str, int] = {}
+    keys = DeliveredKeys(store)
+    keys.claim("a")
+    assert keys.seen("a") and not keys.was_delivered("a")
+    assert store == {}
+    keys.acknowledge([("a", 50)])
+    assert keys.was_delivered("a") and store == {"a": 50}
+
+
+def test_release_lets_a_later_listing_take_the_record_again():
+    keys = DeliveredKeys({})
+    keys.claim("a")
+    keys.release(["a"])
+    assert not keys.seen("a")
+
+
+def test_prune_keeps_keys_that_a_window_starting_there_may_list_again():
+    keys = DeliveredKeys({"old": 10, "edge": 20, "new": 30})
+    assert keys.prune(20) == 1
+    assert not keys.seen("old")
+    assert keys.seen("edge"), "a record exactly at an inclusive bound may be listed again"
+    assert keys.seen("new")
+
+
+def test_acknowledge_keeps_the_latest_relist_time():
+    store = {"q": 100}
+    DeliveredKeys(store).acknowledge([("q", 50)])
+    assert store["q"] == 100
