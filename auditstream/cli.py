@@ -34,7 +34,7 @@ def _parse_moment(flag: str, value: str) -> dt.datetime:
     except ValueError as exc:
         raise UsageError(f"{flag}: {exc}") from None
     if moment is None:
-        raise UsageError(f"{flag}: give a date (2024-05-01) or a time (2024-05-01T12:00:00Z), not \"now\"")
+        raise UsageError(f'{flag}: give a date (2024-05-01) or a time (2024-05-01T12:00:00Z), not "now"')
     return moment
 
 
@@ -54,8 +54,14 @@ def _stream_list(flag: str, value: str | None, config: AppConfig) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(Path(args.config))
     configure_logging(config.logging.level, config.logging.format)
-    reset = _stream_list("--reset-checkpoint", ",".join(args.reset_checkpoint), config) if args.reset_checkpoint else []
-    plan = RunPlan(streams=config.streams.stream_names(), checkpoint_path=config.checkpoint.path, reset_streams=reset)
+    reset = (
+        _stream_list("--reset-checkpoint", ",".join(args.reset_checkpoint), config)
+        if args.reset_checkpoint
+        else []
+    )
+    plan = RunPlan(
+        streams=config.streams.stream_names(), checkpoint_path=config.checkpoint.path, reset_streams=reset
+    )
     from auditstream.ops.runtime import run_daemon
 
     return asyncio.run(run_daemon(config, plan))
@@ -77,7 +83,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     streams = _stream_list("--streams", args.streams, config)
     checkpoint = Path(args.checkpoint) if args.checkpoint else backfill_checkpoint_path(config, start, end)
     if checkpoint.resolve() == config.checkpoint.path.resolve():
-        raise UsageError("--checkpoint must differ from [checkpoint] path: a backfill never moves the daemon's checkpoints")
+        raise UsageError(
+            "--checkpoint must differ from [checkpoint] path: a backfill never moves the daemon's checkpoints"
+        )
     plan = RunPlan(
         streams=streams,
         checkpoint_path=checkpoint,
@@ -127,13 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     backfill = sub.add_parser("backfill", help="export a past period once, then exit")
     backfill.add_argument("--config", required=True, metavar="FILE")
-    backfill.add_argument("--from", dest="from_", required=True, metavar="DATE", help="2024-05-01 or RFC 3339")
+    backfill.add_argument(
+        "--from", dest="from_", required=True, metavar="DATE", help="2024-05-01 or RFC 3339"
+    )
     backfill.add_argument("--to", metavar="DATE", help="default: now")
     backfill.add_argument("--streams", metavar="a,b,...", help="default: [streams] include")
     backfill.add_argument(
-        "--checkpoint", metavar="PATH", help="resume file (default: backfill-FROM-TO.json beside the checkpoint)"
+        "--checkpoint",
+        metavar="PATH",
+        help="resume file (default: backfill-FROM-TO.json beside the checkpoint)",
     )
-    backfill.add_argument("--progress", action="store_true", help="show progress even when stderr is not a TTY")
+    backfill.add_argument(
+        "--progress", action="store_true", help="show progress even when stderr is not a TTY"
+    )
     backfill.set_defaults(handler=cmd_backfill)
 
     check = sub.add_parser("check", help="validate config, authenticate, probe every sink")

@@ -42,10 +42,10 @@ def parse_start_at(value: object) -> dt.datetime | None:
             moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             raise ValueError(
-                f"{value!r} is not a time; use \"now\", \"2024-05-01\" or \"2024-05-01T12:00:00Z\""
+                f'{value!r} is not a time; use "now", "2024-05-01" or "2024-05-01T12:00:00Z"'
             ) from None
     else:
-        raise ValueError("expected \"now\", a date \"2024-05-01\" or a time \"2024-05-01T12:00:00Z\"")
+        raise ValueError('expected "now", a date "2024-05-01" or a time "2024-05-01T12:00:00Z"')
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.astimezone(dt.UTC)
@@ -127,7 +127,7 @@ class MetricsSettings(StrictModel):
         if value in (None, ""):
             return None
         if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]*:\d{1,5}", value):
-            raise ValueError(f"{value!r} is not HOST:PORT (e.g. \"0.0.0.0:9464\")")
+            raise ValueError(f'{value!r} is not HOST:PORT (e.g. "0.0.0.0:9464")')
         return value
 
 
@@ -173,7 +173,9 @@ def interpolate_env(value: Any, env: dict[str, str], path: str = "") -> Any:
                 return env[name]
             if default is not None:
                 return default
-            raise ConfigError(f"{path or 'config'}: environment variable {name} is not set (referenced as ${{{name}}})")
+            raise ConfigError(
+                f"{path or 'config'}: environment variable {name} is not set (referenced as ${{{name}}})"
+            )
 
         return _ENV_REF.sub(substitute, value)
     if isinstance(value, dict):
@@ -212,7 +214,9 @@ def format_validation_error(error: ValidationError, data: Any, source: str) -> s
     return "\n".join(lines)
 
 
-def parse_config(data: dict[str, Any], source: str = "config", env: dict[str, str] | None = None) -> AppConfig:
+def parse_config(
+    data: dict[str, Any], source: str = "config", env: dict[str, str] | None = None
+) -> AppConfig:
     expanded = interpolate_env(data, dict(os.environ) if env is None else env)
     try:
         return AppConfig.model_validate(expanded)

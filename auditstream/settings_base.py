@@ -20,13 +20,13 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 def parse_duration(value: object) -> float:
     """``"30s"``, ``"5m"``, ``"1h30m"``, ``"250ms"`` or a bare number of seconds -> seconds."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration like \"30s\", \"5m\" or \"1h\"")
+        raise ValueError('expected a duration like "30s", "5m" or "1h"')
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return float(value)
     if not isinstance(value, str):
-        raise ValueError("expected a duration like \"30s\", \"5m\" or \"1h\"")
+        raise ValueError('expected a duration like "30s", "5m" or "1h"')
     text = value.strip().replace(" ", "")
     pos, total = 0, 0.0
     for match in _DURATION_PART.finditer(text):
@@ -35,7 +35,7 @@ def parse_duration(value: object) -> float:
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
     if pos != len(text) or not text:
-        raise ValueError(f"{value!r} is not a duration; use forms like \"30s\", \"5m\", \"1h30m\", \"250ms\"")
+        raise ValueError(f'{value!r} is not a duration; use forms like "30s", "5m", "1h30m", "250ms"')
     return total
 
 
@@ -108,5 +108,7 @@ class TlsSettings(StrictModel):
             try:
                 context.load_cert_chain(str(self.cert_file), str(self.key_file), password=password)
             except (OSError, ssl.SSLError) as exc:
-                raise ValueError(f"cannot load client certificate {self.cert_file} / key {self.key_file}: {exc}") from None
+                raise ValueError(
+                    f"cannot load client certificate {self.cert_file} / key {self.key_file}: {exc}"
+                ) from None
         return context

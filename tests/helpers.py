@@ -28,8 +28,11 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str
 
 
 async def async_wait_until(
-    condition: Callable[[], object | Awaitable[object]], timeout: float = 10.0, what: str = "condition"
+    condition: Callable[[], object | Awaitable[object]],
+    deadline_seconds: float = 10.0,
+    what: str = "condition",
 ) -> object:
+    timeout = deadline_seconds
     deadline = time.monotonic() + timeout
     while True:
         value = condition()

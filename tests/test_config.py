@@ -21,13 +21,16 @@ def test_defaults():
     config = parse_config(minimal(), env={})
     assert config.source.endpoint == "app.strongdm.com:443"
     assert config.source.insecure is False
-    assert config.streams.poll_interval == 30 and config.streams.overlap == 300 and config.streams.settle == 10
+    assert (
+        config.streams.poll_interval == 30 and config.streams.overlap == 300 and config.streams.settle == 10
+    )
     assert len(config.streams.stream_names()) == 28
     assert config.streams.long_query_recheck == 60 and config.streams.long_query_horizon == 86400
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25), (12, 12), ("2d", 172800)]
+    ("text", "seconds"),
+    [("30s", 30), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25), (12, 12), ("2d", 172800)],
 )
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
@@ -40,7 +43,9 @@ def test_bad_durations(bad):
 
 
 def test_env_interpolation_and_default():
-    data = minimal(source={"access_key": "${KEY}", "secret_key": "${SECRET}", "endpoint": "${HOST:-h.example:443}"})
+    data = minimal(
+        source={"access_key": "${KEY}", "secret_key": "${SECRET}", "endpoint": "${HOST:-h.example:443}"}
+    )
     config = parse_config(data, env={"KEY": "auth-env", "SECRET": SECRET})
     assert config.source.access_key == "auth-env"
     assert config.source.endpoint == "h.example:443"
@@ -73,7 +78,10 @@ def test_secret_file_missing_is_named(tmp_path):
         (minimal(sinks=[{"type": "carrier-pigeon", "name": "a"}]), r"sinks\[0\]"),
         ({"sinks": [{"type": "stdout"}]}, r"source: required key is missing"),
         (minimal(source={"access_key": "a", "secret_key": "not base64!"}), r"source\.secret_key: .*base64"),
-        (minimal(source={"access_key": "a", "secret_key": SECRET, "endpoint": "nohost"}), r"source\.endpoint"),
+        (
+            minimal(source={"access_key": "a", "secret_key": SECRET, "endpoint": "nohost"}),
+            r"source\.endpoint",
+        ),
         (minimal(streams={"start_at": "yesterday"}), r"streams\.start_at"),
     ],
 )
@@ -91,6 +99,9 @@ def test_secret_never_in_error_messages():
 
 def test_start_at_forms():
     config = parse_config(minimal(streams={"start_at": "2024-05-01"}), env={})
-    assert config.streams.start_at is not None and config.streams.start_at.isoformat() == "2024-05-01T00:00:00+00:00"
+    assert (
+        config.streams.start_at is not None
+        and config.streams.start_at.isoformat() == "2024-05-01T00:00:00+00:00"
+    )
     config = parse_config(minimal(streams={"start_at": "now"}), env={})
     assert config.streams.start_at is None

@@ -41,7 +41,9 @@ def format_progress(records: int, elapsed: float, fraction: float) -> str:
 
 async def _show_progress(engine: Engine, started: float, out: TextIO) -> None:
     while True:
-        line = format_progress(engine.records_delivered(), time.monotonic() - started, progress_fraction(engine))
+        line = format_progress(
+            engine.records_delivered(), time.monotonic() - started, progress_fraction(engine)
+        )
         out.write(f"\r{line}\033[K")
         out.flush()
         await asyncio.sleep(0.5)

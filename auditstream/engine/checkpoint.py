@@ -9,6 +9,7 @@ restarting from scratch would silently skip or replay days of audit data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -46,7 +47,8 @@ class StreamState:
         data: dict[str, Any] = {"watermark_ns": self.watermark_ns, "delivered": self.delivered}
         if self.open_queries:
             data["open_queries"] = {
-                qid: {"start_ns": q.start_ns, "first_seen_ns": q.first_seen_ns} for qid, q in self.open_queries.items()
+                qid: {"start_ns": q.start_ns, "first_seen_ns": q.first_seen_ns}
+                for qid, q in self.open_queries.items()
             }
         if self.end_ns is not None:
             data["end_ns"] = self.end_ns
@@ -94,7 +96,9 @@ class CheckpointStore:
                 ) from None
             return {}
         except OSError as exc:
-            raise CheckpointError(f"cannot read checkpoint {self.path}: {exc.strerror}; {_recovery_hint(self.path)}") from None
+            raise CheckpointError(
+                f"cannot read checkpoint {self.path}: {exc.strerror}; {_recovery_hint(self.path)}"
+            ) from None
         try:
             document = orjson.loads(raw)
             if not isinstance(document, dict):
@@ -104,7 +108,9 @@ class CheckpointStore:
                 raise ValueError(f"schema_version {version!r}, this auditstream reads {SCHEMA_VERSION}")
             return {name: StreamState.from_json(state) for name, state in dict(document["streams"]).items()}
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint {self.path} is corrupt ({exc}); {_recovery_hint(self.path)}") from None
+            raise CheckpointError(
+                f"checkpoint {self.path} is corrupt ({exc}); {_recovery_hint(self.path)}"
+            ) from None
 
     def check_writable(self) -> None:
         """Fail at start-up, not after the first delivered batch, when state cannot be kept."""
@@ -119,16 +125,20 @@ class CheckpointStore:
                 "set [checkpoint] path to a writable, persistent location"
             ) from None
 
+    def _write_error(self, exc: OSError) -> CheckpointError:
+        return CheckpointError(
+            f"cannot write checkpoint {self.path}: {exc.strerror or exc}; fix the directory "
+            "(space, permissions) and restart: records delivered since the last successful save "
+            "will be sent again, none are lost"
+        )
+
     def _write(self, payload: bytes) -> None:
         directory = self.path.parent
         try:
             directory.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
         except OSError as exc:
-            raise CheckpointError(
-                f"cannot write checkpoint {self.path}: {exc.strerror}; fix the directory (space, permissions) and restart: records delivered since the last "
-                "successful save will be sent again, none are lost"
-            ) from None
+            raise self._write_error(exc) from None
         try:
             os.fchmod(fd, FILE_MODE)
             with os.fdopen(fd, "wb") as handle:
@@ -146,14 +156,9 @@ class CheckpointStore:
             finally:
                 os.close(dir_fd)
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
-            except OSError:
-                pass
-            raise CheckpointError(
-                f"cannot write checkpoint {self.path}: {exc.strerror}; fix the directory (space, permissions) and restart: records delivered since the last "
-                "successful save will be sent again, none are lost"
-            ) from None
+            raise self._write_error(exc) from None
         metrics.CHECKPOINT_WRITES.inc()
 
     @staticmethod

@@ -122,7 +122,9 @@ class Engine:
 
     def _build_pollers(self, client: AuditClient, fanout: FanOut) -> list[StreamPoller]:
         streams = self.config.streams
-        options = PollerOptions(poll_interval=streams.poll_interval, queue_batches=self.config.engine.queue_batches)
+        options = PollerOptions(
+            poll_interval=streams.poll_interval, queue_batches=self.config.engine.queue_batches
+        )
         redactor = build_redactor(self.config.normalize)
         pollers = []
         for name in self.plan.streams:

@@ -114,7 +114,9 @@ class LongQueryTracker:
         return [
             record
             for record in records
-            if not query_is_open(record) and str(record.id) in self._open and not keys.was_delivered(str(record.id))
+            if not query_is_open(record)
+            and str(record.id) in self._open
+            and not keys.was_delivered(str(record.id))
         ]
 
     def count_found(self, n: int) -> None:

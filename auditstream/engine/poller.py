@@ -21,8 +21,8 @@ from auditstream.engine.checkpoint import CheckpointStore, StreamState
 from auditstream.engine.dedupe import DeliveredKeys
 from auditstream.engine.fanout import FanOut
 from auditstream.engine.longqueries import LongQueryTracker
-from auditstream.engine.window import Window, WindowPolicy, is_finished, next_window
 from auditstream.engine.normalize import Normalizer
+from auditstream.engine.window import Window, WindowPolicy, is_finished, next_window
 from auditstream.ops import metrics
 from auditstream.sdm.client import AuditClient
 from auditstream.sdm.errors import ApiError, AuthenticationFailed
@@ -177,7 +177,9 @@ class StreamPoller:
                 raise
             except ApiError as exc:
                 metrics.POLL_ERRORS.labels(self.spec.name).inc()
-                self.log.warning("listing failed; retrying the window", error=str(exc), retry_in_seconds=backoff)
+                self.log.warning(
+                    "listing failed; retrying the window", error=str(exc), retry_in_seconds=backoff
+                )
                 await self._sleep_unless_stopped(backoff)
                 backoff = min(backoff * 2, self._options.error_backoff_max)
                 continue

@@ -23,7 +23,12 @@ class WindowPolicy:
 
     @classmethod
     def from_seconds(
-        cls, overlap: float, settle: float, slice_: float, floor_ns: int | None = None, end_ns: int | None = None
+        cls,
+        overlap: float,
+        settle: float,
+        slice_: float,
+        floor_ns: int | None = None,
+        end_ns: int | None = None,
     ) -> WindowPolicy:
         return cls(
             overlap_ns=int(overlap * NANOS_PER_SECOND),

@@ -36,7 +36,10 @@ async def check_api(config: AppConfig) -> tuple[bool, str]:
             await asyncio.wait_for(anext(pages), timeout=PROBE_TIMEOUT)
             await pages.aclose()
     except TimeoutError:
-        return False, f"no answer from {config.source.endpoint} within {PROBE_TIMEOUT:.0f}s; check [source] endpoint"
+        return (
+            False,
+            f"no answer from {config.source.endpoint} within {PROBE_TIMEOUT:.0f}s; check [source] endpoint",
+        )
     except ApiError as exc:
         return False, str(exc)
     return True, f"{config.source.endpoint} accepted access key {config.source.access_key!r}"

@@ -25,7 +25,9 @@ RECORDS_DELIVERED = Counter(
     "auditstream_records_delivered_total", "Records acknowledged by a sink.", ["stream", "sink"]
 )
 RECORDS_FAILED = Counter(
-    "auditstream_records_failed_total", "Records a sink failed to deliver (will be retried).", ["stream", "sink"]
+    "auditstream_records_failed_total",
+    "Records a sink failed to deliver (will be retried).",
+    ["stream", "sink"],
 )
 RECORDS_DEAD_LETTERED = Counter(
     "auditstream_records_dead_lettered_total",
@@ -33,7 +35,9 @@ RECORDS_DEAD_LETTERED = Counter(
     ["sink"],
 )
 API_REQUESTS = Counter(
-    "auditstream_api_requests_total", "StrongDM API List calls by stream and gRPC status code.", ["stream", "code"]
+    "auditstream_api_requests_total",
+    "StrongDM API List calls by stream and gRPC status code.",
+    ["stream", "code"],
 )
 API_REQUEST_SECONDS = Histogram(
     "auditstream_api_request_duration_seconds",
@@ -48,7 +52,9 @@ RATE_LIMIT_WAIT_SECONDS = Counter(
     "auditstream_rate_limit_wait_seconds_total", "Seconds spent waiting for rate-limit resets.", ["bucket"]
 )
 RATE_LIMIT_REMAINING = Gauge(
-    "auditstream_rate_limit_remaining", "Requests remaining in the bucket, as last reported by the API.", ["bucket"]
+    "auditstream_rate_limit_remaining",
+    "Requests remaining in the bucket, as last reported by the API.",
+    ["bucket"],
 )
 CHECKPOINT_LAG = Gauge(
     "auditstream_checkpoint_lag_seconds", "Now minus the stream's checkpointed watermark.", ["stream"]
@@ -63,10 +69,16 @@ SINK_BATCH_SECONDS = Histogram(
     ["sink"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-SINK_RETRIES = Counter("auditstream_sink_retries_total", "Sink delivery attempts that failed and were retried.", ["sink"])
+SINK_RETRIES = Counter(
+    "auditstream_sink_retries_total", "Sink delivery attempts that failed and were retried.", ["sink"]
+)
 SINK_UP = Gauge("auditstream_sink_up", "1 when the sink is healthy, 0 while retrying or failed.", ["sink"])
-QUEUE_DEPTH = Gauge("auditstream_queue_depth_batches", "Batches fetched and waiting for delivery.", ["stream"])
-POLL_ERRORS = Counter("auditstream_poll_errors_total", "Poll cycles that failed (and will be retried).", ["stream"])
+QUEUE_DEPTH = Gauge(
+    "auditstream_queue_depth_batches", "Batches fetched and waiting for delivery.", ["stream"]
+)
+POLL_ERRORS = Counter(
+    "auditstream_poll_errors_total", "Poll cycles that failed (and will be retried).", ["stream"]
+)
 LONG_QUERIES_OPEN = Gauge(
     "auditstream_long_queries_open", "Long-running queries whose completion record is still awaited."
 )

@@ -43,7 +43,9 @@ def build_app(engine: Engine, max_lag: float) -> web.Application:
 
     async def readyz(_: web.Request) -> web.Response:
         ok, body = readiness(engine, max_lag)
-        return web.Response(body=orjson.dumps(body), status=200 if ok else 503, content_type="application/json")
+        return web.Response(
+            body=orjson.dumps(body), status=200 if ok else 503, content_type="application/json"
+        )
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

@@ -92,7 +92,9 @@ class AuditClient:
             try:
                 roots = self._settings.ca_file.read_bytes()
             except OSError as exc:
-                raise ApiError(f"cannot read [source] ca_file {self._settings.ca_file}: {exc.strerror}") from None
+                raise ApiError(
+                    f"cannot read [source] ca_file {self._settings.ca_file}: {exc.strerror}"
+                ) from None
         credentials = grpc.ssl_channel_credentials(root_certificates=roots)
         return grpc.aio.secure_channel(self._settings.endpoint, credentials, options=options)
 
@@ -174,7 +176,9 @@ class AuditClient:
                 return
             request.meta.cursor = cursor
 
-    async def list(self, spec: StreamSpec, after_ns: int, before_ns: int, extra_filter: str = "") -> AsyncIterator[Any]:
+    async def list(
+        self, spec: StreamSpec, after_ns: int, before_ns: int, extra_filter: str = ""
+    ) -> AsyncIterator[Any]:
         """Record by record, over all pages."""
         async for page in self.pages(spec, after_ns, before_ns, extra_filter):
             for record in page.records:

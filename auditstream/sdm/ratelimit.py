@@ -55,10 +55,7 @@ class RateLimitGate:
 
     def _pause(self, bucket: str, reset_at: dt.datetime | None) -> None:
         now = self._wall_clock()
-        if reset_at is not None:
-            delay = reset_at.timestamp() - now
-        else:
-            delay = self._fallback_wait
+        delay = reset_at.timestamp() - now if reset_at is not None else self._fallback_wait
         delay = min(max(delay, 0.05), self._max_wait)
         delay *= 1 + random.uniform(0, self._jitter)
         self._resume_at[bucket] = max(self._resume_at.get(bucket, 0.0), now + delay)

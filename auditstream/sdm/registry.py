@@ -13,7 +13,7 @@ import importlib
 import pkgutil
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import strongdm
@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 NANOS_PER_SECOND = 1_000_000_000
 
 
-class StreamKind(str, Enum):
+class StreamKind(StrEnum):
     ACTIVITY = "activity"
     QUERY = "query"
     HISTORY = "history"
@@ -115,7 +115,7 @@ def entity_key(entity: Message) -> str:
     if id_parts:
         return ",".join(id_parts)
     if "name" in fields:
-        return f"name={getattr(entity, 'name')}"
+        return f"name={entity.name}"
     return entity.SerializeToString(deterministic=True).hex()
 
 
@@ -132,7 +132,9 @@ def _list_method_spec(module: Any, name: str) -> tuple[str, Any, Any]:
 
 def _message_class(module: Any, descriptor: Any) -> Any:
     """Find the generated class for a descriptor, whichever *_pb2 module defines it."""
-    owner = importlib.import_module(f"strongdm.{descriptor.file.name.rsplit('/', 1)[-1][:-len('.proto')]}_pb2")
+    owner = importlib.import_module(
+        f"strongdm.{descriptor.file.name.rsplit('/', 1)[-1][: -len('.proto')]}_pb2"
+    )
     cls = getattr(owner, descriptor.name, None) or getattr(module, descriptor.name, None)
     if cls is None:
         raise RuntimeError(f"no generated class for {descriptor.full_name}")

@@ -31,7 +31,9 @@ def decode_secret(secret_key: str) -> bytes:
     try:
         return base64.b64decode(secret_key.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("the secret key is not valid base64 (it should be the key StrongDM showed once)") from None
+        raise ValueError(
+            "the secret key is not valid base64 (it should be the key StrongDM showed once)"
+        ) from None
 
 
 def _hmac(key: bytes, msg: bytes) -> bytes:
@@ -51,9 +53,9 @@ def sign(secret: bytes, method_name: str, request_bytes: bytes, day: dt.date | N
     return base64.b64encode(_hmac(signing_key(secret, day), digest)).decode()
 
 
-def request_metadata(access_key: str, secret: bytes, method_name: str, request_bytes: bytes) -> tuple[
-    tuple[str, str], ...
-]:
+def request_metadata(
+    access_key: str, secret: bytes, method_name: str, request_bytes: bytes
+) -> tuple[tuple[str, str], ...]:
     return (
         (HEADER_ACCESS_KEY, access_key),
         (HEADER_SIGNATURE, sign(secret, method_name, request_bytes)),

@@ -34,7 +34,9 @@ def test_absent_file_is_a_first_start(tmp_path):
     assert CheckpointStore(tmp_path / "cp.json").load() == {}
 
 
-@pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"schema_version": 99, "streams": {}}', b'{"schema_version": 1}'])
+@pytest.mark.parametrize(
+    "content", [b"{not json", b"[]", b'{"schema_version": 99, "streams": {}}', b'{"schema_version": 1}']
+)
 def test_corrupt_file_stops_with_the_file_and_the_choices(tmp_path, content):
     path = tmp_path / "cp.json"
     path.write_bytes(content)
