@@ -2,19 +2,47 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field
 
 from auditstream.formats.cef import CefSettings
 from auditstream.sinks.base import Sink
+from auditstream.sinks.delivery import DeliverySink
 from auditstream.sinks.file import FileSink, FileSinkSettings
+from auditstream.sinks.http import HttpSink, HttpSinkSettings
+from auditstream.sinks.observer import SinkObserver
+from auditstream.sinks.splunk_hec import SplunkHecSink, SplunkHecSinkSettings
 from auditstream.sinks.stdout import StdoutSink, StdoutSinkSettings
+from auditstream.sinks.syslog import SyslogSink, SyslogSinkSettings
 
-SinkSettings = Annotated[FileSinkSettings | StdoutSinkSettings, Field(discriminator="type")]
+AnySinkSettings = (
+    FileSinkSettings | StdoutSinkSettings | HttpSinkSettings | SplunkHecSinkSettings | SyslogSinkSettings
+)
+SinkSettings = Annotated[AnySinkSettings, Field(discriminator="type")]
 
 
-def create_sink(settings: FileSinkSettings | StdoutSinkSettings, cef: CefSettings | None = None) -> Sink:
+def create_sink(
+    settings: AnySinkSettings,
+    cef: CefSettings | None = None,
+    state_dir: Path = Path("."),
+    observer: SinkObserver | None = None,
+) -> Sink:
+    """Build the sink ``settings`` describes.
+
+    ``state_dir`` is where its dead-letter file goes unless ``dead_letter_path`` is set:
+    ``<state_dir>/dead-letter/<name>.jsonl`` (the engine passes the checkpoint's directory).
+    """
+    sink: DeliverySink
     if isinstance(settings, FileSinkSettings):
-        return FileSink(settings, cef)
-    return StdoutSink(settings, cef)
+        sink = FileSink(settings, cef, state_dir=state_dir, observer=observer)
+    elif isinstance(settings, StdoutSinkSettings):
+        sink = StdoutSink(settings, cef, state_dir=state_dir, observer=observer)
+    elif isinstance(settings, HttpSinkSettings):
+        sink = HttpSink(settings, cef, state_dir=state_dir, observer=observer)
+    elif isinstance(settings, SplunkHecSinkSettings):
+        sink = SplunkHecSink(settings, cef, state_dir=state_dir, observer=observer)
+    else:
+        sink = SyslogSink(settings, cef, state_dir=state_dir, observer=observer)
+    return sink

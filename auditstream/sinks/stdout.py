@@ -1,14 +1,23 @@
-"""Write events to standard output, one per line: for demos and containers that ship stdout."""
+"""Write events to standard output, one per line: for demos and containers that ship stdout.
+
+Acknowledged once the line is flushed to the stdout pipe; what the container runtime does
+with it afterwards is outside our sight.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 from auditstream.formats import make_encoder
 from auditstream.formats.cef import CefSettings
-from auditstream.sinks.base import Envelope, ProbeResult, SinkHealth, SinkSettingsBase
+from auditstream.sinks.base import Envelope, ProbeResult, SinkSettingsBase
+from auditstream.sinks.delivery import DeliverySink, Record, WriteResult
+from auditstream.sinks.observer import SinkObserver
+from auditstream.sinks.retry import TransientError
 
 
 class StdoutSinkSettings(SinkSettingsBase):
@@ -16,29 +25,45 @@ class StdoutSinkSettings(SinkSettingsBase):
     name: str = "stdout"
 
 
-class StdoutSink:
-    def __init__(self, settings: StdoutSinkSettings, cef: CefSettings | None = None) -> None:
-        self.name = settings.name
-        self.settings = settings
-        self._encode = make_encoder(settings.format, cef)
-        self._health = SinkHealth()
+class StdoutTransport:
+    max_in_flight = 1
 
-    def routes(self, stream: str) -> bool:
-        return self.settings.routes(stream)
+    def __init__(self, settings: StdoutSinkSettings, cef: CefSettings | None) -> None:
+        self._encode_event = make_encoder(settings.format, cef)
 
-    async def start(self) -> None:
+    def encode(self, envelope: Envelope) -> bytes:
+        return self._encode_event(envelope.event).replace(b"\n", b"\\n") + b"\n"
+
+    @staticmethod
+    def _emit(data: bytes) -> None:
+        out = sys.stdout.buffer  # looked up each time: tests and embedders replace sys.stdout
+        out.write(data)
+        out.flush()
+
+    async def write(self, records: Sequence[Record]) -> WriteResult:
+        try:
+            await asyncio.to_thread(self._emit, b"".join(record.payload for record in records))
+        except OSError as exc:
+            raise TransientError(f"cannot write to standard output: {exc.strerror or exc}") from None
+        return WriteResult()
+
+    async def open(self) -> None:
         return None
 
-    async def send(self, batch: Sequence[Envelope]) -> None:
-        out = sys.stdout.buffer
-        out.write(b"".join(self._encode(envelope.event) + b"\n" for envelope in batch))
-        out.flush()
+    async def close(self) -> None:
+        return None
 
     async def probe(self) -> ProbeResult:
         return ProbeResult(True, "standard output")
 
-    def health(self) -> SinkHealth:
-        return self._health
 
-    async def close(self) -> None:
-        sys.stdout.flush()
+class StdoutSink(DeliverySink):
+    def __init__(
+        self,
+        settings: StdoutSinkSettings,
+        cef: CefSettings | None = None,
+        *,
+        state_dir: Path = Path("."),
+        observer: SinkObserver | None = None,
+    ) -> None:
+        super().__init__(settings, StdoutTransport(settings, cef), state_dir=state_dir, observer=observer)

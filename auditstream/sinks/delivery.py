@@ -1,0 +1,400 @@
+"""The delivery machinery every sink shares: batching, coalescing, retry, dead letters, health.
+
+A concrete sink is a :class:`Transport` (encode one envelope, write one request, say what
+the receiver made of it). :class:`DeliverySink` turns it into the engine's :class:`Sink`:
+
+* ``send()`` calls from several streams are queued together and cut into requests of at
+  most ``batch.max_events`` events and ``batch.max_bytes`` bytes. A request goes out when it
+  is full, when its oldest event has waited ``batch.max_age``, or on ``flush()``/``close()``.
+  Each caller's ``send()`` returns when all of *its* events are acknowledged or dead-lettered.
+* Order within a stream is kept: a stream's events are never in two requests at once, so a
+  stream's later events wait until the request holding its earlier ones is settled (retries
+  included). Requests of different streams may be in flight together (``max_in_flight``).
+* Transient failures are retried by :class:`RetryPolicy` (tenacity) with the same request, so
+  the only duplicates are those of a retried request the receiver had in fact taken.
+* Permanent rejections go to the :class:`DeadLetter` file with the receiver's reason; a
+  transport may ask to resend the rest of a request in smaller groups (HEC code 6, HTTP 413).
+* Fatal errors (bad token, wrong index) raise :class:`SinkFatalError` to every caller whose
+  events were in the request; nothing is acknowledged, so the engine keeps the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+import tenacity
+
+from auditstream.sinks.base import (
+    BatchSettings,
+    Envelope,
+    ProbeResult,
+    SinkError,
+    SinkFatalError,
+    SinkHealth,
+    SinkSettingsBase,
+)
+from auditstream.sinks.deadletter import DeadLetter, Rejection, default_dead_letter_path
+from auditstream.sinks.observer import NullObserver, SinkObserver
+from auditstream.sinks.retry import HealthTracker, RetriesExhausted, RetryPolicy, TransientError
+
+log = structlog.get_logger("auditstream.sinks")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An envelope and its encoding for this sink (what counts against ``max_bytes``)."""
+
+    envelope: Envelope
+    payload: bytes
+
+
+@dataclass
+class WriteResult:
+    """What the receiver made of a request. Every index not named here was accepted.
+
+    ``rejected`` maps an index to the reason it was refused for good (dead-lettered);
+    ``resend`` lists groups of indexes to send again, each as its own request, in order.
+    """
+
+    rejected: dict[int, str] = field(default_factory=dict)
+    resend: list[list[int]] = field(default_factory=list)
+
+
+class Transport(Protocol):
+    """One receiver protocol. Raises :class:`TransientError` for what a retry may fix and
+    :class:`SinkFatalError` for what needs a human."""
+
+    @property
+    def max_in_flight(self) -> int: ...
+
+    def encode(self, envelope: Envelope) -> bytes: ...
+
+    async def open(self) -> None: ...
+
+    async def write(self, records: Sequence[Record]) -> WriteResult: ...
+
+    async def probe(self) -> ProbeResult: ...
+
+    async def close(self) -> None: ...
+
+
+class _Call:
+    """One ``send()``: resolved when its last event is settled."""
+
+    __slots__ = ("future", "remaining")
+
+    def __init__(self, future: asyncio.Future[None], remaining: int) -> None:
+        self.future = future
+        self.remaining = remaining
+
+    def settle(self, count: int = 1) -> None:
+        self.remaining -= count
+        if self.remaining <= 0 and not self.future.done():
+            self.future.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    record: Record
+    call: _Call
+    queued_at: float
+
+    @property
+    def stream(self) -> str:
+        return self.record.envelope.stream
+
+
+class DeliverySink:
+    """A :class:`~auditstream.sinks.base.Sink` made of a transport and the shared machinery."""
+
+    def __init__(
+        self,
+        settings: SinkSettingsBase,
+        transport: Transport,
+        *,
+        state_dir: Path = Path("."),
+        observer: SinkObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.transport = transport
+        self._batch: BatchSettings = settings.batch
+        self._observer: SinkObserver = observer or NullObserver()
+        self._policy = RetryPolicy(settings.retry)
+        self._tracker = HealthTracker(self.name, settings.retry.unhealthy_after, self._observer, clock)
+        self._clock = clock
+        self.dead_letter = DeadLetter(
+            settings.dead_letter_path or default_dead_letter_path(state_dir, self.name), self.name
+        )
+        self._pending: list[_Item] = []
+        self._busy: Counter[str] = Counter()
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._flushing = 0
+        self._closed = False
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    # -- the Sink contract -------------------------------------------------------------
+
+    def routes(self, stream: str) -> bool:
+        return self.settings.routes(stream)
+
+    async def start(self) -> None:
+        await self.transport.open()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name=f"sink-{self.name}")
+
+    def health(self) -> SinkHealth:
+        return self._tracker.health
+
+    async def probe(self) -> ProbeResult:
+        """Works before ``start()`` too (``auditstream check`` probes without sending)."""
+        try:
+            return await self.transport.probe()
+        except (SinkError, ValueError, OSError) as exc:
+            return ProbeResult(False, str(exc))
+        finally:
+            if self._dispatcher is None:
+                await self.transport.close()
+
+    async def send(self, batch: Sequence[Envelope]) -> None:
+        if self._closed:
+            raise SinkError(f"sink {self.name} is closed")
+        if self._dispatcher is None:
+            raise SinkError(f"sink {self.name} was not started")
+        if not batch:
+            return
+        records, unencodable = self._encode(batch)
+        if unencodable:
+            await self._dead_letter(unencodable)
+        if not records:
+            return
+        call = _Call(asyncio.get_running_loop().create_future(), len(records))
+        now = self._clock()
+        items = [_Item(record, call, now) for record in records]
+        self._pending.extend(items)
+        self._idle.clear()
+        self._wakeup.set()
+        try:
+            await call.future
+        except asyncio.CancelledError:
+            self._drop_pending(call)
+            raise
+
+    async def flush(self) -> None:
+        """Send what is queued now, regardless of ``max_age``, and wait until it is settled."""
+        self._flushing += 1
+        self._wakeup.set()
+        try:
+            await self._idle.wait()
+        finally:
+            self._flushing -= 1
+
+    async def close(self) -> None:
+        """Flush, then release the transport. Cancelling it abandons unacknowledged requests:
+        their callers get a SinkError, so their checkpoints do not move."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._dispatcher is not None:
+                await self.flush()
+        finally:
+            for task in [*self._tasks, *([self._dispatcher] if self._dispatcher else [])]:
+                task.cancel()
+            for task in [*self._tasks, *([self._dispatcher] if self._dispatcher else [])]:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            closed = SinkError(f"sink {self.name} closed before delivery")
+            for item in self._pending:
+                item.call.fail(closed)
+            self._pending.clear()
+            await self.transport.close()
+
+    # -- queueing -----------------------------------------------------------------------
+
+    def _encode(self, batch: Sequence[Envelope]) -> tuple[list[Record], list[Rejection]]:
+        records: list[Record] = []
+        unencodable: list[Rejection] = []
+        for envelope in batch:
+            try:
+                records.append(Record(envelope, self.transport.encode(envelope)))
+            except (TypeError, ValueError) as exc:
+                reason = f"cannot encode: {type(exc).__name__}: {exc}"
+                unencodable.append(Rejection(envelope, repr(envelope.event).encode(), reason))
+        return records, unencodable
+
+    def _drop_pending(self, call: _Call) -> None:
+        self._pending = [item for item in self._pending if item.call is not call]
+        self._update_idle()
+
+    def _update_idle(self) -> None:
+        if not self._pending and self._in_flight == 0:
+            self._idle.set()
+
+    def _take(self, now: float) -> tuple[list[_Item] | None, float | None]:
+        """The next request if one is due, else when to look again (None: on a wakeup)."""
+        if self._in_flight >= self.transport.max_in_flight or not self._pending:
+            return None, None
+        chosen: list[_Item] = []
+        size = 0
+        full = False
+        for item in self._pending:
+            if item.stream in self._busy:
+                continue  # its earlier events are in flight: keep the stream's order
+            length = len(item.record.payload)
+            if chosen and size + length > self._batch.max_bytes:
+                full = True
+                break
+            chosen.append(item)
+            size += length
+            if len(chosen) >= self._batch.max_events:
+                full = True
+                break
+        if not chosen:
+            return None, None
+        due = chosen[0].queued_at + self._batch.max_age
+        if not (full or self._flushing or self._closed or now >= due):
+            return None, due
+        taken = {id(item) for item in chosen}
+        self._pending = [item for item in self._pending if id(item) not in taken]
+        return chosen, None
+
+    async def _dispatch(self) -> None:
+        while True:
+            self._wakeup.clear()
+            request, due = self._take(self._clock())
+            if request is not None:
+                self._launch(request)
+                continue
+            timeout = None if due is None else max(due - self._clock(), 0.0)
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+
+    def _launch(self, items: list[_Item]) -> None:
+        self._in_flight += 1
+        streams = {item.stream for item in items}
+        self._busy.update(streams)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            self._in_flight -= 1
+            self._busy.subtract(streams)
+            self._busy += Counter()  # drop zero counts
+            self._update_idle()
+            self._wakeup.set()
+
+        task = asyncio.create_task(self._deliver(items))
+        self._tasks.add(task)
+        task.add_done_callback(done)
+
+    # -- one request, from first attempt to settlement ----------------------------------
+
+    async def _deliver(self, items: list[_Item]) -> None:
+        groups: deque[list[_Item]] = deque([items])
+        group: list[_Item] = []
+        try:
+            while groups:
+                group = groups.popleft()
+                result = await self._write(group)
+                rejected = [
+                    Rejection(group[i].record.envelope, group[i].record.payload, reason)
+                    for i, reason in sorted(result.rejected.items())
+                ]
+                if rejected:
+                    await self._dead_letter(rejected)
+                again = [[group[i] for i in indexes] for indexes in result.resend if indexes]
+                groups.extendleft(reversed(again))
+                resent = {i for indexes in result.resend for i in indexes}
+                for index, item in enumerate(group):
+                    if index not in resent:
+                        item.call.settle()
+                group = []
+        except asyncio.CancelledError:
+            self._fail([*group, *(item for g in groups for item in g)], SinkError("sink closed"))
+            raise
+        except Exception as exc:
+            self._fail([*group, *(item for g in groups for item in g)], exc)
+
+    def _fail(self, items: Sequence[_Item], exc: BaseException) -> None:
+        calls = {id(item.call): item.call for item in items}
+        for call in calls.values():
+            call.fail(exc)
+            self._drop_pending(call)
+
+    async def _dead_letter(self, rejections: list[Rejection]) -> None:
+        await self.dead_letter.write(rejections)
+        self._observer.dead_lettered(self.name, len(rejections))
+        log.warning(
+            "events dead-lettered",
+            sink=self.name,
+            count=len(rejections),
+            reason=rejections[0].reason,
+            path=str(self.dead_letter.path),
+        )
+
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        error = str(exc)
+        self._tracker.failure(error)
+        self._observer.retried(self.name, error)
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning(
+            "sink delivery failed; retrying",
+            sink=self.name,
+            error=error,
+            attempt=state.attempt_number,
+            retry_in_seconds=round(wait, 3),
+        )
+
+    async def _write(self, group: list[_Item]) -> WriteResult:
+        records = [item.record for item in group]
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(TransientError),
+            wait=self._policy.wait,
+            stop=self._policy.stop(),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        started = self._clock()
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    started = self._clock()
+                    result = await self.transport.write(records)
+        except TransientError as exc:
+            message = f"gave up after {self.settings.retry.max_elapsed:g}s of retries: {exc}"
+            self._tracker.failure(message)
+            raise RetriesExhausted(message) from None
+        except SinkFatalError as exc:
+            self._tracker.fatal(str(exc))
+            log.error("sink failed fatally; data kept", sink=self.name, error=str(exc))
+            raise
+        except Exception as exc:
+            self._tracker.failure(f"{type(exc).__name__}: {exc}")
+            raise
+        self._tracker.success()
+        nbytes = sum(len(record.payload) for record in records)
+        self._observer.request_sent(self.name, len(records), nbytes, self._clock() - started)
+        return result

@@ -1,0 +1,150 @@
+"""POST batches of events to any HTTP endpoint (a log pipeline, a webhook, a cloud SIEM).
+
+Body: NDJSON (one encoded event per line, the default) or a JSON array. Statuses:
+2xx acknowledges the request; connection errors, timeouts, 408, 429 and 5xx are retried
+(honouring ``Retry-After``); 401, 403 and 407 (credentials) and 404 (wrong URL) are
+configuration errors that stop the sink with the data kept; 413 splits the request in
+halves (a single event that is still too large is dead-lettered); any other 4xx
+dead-letters the request's events with the status and the receiver's explanation.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import orjson
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from auditstream.formats import make_encoder
+from auditstream.formats.cef import CefSettings
+from auditstream.settings_base import Duration
+from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
+from auditstream.sinks.delivery import DeliverySink, Record, WriteResult
+from auditstream.sinks.http_client import HttpClient, check_url, is_transient_status
+from auditstream.sinks.observer import SinkObserver
+
+FATAL_STATUSES = {401: "credentials rejected", 403: "forbidden", 404: "no such URL", 407: "proxy auth"}
+
+
+class HttpSinkSettings(SinkSettingsBase):
+    type: Literal["http"] = "http"
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    auth: Literal["none", "bearer", "basic"] = "none"
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    body: Literal["ndjson", "json_array"] = "ndjson"
+    gzip: bool = False
+    timeout: Duration = 30.0
+    max_in_flight: int = Field(default=2, ge=1, le=64)
+    probe_method: Literal["HEAD", "OPTIONS", "GET"] = "HEAD"
+    probe_url: str | None = None
+
+    @field_validator("url", "probe_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        return value if value is None else check_url(value)
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> HttpSinkSettings:
+        if self.auth == "bearer" and self.token is None:
+            raise ValueError('auth = "bearer" needs token (or token_file)')
+        if self.auth == "basic" and (self.username is None or self.password is None):
+            raise ValueError('auth = "basic" needs username and password (or password_file)')
+        if self.auth != "none" and any(name.lower() == "authorization" for name in self.headers):
+            raise ValueError("give either auth or an Authorization header, not both")
+        return self
+
+
+class HttpTransport:
+    def __init__(self, settings: HttpSinkSettings, cef: CefSettings | None) -> None:
+        self.settings = settings
+        self.max_in_flight = settings.max_in_flight
+        self._encode_event = make_encoder(settings.format, cef)
+        self._client = HttpClient(settings.tls, settings.timeout, settings.max_in_flight)
+        self._quote = settings.body == "json_array" and settings.format != "json"
+        self._headers = {**self._content_headers(), **settings.headers, **self._auth_headers()}
+
+    def _content_headers(self) -> dict[str, str]:
+        if self.settings.body == "json_array":
+            return {"Content-Type": "application/json"}
+        if self.settings.format == "json":
+            return {"Content-Type": "application/x-ndjson"}
+        return {"Content-Type": "text/plain; charset=utf-8"}
+
+    def _auth_headers(self) -> dict[str, str]:
+        s = self.settings
+        if s.auth == "bearer" and s.token is not None:
+            return {"Authorization": f"Bearer {s.token.get_secret_value()}"}
+        if s.auth == "basic" and s.password is not None:
+            pair = f"{s.username}:{s.password.get_secret_value()}".encode()
+            return {"Authorization": f"Basic {base64.b64encode(pair).decode()}"}
+        return {}
+
+    def encode(self, envelope: Envelope) -> bytes:
+        payload = self._encode_event(envelope.event)
+        return orjson.dumps(payload.decode("utf-8")) if self._quote else payload
+
+    def _body(self, records: Sequence[Record]) -> bytes:
+        if self.settings.body == "json_array":
+            return b"[" + b",".join(r.payload for r in records) + b"]"
+        return b"".join(r.payload + b"\n" for r in records)
+
+    async def open(self) -> None:
+        await self._client.open()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def write(self, records: Sequence[Record]) -> WriteResult:
+        response = await self._client.request(
+            "POST",
+            self.settings.url,
+            body=self._body(records),
+            headers=self._headers,
+            compress=self.settings.gzip,
+        )
+        status = response.status
+        if 200 <= status < 300:
+            return WriteResult()
+        what = f"POST {self.settings.url}"
+        if is_transient_status(status):
+            raise response.transient_error(what)
+        if status in FATAL_STATUSES:
+            raise SinkFatalError(
+                f"{what}: HTTP {status} ({FATAL_STATUSES[status]}): check url and auth settings"
+            )
+        if status == 413 and len(records) > 1:
+            half = len(records) // 2
+            return WriteResult(resend=[list(range(half)), list(range(half, len(records)))])
+        if 300 <= status < 400:
+            location = response.headers.get("Location", "?")
+            raise SinkFatalError(
+                f"{what}: HTTP {status} redirect to {location}: set url to the final address"
+            )
+        reason = f"HTTP {status}: {response.excerpt()}".rstrip()
+        return WriteResult(rejected=dict.fromkeys(range(len(records)), reason))
+
+    async def probe(self) -> ProbeResult:
+        url = self.settings.probe_url or self.settings.url
+        response = await self._client.request(self.settings.probe_method, url, headers=self._auth_headers())
+        status = response.status
+        if status in FATAL_STATUSES or is_transient_status(status):
+            return ProbeResult(False, f"{self.settings.probe_method} {url}: HTTP {status}")
+        return ProbeResult(True, f"{self.settings.probe_method} {url}: HTTP {status}")
+
+
+class HttpSink(DeliverySink):
+    def __init__(
+        self,
+        settings: HttpSinkSettings,
+        cef: CefSettings | None = None,
+        *,
+        state_dir: Path = Path("."),
+        observer: SinkObserver | None = None,
+    ) -> None:
+        super().__init__(settings, HttpTransport(settings, cef), state_dir=state_dir, observer=observer)

@@ -1,0 +1,149 @@
+"""What the http and splunk_hec sinks share: one aiohttp session per sink (connection reuse),
+TLS from the sink's settings, gzip, timeouts, and turning transport failures and HTTP
+statuses into retry decisions.
+
+Error messages name the method, URL and status, never a header: credentials travel only in
+headers, and URLs with ``user:password@`` are refused at configuration time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import gzip
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from auditstream.settings_base import TlsSettings
+from auditstream.sinks.retry import TransientError
+
+# Compress bigger bodies off the event loop so other streams are not stalled meanwhile.
+_GZIP_IN_THREAD_ABOVE = 256 * 1024
+_GZIP_LEVEL = 5
+
+
+def check_url(value: str) -> str:
+    """Validator for ``url`` settings: http(s), a host, and no credentials in it."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("put credentials in the auth settings, not in the URL (URLs end up in logs)")
+    return value
+
+
+def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds: either delta-seconds or an HTTP date; None if absent/bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max((when - (now or dt.datetime.now(dt.UTC))).total_seconds(), 0.0)
+
+
+def is_transient_status(status: int) -> bool:
+    """408, 429 and every 5xx are worth retrying; other statuses are answers."""
+    return status in (408, 429) or status >= 500
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    def excerpt(self, limit: int = 200) -> str:
+        text = self.body[:limit].decode("utf-8", errors="replace").strip()
+        return text + ("..." if len(self.body) > limit else "")
+
+    def transient_error(self, what: str) -> TransientError:
+        return TransientError(
+            f"{what}: HTTP {self.status} {self.excerpt()}".rstrip(),
+            retry_after_seconds(self.headers.get("Retry-After")),
+        )
+
+
+class HttpClient:
+    """A reusable session; every failure to get a response becomes a TransientError."""
+
+    def __init__(self, tls: TlsSettings, timeout: float, max_connections: int) -> None:
+        self._tls = tls
+        self._timeout = timeout
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        """Build the TLS context (raising ValueError naming a bad file) and the session."""
+        context: ssl.SSLContext = self._tls.ssl_context()
+        connector = aiohttp.TCPConnector(ssl=context, limit=max(self._max_connections, 1))
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self._timeout or None),
+            auto_decompress=True,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        compress: bool = False,
+    ) -> HttpResponse:
+        if self._session is None:
+            await self.open()  # probes run without start()
+        assert self._session is not None
+        send_headers = dict(headers or {})
+        if body is not None and compress:
+            body = await _gzip(body)
+            send_headers["Content-Encoding"] = "gzip"
+        what = f"{method} {url}"
+        try:
+            async with self._session.request(
+                method,
+                url,
+                data=body,
+                headers=send_headers,
+                allow_redirects=False,
+                server_hostname=self._tls.server_name,
+            ) as response:
+                return HttpResponse(response.status, response.headers, await response.read())
+        except TimeoutError:
+            raise TransientError(f"{what}: no response within {self._timeout:g}s") from None
+        except aiohttp.ClientSSLError as exc:
+            # A certificate problem will not fix itself quickly, but it may be a rotation in
+            # progress; retry (health goes FAILED after unhealthy_after) rather than drop data.
+            raise TransientError(f"{what}: TLS error: {exc.__class__.__name__}: {_reason(exc)}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransientError(f"{what}: {exc.__class__.__name__}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return str(exc.os_error.strerror or exc.os_error)
+    return str(exc) or exc.__class__.__name__
+
+
+async def _gzip(body: bytes) -> bytes:
+    if len(body) > _GZIP_IN_THREAD_ABOVE:
+        return await asyncio.to_thread(gzip.compress, body, _GZIP_LEVEL, mtime=0)
+    return gzip.compress(body, _GZIP_LEVEL, mtime=0)
