@@ -1,0 +1,163 @@
+"""Protobuf record -> event dict, once per record; every sink encodes the same dict.
+
+Every event has ``logType`` (the stream name), ``formatVersion``, ``id`` (the stream's unique
+record key, ``spec.record_key(record)``, always a string) and ``timestamp`` (RFC 3339 UTC,
+nine fractional digits, ``None`` if the record has no time).
+
+- ``activities`` use exactly StrongDM Log Stream v1 names and ``formatVersion`` ``"v1.0.0"``,
+  so SIEM content written for Log Stream works unchanged. ``entities`` is Log Stream's list
+  of entity ids; the richer per-entity details go under ``entityDetails``. Log Stream's
+  ``sdmOrgId`` is not in the API's Activity record and is therefore absent.
+- ``queries`` and the ``*_history`` streams keep every field of the record under its
+  camelCase (protobuf JSON) name, with ``formatVersion`` ``"auditstream/1"`` (bumped on any
+  incompatible change of these shapes).
+
+Activities and queries are the hot path and are converted by hand (one dict display, no
+descriptor lookups); history records go through converters compiled once per message type
+(``compiled``). Unset timestamps and unset nested messages are ``null``, never absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.message import Message
+
+from auditstream.formats import compiled
+from auditstream.formats.protovalues import duration_ms, tags, timestamp
+from auditstream.sdm.registry import StreamKind, StreamSpec
+
+Event = dict[str, Any]
+
+LOG_STREAM_FORMAT_VERSION = "v1.0.0"
+FORMAT_VERSION = "auditstream/1"
+QUERY_STARTED = "started"
+QUERY_COMPLETED = "completed"
+
+_RecordConverter = Callable[[Message], Event]
+_converters: dict[str, _RecordConverter] = {}
+
+
+def to_event(spec: StreamSpec, record: Message) -> Event:
+    """Normalize one record of ``spec``'s stream into an event dict."""
+    convert = _converters.get(spec.name)
+    if convert is None:
+        convert = _build(spec)
+        _converters[spec.name] = convert
+    return convert(record)
+
+
+def _build(spec: StreamSpec) -> _RecordConverter:
+    if spec.kind is StreamKind.ACTIVITY:
+        return _activity_converter(spec.name)
+    if spec.kind is StreamKind.QUERY:
+        return _query_converter(spec.name)
+    return _history_converter(spec)
+
+
+def _activity_converter(log_type: str) -> _RecordConverter:
+    def convert(activity: Any) -> Event:
+        actor = activity.actor
+        first = actor.first_name
+        last = actor.last_name
+        details = [
+            {"id": e.id, "type": e.type, "name": e.name, "email": e.email, "externalId": e.external_id}
+            for e in activity.entities
+        ]
+        return {
+            "logType": log_type,
+            "formatVersion": LOG_STREAM_FORMAT_VERSION,
+            "id": str(activity.id),
+            "timestamp": timestamp(activity.completed_at),
+            "activity": activity.verb,
+            "actorAccountID": actor.id,
+            "actorEmail": actor.email,
+            "actorExternalID": actor.activity_external_id,
+            "actorFirstName": first,
+            "actorLastName": last,
+            "actorName": f"{first} {last}" if first and last else first or last,
+            "description": activity.description,
+            "entities": [d["id"] for d in details],
+            "entityDetails": details,
+            "ipAddress": activity.ip_address,
+            "userAgent": activity.user_agent,
+        }
+
+    return convert
+
+
+def _query_converter(log_type: str) -> _RecordConverter:
+    import strongdm.queries_pb2 as queries_pb2  # the SDK's generated module: stable names
+
+    capture = compiled.converter_for(queries_pb2.QueryCapture.DESCRIPTOR)
+    initiator = compiled.converter_for(queries_pb2.Initiator.DESCRIPTOR)
+
+    def convert(query: Any) -> Event:
+        query_id = query.id
+        completed_at = timestamp(query.completed_at)
+        # Same rule as registry.query_key: an open start record is keyed "<id>:start".
+        state = QUERY_STARTED if completed_at is None else QUERY_COMPLETED
+        return {
+            "logType": log_type,
+            "formatVersion": FORMAT_VERSION,
+            "id": f"{query_id}:start" if completed_at is None else str(query_id),
+            "timestamp": timestamp(query.timestamp),
+            "queryId": query_id,
+            "queryState": state,
+            "completedAt": completed_at,
+            "durationMs": duration_ms(query.duration),
+            "queryCategory": query.query_category,
+            "queryBody": query.query_body,
+            "queryHash": query.query_hash,
+            "recordCount": query.record_count,
+            "encrypted": query.encrypted,
+            "queryKey": query.query_key,
+            "queryKeyId": query.query_key_id,
+            "replayable": query.replayable,
+            "accountId": query.account_id,
+            "accountEmail": query.account_email,
+            "accountFirstName": query.account_first_name,
+            "accountLastName": query.account_last_name,
+            "accountTags": tags(query.account_tags),
+            "authenticationId": query.authentication_id,
+            "resourceId": query.resource_id,
+            "resourceName": query.resource_name,
+            "resourceType": query.resource_type,
+            "resourceTags": tags(query.resource_tags),
+            "remoteIdentityUsername": query.remote_identity_username,
+            "identityAliasUsername": query.identity_alias_username,
+            "target": query.target,
+            "egressNodeId": query.egress_node_id,
+            "sourceIp": query.source_ip,
+            "clientIp": query.client_ip,
+            "authzJson": query.authzJson,
+            "metadataJson": query.metadata_json,
+            "capture": capture(query.capture) if query.HasField("capture") else None,
+            "initiator": initiator(query.initiator) if query.HasField("initiator") else None,
+        }
+
+    return convert
+
+
+def _history_converter(spec: StreamSpec) -> _RecordConverter:
+    log_type = spec.name
+    record_key = spec.record_key
+    body = compiled.converter_for(spec.record_class.DESCRIPTOR)
+
+    def convert(record: Message) -> Event:
+        return {
+            "logType": log_type,
+            "formatVersion": FORMAT_VERSION,
+            "id": record_key(record),
+            **body(record),
+        }
+
+    return convert
+
+
+def history_entity_key(spec: StreamSpec) -> str:
+    """The event key holding a history stream's entity (``account``, ``accessRequestEvent``...)."""
+    if spec.entity_field is None:
+        raise ValueError(f"{spec.name} is not a history stream")
+    return compiled.event_key(spec.record_class.DESCRIPTOR.fields_by_name[spec.entity_field])
