@@ -1,0 +1,210 @@
+"""A Splunk HTTP Event Collector stand-in that enforces the documented format and codes.
+
+* ``POST /services/collector/event`` (also ``/services/collector``): ``Authorization:
+  Splunk <token>`` (401 code 2 if missing, 401 code 3 for another scheme, 403 code 4 for a
+  wrong token, 403 code 1 for a disabled one); a body of concatenated JSON objects (400
+  code 5 if empty; code 6 with ``invalid-event-number`` for malformed JSON, a non-object,
+  an unknown key, a non-numeric ``time``, non-string metadata or nested ``fields``; code 12
+  without ``event``; code 13 for a blank one; code 7 for an index not in ``indexes``).
+  Requests are all-or-nothing here (real Splunk may index the events before a bad one).
+* Indexer acknowledgement (``ack_enabled``): the channel header is required (code 10, or 11
+  if not a GUID), a 200 carries ``ackId``; ``POST /services/collector/ack?channel=`` answers
+  ``{"acks": {"N": true}}``; with acks off that endpoint answers code 14.
+* ``GET /services/collector/health``: 200 code 17, 503 code 9 when ``busy``, 400 code 4 when
+  an ``Authorization`` header carries a wrong token.
+
+Fault switches: ``faults`` (statuses, Retry-After, slow), ``busy`` (503 code 9),
+``reject_when`` (an event predicate answered with code 6 and its number),
+``drop_next`` (accept N requests with an ackId that never comes true and index nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from tests.peers.base import AiohttpPeer
+
+EVENT_PATHS = ("/services/collector/event", "/services/collector", "/services/collector/event/1.0")
+ENVELOPE_KEYS = {"time", "host", "source", "sourcetype", "index", "event", "fields"}
+
+
+def _answer(
+    status: int, code: int, text: str, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    return web.json_response({"text": text, "code": code, **extra}, status=status, headers=headers)
+
+
+def parse_concatenated(body: str) -> tuple[list[Any], int | None]:
+    """The JSON values of ``body`` one after another, and the index of the first bad one."""
+    decoder = json.JSONDecoder()
+    values: list[Any] = []
+    position = 0
+    while True:
+        while position < len(body) and body[position] in " \t\r\n":
+            position += 1
+        if position >= len(body):
+            return values, None
+        try:
+            value, position = decoder.raw_decode(body, position)
+        except json.JSONDecodeError:
+            return values, len(values)
+        values.append(value)
+
+
+def _flat(value: Any) -> bool:
+    scalar = (str, int, float)
+    return isinstance(value, scalar) or (
+        isinstance(value, list) and all(isinstance(v, scalar) for v in value)
+    )
+
+
+class HecReceiver(AiohttpPeer):
+    def __init__(self, *, token: str = "test-token", ack_enabled: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.token = token
+        self.disabled_tokens: set[str] = set()
+        self.ack_enabled = ack_enabled
+        self.indexes: set[str] | None = None
+        self.busy = False
+        self.reject_when: Callable[[dict[str, Any]], bool] | None = None
+        self.drop_next = 0
+        self.gzip_requests = 0
+        self.channels: set[str] = set()
+        self._next_ack: dict[str, int] = {}
+        self._acks: dict[tuple[str, int], bool] = {}
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every accepted envelope, in order of arrival."""
+        return self.items
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        for path in EVENT_PATHS:
+            app.router.add_post(path, self._event)
+        app.router.add_post("/services/collector/ack", self._ack)
+        app.router.add_get("/services/collector/health", self._health)
+        app.router.add_get("/services/collector/health/1.0", self._health)
+        return app
+
+    def _auth_error(self, request: web.Request) -> web.Response | None:
+        header = request.headers.get("Authorization")
+        if header is None:
+            return _answer(401, 2, "Token is required")
+        scheme, _, token = header.partition(" ")
+        if scheme != "Splunk" or not token:
+            return _answer(401, 3, "Invalid authorization")
+        if token in self.disabled_tokens:
+            return _answer(403, 1, "Token disabled")
+        if token != self.token:
+            return _answer(403, 4, "Invalid token")
+        return None
+
+    def _channel(self, request: web.Request) -> tuple[str | None, web.Response | None]:
+        channel = request.headers.get("X-Splunk-Request-Channel") or request.query.get("channel")
+        if not self.ack_enabled:
+            return channel, None
+        if not channel:
+            return None, _answer(400, 10, "Data channel is missing")
+        try:
+            uuid.UUID(channel)
+        except ValueError:
+            return None, _answer(400, 11, "Invalid data channel")
+        return channel, None
+
+    def _validate(self, envelopes: list[Any], bad: int | None) -> web.Response | None:
+        for number, envelope in enumerate(envelopes):
+            invalid = _answer(400, 6, "Invalid data format", **{"invalid-event-number": number})
+            if not isinstance(envelope, dict) or set(envelope) - ENVELOPE_KEYS:
+                return invalid
+            if "event" not in envelope:
+                return _answer(400, 12, "Event field is required", **{"invalid-event-number": number})
+            event = envelope["event"]
+            if event is None or event == {} or (isinstance(event, str) and not event.strip()):
+                return _answer(400, 13, "Event field cannot be blank", **{"invalid-event-number": number})
+            moment = envelope.get("time")
+            if moment is not None and not isinstance(moment, int | float):
+                try:
+                    float(moment)
+                except (TypeError, ValueError):
+                    return invalid
+            if any(
+                k in envelope and not isinstance(envelope[k], str)
+                for k in ("host", "source", "sourcetype", "index")
+            ):
+                return invalid
+            fields = envelope.get("fields")
+            if fields is not None and not (
+                isinstance(fields, dict) and all(_flat(v) for v in fields.values())
+            ):
+                return invalid
+            if self.indexes is not None and envelope.get("index", "main") not in self.indexes:
+                return _answer(400, 7, "Incorrect index", **{"invalid-event-number": number})
+            if self.reject_when is not None and self.reject_when(envelope):
+                return invalid
+        if bad is not None:
+            return _answer(400, 6, "Invalid data format", **{"invalid-event-number": bad})
+        return None
+
+    async def _event(self, request: web.Request) -> web.Response:
+        self.attempts += 1
+        await self.slow_down()
+        if (error := self._auth_error(request)) is not None:
+            return error
+        if (status := self.faults.next_failure()) is not None:
+            code = 9 if status == 503 else 8
+            return _answer(status, code, "Server is busy" if code == 9 else "Internal server error",
+                           self.failure_headers())  # fmt: skip
+        if self.busy:
+            return _answer(503, 9, "Server is busy", self.failure_headers())
+        channel, error = self._channel(request)
+        if error is not None:
+            return error
+        if request.headers.get("Content-Encoding") == "gzip":
+            self.gzip_requests += 1
+        body = (await request.read()).decode("utf-8")  # aiohttp has already inflated gzip
+        if not body.strip():
+            return _answer(400, 5, "No data")
+        envelopes, bad = parse_concatenated(body)
+        if (error := self._validate(envelopes, bad)) is not None:
+            return error
+        extra: dict[str, Any] = {}
+        if self.ack_enabled and channel is not None:
+            self.channels.add(channel)
+            ack_id = self._next_ack.get(channel, 0)
+            self._next_ack[channel] = ack_id + 1
+            extra["ackId"] = ack_id
+            if self.drop_next > 0:
+                self.drop_next -= 1
+                self._acks[(channel, ack_id)] = False
+                return _answer(200, 0, "Success", **extra)
+            self._acks[(channel, ack_id)] = True
+        await self.accept(envelopes)
+        return _answer(200, 0, "Success", **extra)
+
+    async def _ack(self, request: web.Request) -> web.Response:
+        if (error := self._auth_error(request)) is not None:
+            return error
+        if not self.ack_enabled:
+            return _answer(400, 14, "ACK is disabled")
+        channel = request.query.get("channel") or request.headers.get("X-Splunk-Request-Channel")
+        if not channel:
+            return _answer(400, 10, "Data channel is missing")
+        try:
+            ids = (await request.json())["acks"]
+        except (ValueError, KeyError, TypeError):
+            return _answer(400, 6, "Invalid data format")
+        return web.json_response({"acks": {str(i): self._acks.get((channel, i), False) for i in ids}})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        if self.busy:
+            return _answer(503, 9, "Server is busy")
+        header = request.headers.get("Authorization")
+        if header is not None and header != f"Splunk {self.token}":
+            return _answer(400, 4, "Invalid token")
+        return _answer(200, 17, "HEC is healthy")

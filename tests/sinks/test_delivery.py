@@ -1,0 +1,321 @@
+"""The shared machinery with a scripted in-memory transport: batching, coalescing, ordering,
+retry, Retry-After, health, fatal errors, dead letters, cancellation and close."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import stat
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import pytest
+import tenacity
+
+from auditstream.sinks.base import (
+    Envelope,
+    ProbeResult,
+    RetrySettings,
+    SinkError,
+    SinkFatalError,
+    SinkSettingsBase,
+    SinkState,
+)
+from auditstream.sinks.delivery import DeliverySink, Record, WriteResult
+from auditstream.sinks.http_client import retry_after_seconds
+from auditstream.sinks.retry import RetriesExhausted, RetryPolicy, TransientError
+from tests.helpers import async_wait_until
+from tests.sinks.conftest import FAST_RETRY, envelopes
+
+
+class FakeSettings(SinkSettingsBase):
+    type: Literal["fake"] = "fake"
+
+
+Action = BaseException | WriteResult | None
+
+
+class FakeTransport:
+    def __init__(self, max_in_flight: int = 1) -> None:
+        self.max_in_flight = max_in_flight
+        self.requests: list[list[str]] = []
+        self.script: deque[Action] = deque()
+        self.gate: asyncio.Event | None = None
+        self.active_streams: list[str] = []
+        self.overlaps = 0
+        self.closed = False
+
+    def encode(self, envelope: Envelope) -> bytes:
+        if envelope.event.get("unencodable"):
+            raise TypeError("cannot serialise")
+        return json.dumps(envelope.event).encode()
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def probe(self) -> ProbeResult:
+        return ProbeResult(True, "fake")
+
+    async def write(self, records: Sequence[Record]) -> WriteResult:
+        streams = {r.envelope.stream for r in records}
+        if streams & set(self.active_streams):
+            self.overlaps += 1
+        self.active_streams.extend(streams)
+        try:
+            self.requests.append([r.envelope.key for r in records])
+            if self.gate is not None:
+                await self.gate.wait()
+            action = self.script.popleft() if self.script else None
+            if isinstance(action, BaseException):
+                raise action
+            return action or WriteResult()
+        finally:
+            for stream in streams:
+                self.active_streams.remove(stream)
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self.retries: list[str] = []
+        self.dead: list[int] = []
+        self.states: list[SinkState] = []
+
+    def request_sent(self, sink: str, events: int, nbytes: int, seconds: float) -> None:
+        self.sent.append(events)
+
+    def retried(self, sink: str, error: str) -> None:
+        self.retries.append(error)
+
+    def dead_lettered(self, sink: str, count: int) -> None:
+        self.dead.append(count)
+
+    def health_changed(self, sink: str, state: SinkState) -> None:
+        self.states.append(state)
+
+
+def make_sink(
+    tmp_path, transport: FakeTransport, observer: Observer | None = None, **overrides: Any
+) -> DeliverySink:
+    config: dict[str, Any] = {"name": "fake", "retry": FAST_RETRY, "batch": {"max_age": 0}}
+    config.update(overrides)
+    return DeliverySink(FakeSettings(**config), transport, state_dir=tmp_path, observer=observer)
+
+
+async def test_a_large_batch_is_cut_by_count_and_bytes_in_order(tmp_path):
+    transport = FakeTransport()
+    sink = make_sink(tmp_path, transport, batch={"max_events": 10, "max_bytes": 2048, "max_age": 0})
+    await sink.start()
+    batch = envelopes("activities", 45)
+    await sink.send(batch)
+    await sink.close()
+    sizes = [len(r) for r in transport.requests]
+    assert sum(sizes) == 45 and max(sizes) <= 10
+    payload = len(transport.encode(batch[0]))
+    assert all(size * payload <= 2048 or size == 1 for size in sizes), sizes
+    assert [k for r in transport.requests for k in r] == [e.key for e in batch]
+
+
+async def test_concurrent_sends_of_several_streams_are_coalesced(tmp_path):
+    transport = FakeTransport()
+    sink = make_sink(tmp_path, transport, batch={"max_events": 100, "max_age": 0.2})
+    await sink.start()
+    streams = ["activities", "queries", "roles_history"]
+    await asyncio.gather(*(sink.send(envelopes(s, 5)) for s in streams))
+    await sink.close()
+    assert len(transport.requests) == 1, transport.requests
+    assert sorted(transport.requests[0]) == sorted(e.key for s in streams for e in envelopes(s, 5))
+
+
+async def test_a_partial_request_waits_for_max_age_and_flush_sends_it_now(tmp_path):
+    transport = FakeTransport()
+    sink = make_sink(tmp_path, transport, batch={"max_events": 100, "max_age": 3600})
+    await sink.start()
+    sending = asyncio.create_task(sink.send(envelopes("activities", 3)))
+    await asyncio.sleep(0.05)  # let the dispatcher look at the queue: nothing may go out yet
+    assert transport.requests == [] and not sending.done()
+    await sink.flush()
+    await sending
+    assert transport.requests == [[f"activities-{i}" for i in range(3)]]
+    await sink.close()
+
+
+async def test_a_stream_is_never_in_two_requests_at_once(tmp_path):
+    transport = FakeTransport(max_in_flight=4)
+    sink = make_sink(tmp_path, transport, batch={"max_events": 5, "max_age": 0})
+    await sink.start()
+    batches = {s: envelopes(s, 23) for s in ("a", "b", "c")}
+    await asyncio.gather(*(sink.send(b) for b in batches.values()))
+    await sink.close()
+    assert transport.overlaps == 0
+    for stream, batch in batches.items():
+        sent = [k for r in transport.requests for k in r if k.startswith(stream + "-")]
+        assert sent == [e.key for e in batch]
+    assert len(transport.requests) >= 15
+
+
+async def test_transient_failures_are_retried_then_health_recovers(tmp_path):
+    transport = FakeTransport()
+    observer = Observer()
+    transport.script.extend([TransientError("503"), TransientError("503"), None])
+    sink = make_sink(tmp_path, transport, observer)
+    await sink.start()
+    await sink.send(envelopes("activities", 4))
+    assert len(transport.requests) == 3 and transport.requests[0] == transport.requests[2]
+    assert observer.retries == ["503", "503"]
+    assert observer.states == [SinkState.RETRYING, SinkState.OK]
+    assert sink.health().state is SinkState.OK
+    await sink.close()
+
+
+async def test_health_is_retrying_during_an_outage_and_failed_after_unhealthy_after(tmp_path):
+    transport = FakeTransport()
+    transport.script.extend([TransientError("down")] * 1000)
+    sink = make_sink(tmp_path, transport, retry={**FAST_RETRY, "unhealthy_after": 0.3})
+    await sink.start()
+    sending = asyncio.create_task(sink.send(envelopes("activities", 2)))
+    await async_wait_until(lambda: sink.health().state is SinkState.RETRYING, what="RETRYING")
+    await async_wait_until(lambda: sink.health().state is SinkState.FAILED, what="FAILED")
+    assert sink.health().last_error == "down" and sink.health().retries >= 2
+    transport.script.clear()
+    await sending
+    assert sink.health().state is SinkState.OK
+    await sink.close()
+
+
+async def test_max_elapsed_gives_up_without_acknowledging(tmp_path):
+    transport = FakeTransport()
+    transport.script.extend([TransientError("down")] * 1000)
+    sink = make_sink(tmp_path, transport, retry={**FAST_RETRY, "max_elapsed": 0.2})
+    await sink.start()
+    with pytest.raises(RetriesExhausted, match="gave up"):
+        await sink.send(envelopes("activities", 2))
+    await sink.close()
+
+
+async def test_fatal_error_reaches_every_caller_and_acknowledges_nothing(tmp_path):
+    transport = FakeTransport()
+    transport.script.append(SinkFatalError("token rejected"))
+    sink = make_sink(tmp_path, transport, batch={"max_age": 0.1})
+    await sink.start()
+    results = await asyncio.gather(
+        sink.send(envelopes("a", 2)), sink.send(envelopes("b", 2)), return_exceptions=True
+    )
+    assert all(isinstance(r, SinkFatalError) for r in results), results
+    assert sink.health().state is SinkState.FAILED
+    assert not (tmp_path / "dead-letter").exists()
+    await sink.send(envelopes("a", 2))  # fixed: the engine's next try goes through
+    assert sink.health().state is SinkState.OK
+    await sink.close()
+
+
+async def test_rejections_are_dead_lettered_with_reason_and_the_rest_resent(tmp_path):
+    transport = FakeTransport()
+    observer = Observer()
+    transport.script.append(WriteResult(rejected={1: "HEC: Invalid data format (code 6)"}, resend=[[0, 2]]))
+    sink = make_sink(tmp_path, transport, observer)
+    await sink.start()
+    batch = envelopes("activities", 3)
+    await sink.send(batch)
+    await sink.close()
+    assert transport.requests == [
+        ["activities-0", "activities-1", "activities-2"],
+        ["activities-0", "activities-2"],
+    ]
+    path = tmp_path / "dead-letter" / "fake.jsonl"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    (line,) = [json.loads(x) for x in path.read_text().splitlines()]
+    assert line["sink"] == "fake" and line["stream"] == "activities" and line["key"] == "activities-1"
+    assert line["reason"] == "HEC: Invalid data format (code 6)"
+    assert json.loads(line["event"]) == batch[1].event
+    assert dt.datetime.fromisoformat(line["time"]).tzinfo is not None
+    assert observer.dead == [1]
+
+
+async def test_unencodable_events_are_dead_lettered_not_sent(tmp_path):
+    transport = FakeTransport()
+    sink = make_sink(tmp_path, transport, dead_letter_path=str(tmp_path / "dl.jsonl"))
+    await sink.start()
+    batch = envelopes("activities", 2) + envelopes("activities", 1, start=2, unencodable=True)
+    await sink.send(batch)
+    await sink.close()
+    assert transport.requests == [["activities-0", "activities-1"]]
+    assert "cannot encode" in (tmp_path / "dl.jsonl").read_text()
+
+
+async def test_a_cancelled_send_leaves_the_queue(tmp_path):
+    transport = FakeTransport()
+    sink = make_sink(tmp_path, transport, batch={"max_age": 3600})
+    await sink.start()
+    sending = asyncio.create_task(sink.send(envelopes("activities", 3)))
+    await asyncio.sleep(0)
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    await sink.close()
+    assert transport.requests == []
+
+
+async def test_close_flushes_what_is_queued_and_refuses_more(tmp_path):
+    transport = FakeTransport()
+    sink = make_sink(tmp_path, transport, batch={"max_age": 3600})
+    await sink.start()
+    sending = asyncio.create_task(sink.send(envelopes("activities", 3)))
+    await asyncio.sleep(0)
+    await sink.close()
+    await sending
+    assert transport.requests == [[f"activities-{i}" for i in range(3)]] and transport.closed
+    with pytest.raises(SinkError, match="closed"):
+        await sink.send(envelopes("activities", 1))
+
+
+async def test_cancelling_close_fails_unacknowledged_callers(tmp_path):
+    transport = FakeTransport()
+    transport.gate = asyncio.Event()  # the receiver never answers
+    sink = make_sink(tmp_path, transport)
+    await sink.start()
+    sending = asyncio.create_task(sink.send(envelopes("activities", 3)))
+    await async_wait_until(lambda: transport.requests, what="request in flight")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):
+            await sink.close()
+    with pytest.raises(SinkError):
+        await sending
+
+
+def _state(exc: BaseException | None, attempt: int) -> tenacity.RetryCallState:
+    state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+    state.attempt_number = attempt
+    future: tenacity.Future = tenacity.Future(attempt)
+    future.set_exception(exc or TransientError("x"))
+    state.outcome = future
+    return state
+
+
+def test_backoff_is_exponential_jittered_and_capped():
+    policy = RetryPolicy(RetrySettings(initial=1, maximum=8), rng=lambda: 0.0)
+    assert [policy.backoff(n) for n in range(1, 6)] == [0.5, 1, 2, 4, 4]
+    top = RetryPolicy(RetrySettings(initial=1, maximum=8), rng=lambda: 0.999999)
+    assert 7.99 < top.backoff(10) <= 8
+
+
+def test_retry_after_wins_over_backoff():
+    policy = RetryPolicy(RetrySettings(initial=0.01, maximum=0.02))
+    assert policy.wait(_state(TransientError("busy", retry_after=3.0), 1)) == 3.0
+    assert policy.wait(_state(TransientError("busy", retry_after=99999), 1)) == 600.0
+    assert policy.wait(_state(TransientError("busy"), 1)) <= 0.02
+
+
+def test_retry_after_parses_seconds_and_http_dates():
+    now = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
+    assert retry_after_seconds("7", now) == 7.0
+    assert retry_after_seconds("Wed, 01 May 2024 12:00:30 GMT", now) == 30.0
+    assert retry_after_seconds("Wed, 01 May 2024 11:00:00 GMT", now) == 0.0
+    assert retry_after_seconds("soon", now) is None
+    assert retry_after_seconds(None, now) is None
