@@ -1,0 +1,76 @@
+"""One entry point for every generated record: the initial data set and live traffic."""
+
+from __future__ import annotations
+
+import random
+
+from auditstream.emulator.data.activities import ActivityFactory
+from auditstream.emulator.data.entities import EntityFiller
+from auditstream.emulator.data.history import HistoryFactory
+from auditstream.emulator.data.queries import QueryFactory
+from auditstream.emulator.data.timeline import spread
+from auditstream.emulator.data.vocabulary import Vocabulary, build_vocabulary
+from auditstream.emulator.options import EmulatorOptions, QueriesTime
+from auditstream.emulator.store import Row
+from auditstream.sdm.registry import STREAMS, StreamKind
+
+NANOS = 1_000_000_000
+LONG_PAIR_RATE = 0.05  # of initial queries: a finished long session, two records
+
+
+class DataFactory:
+    """Builds records with the SDK's message classes from one seeded vocabulary."""
+
+    def __init__(self, options: EmulatorOptions, now_ns: int) -> None:
+        self.options = options
+        self.quantum = options.time_precision.quantum_ns
+        self.vocab: Vocabulary = build_vocabulary(options.seed, options.hostile)
+        self.rng = random.Random(f"data:{options.seed}")
+        self.activities = ActivityFactory(self.vocab, self.rng)
+        self.queries = QueryFactory(self.vocab, self.rng, self.quantum)
+        filler = EntityFiller(self.vocab, self.rng, now_ns)
+        self.history = {
+            name: HistoryFactory(spec, self.vocab, self.rng, filler)
+            for name, spec in STREAMS.items()
+            if spec.kind is StreamKind.HISTORY
+        }
+        self.anchor_is_completion = options.queries_time is QueriesTime.COMPLETED
+
+    def initial_rows(self, name: str, now_ns: int) -> list[Row]:
+        """The data set a stream starts with: spread over ``spread_seconds`` up to now."""
+        spec = STREAMS[name]
+        count = self.options.records if spec.kind is not StreamKind.HISTORY else self.options.history_count
+        start = now_ns - int(self.options.spread_seconds * NANOS)
+        times = spread(self.rng, count, start, now_ns, self.options.same_timestamp, self.quantum)
+        if spec.kind is StreamKind.ACTIVITY:
+            return self.activities.make_many(times)
+        rows: list[Row] = []
+        i = 0
+        if spec.kind is StreamKind.QUERY:
+            while i < count:
+                if i + 1 < count and self.rng.random() < LONG_PAIR_RATE:
+                    pair = self.queries.long_pair(times[i], self.anchor_is_completion, now_ns)
+                    rows.extend(pair)
+                    i += len(pair)
+                else:
+                    rows.append(self.queries.short(times[i], self.anchor_is_completion, now_ns))
+                    i += 1
+            return rows
+        history = self.history[name]
+        while i < count:
+            batch = history.activity(times[i], min(history.entity_count_draw(), count - i))
+            rows.extend(batch)
+            i += len(batch)
+        return rows
+
+    def live_rows(self, name: str, time_ns: int, now_ns: int) -> list[Row]:
+        """Records of one new event in ``name`` (history events may touch several entities)."""
+        spec = STREAMS[name]
+        if spec.kind is StreamKind.ACTIVITY:
+            return [self.activities.make(time_ns)]
+        if spec.kind is StreamKind.QUERY:
+            # a live query is listed once it completes: ``time_ns`` is its completion, so
+            # under ``queries_time=start`` it lands a few seconds behind "now", as it would
+            return [self.queries.short(time_ns, True, now_ns)]
+        history = self.history[name]
+        return history.activity(time_ns, history.entity_count_draw())

@@ -1,0 +1,149 @@
+"""The in-process emulator: data, gRPC server, live traffic, and the ground truth API.
+
+Typical use in an async test::
+
+    async with Emulator(EmulatorOptions(records=500)) as emu:
+        client = MyClient(emu.address, emu.options.access_key, emu.options.secret_key)
+        ...
+        assert received == emu.all_keys("activities")
+
+For code under test that runs its own event loop or is synchronous (the official SDK),
+use :func:`auditstream.emulator.threaded.running_emulator`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import gc
+import logging
+import random
+import time
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from auditstream.emulator.data.factory import DataFactory
+from auditstream.emulator.live import LiveFeed, schedule_open_sessions
+from auditstream.emulator.options import EmulatorOptions
+from auditstream.emulator.server import ListService
+from auditstream.emulator.stats import EmulatorStats
+from auditstream.emulator.store import Store
+from auditstream.emulator.truthfile import write_truth_file
+
+log = logging.getLogger(__name__)
+
+
+class Emulator:
+    """A StrongDM API emulator listening on ``options.host:options.port``."""
+
+    def __init__(self, options: EmulatorOptions | None = None) -> None:
+        self.options = options or EmulatorOptions()
+        self.store = Store(self.options.queries_time)
+        self.stats = EmulatorStats()
+        self.factory: DataFactory | None = None
+        self.live: LiveFeed | None = None
+        self._server: grpc.aio.Server | None = None
+        self._live_task: asyncio.Task[None] | None = None
+        self._port = 0
+        self._stopped = False
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Generate the data set, then accept calls; returns once calls are accepted."""
+        options = self.options
+        now = time.time_ns()
+        self.factory = await asyncio.to_thread(DataFactory, options, now)
+        await asyncio.to_thread(self._populate, self.factory, now)
+        schedule_open_sessions(
+            self.store, self.factory, options, random.Random(f"sessions:{options.seed}"), now
+        )
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers(ListService(self.store, options, self.stats).generic_handlers())
+        try:
+            port = server.add_insecure_port(_join_host_port(options.host, options.port))
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {_join_host_port(options.host, options.port)}: {exc}") from None
+        if port == 0:
+            raise OSError(f"cannot listen on {_join_host_port(options.host, options.port)}")
+        await server.start()
+        self._server, self._port = server, port
+        if options.live > 0:
+            self.live = LiveFeed(self.store, self.factory, options)
+            self._live_task = asyncio.create_task(self.live.run(), name="emulator-live")
+
+    def _populate(self, factory: DataFactory, now: int) -> None:
+        # Millions of short-lived Row tuples would trigger the cyclic GC over and over
+        # (half the build time); none of them can be part of a cycle.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for name in self.options.streams:
+                self.store.load(name, factory.initial_rows(name, now))
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    async def stop(self, grace: float = 0.5) -> None:
+        """Stop serving (in-flight calls get ``grace`` seconds) and write the truth file."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._live_task is not None:
+            self._live_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._live_task
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self.options.truth_file:
+            count = await asyncio.to_thread(write_truth_file, self.store, self.options.truth_file)
+            log.info("wrote %d records to truth file %s", count, self.options.truth_file)
+
+    async def live_done(self) -> None:
+        """Wait until ``live_for`` seconds of live traffic have been produced."""
+        if self._live_task is not None:
+            await asyncio.shield(self._live_task)
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # --- where -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """``host:port`` to give a client (the SDK's ``host=`` argument)."""
+        return _join_host_port(self.options.host, self._port)
+
+    # --- ground truth ------------------------------------------------------------------
+
+    def truth(self, stream: str) -> list[tuple[str, int]]:
+        """``(key, time_ns)`` of every record of ``stream`` visible now."""
+        return self.store.truth(stream)
+
+    def filter_truth(self, stream: str) -> list[tuple[str, int]]:
+        """``(key, time the after:/before: filter compares)`` of every visible record."""
+        return self.store.filter_truth(stream)
+
+    def all_keys(self, stream: str) -> set[str]:
+        return self.store.all_keys(stream)
+
+    def insert(self, stream: str, record: Any, visible_at: dt.datetime | int | None = None) -> str:
+        """Add an SDK protobuf record; it is listed from ``visible_at`` on (default: now)."""
+        return self.store.insert(stream, record, visible_at)
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
