@@ -1,0 +1,57 @@
+"""Shared emulator fixtures (kept to the emulator; other suites add their own).
+
+``make_emulator(**overrides)`` starts an in-process emulator on 127.0.0.1 with a free
+port on the test's loop and stops it at teardown; ``threaded_emulator_factory`` does the
+same on a background thread, for synchronous clients such as the official SDK.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from auditstream.emulator import Emulator, EmulatorOptions, running_emulator
+
+# Test data spans one day, so the Activities default week never cuts it while a test runs.
+TEST_DEFAULTS: dict[str, object] = {
+    "host": "127.0.0.1",
+    "port": 0,
+    "records": 200,
+    "spread_seconds": 86_400.0,
+}
+
+
+def emulator_options(**overrides: object) -> EmulatorOptions:
+    return EmulatorOptions(**{**TEST_DEFAULTS, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def make_emulator() -> AsyncIterator[Callable[..., Awaitable[Emulator]]]:
+    started: list[Emulator] = []
+
+    async def start(**overrides: object) -> Emulator:
+        emulator = Emulator(emulator_options(**overrides))
+        await emulator.start()
+        started.append(emulator)
+        return emulator
+
+    yield start
+    for emulator in started:
+        await emulator.stop(grace=0)
+
+
+@pytest.fixture
+async def emulator(make_emulator: Callable[..., Awaitable[Emulator]]) -> Emulator:
+    return await make_emulator()
+
+
+@pytest.fixture
+def threaded_emulator_factory() -> Iterator[Callable[..., Emulator]]:
+    with ExitStack() as stack:
+
+        def start(**overrides: object) -> Emulator:
+            return stack.enter_context(running_emulator(emulator_options(**overrides)))
+
+        yield start
