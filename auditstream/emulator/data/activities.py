@@ -83,15 +83,13 @@ def verb_catalog() -> list[tuple[str, str, int]]:
 
 
 class ActivityFactory:
-    POOL_SIZE = 4096
-
-    def __init__(self, vocab: Vocabulary, rng: random.Random) -> None:
+    def __init__(self, vocab: Vocabulary, rng: random.Random, pool_size: int = 4096) -> None:
         self._vocab = vocab
         self._rng = rng
         catalog = verb_catalog()
         self._verbs = [(verb, entity) for verb, entity, _ in catalog]
         self._weights = [weight for _, _, weight in catalog]
-        self._bodies = [self._body() for _ in range(self.POOL_SIZE)]
+        self._bodies = [self._body() for _ in range(pool_size)]
         self._header = activities_pb2.Activity()
 
     def _entity(self, entity_type: str) -> activities_pb2.ActivityEntity:

@@ -26,15 +26,20 @@ class DataFactory:
         self.quantum = options.time_precision.quantum_ns
         self.vocab: Vocabulary = build_vocabulary(options.seed, options.hostile)
         self.rng = random.Random(f"data:{options.seed}")
-        self.activities = ActivityFactory(self.vocab, self.rng)
-        self.queries = QueryFactory(self.vocab, self.rng, self.quantum)
-        filler = EntityFiller(self.vocab, self.rng, now_ns)
-        self.history = {
-            name: HistoryFactory(spec, self.vocab, self.rng, filler)
-            for name, spec in STREAMS.items()
-            if spec.kind is StreamKind.HISTORY
-        }
+        # pools scale with the data set: a 200-record test emulator starts in milliseconds
+        pool = max(64, min(options.records, 4096))
+        self.activities = ActivityFactory(self.vocab, self.rng, pool)
+        self.queries = QueryFactory(self.vocab, self.rng, self.quantum, pool // 2)
+        self._filler = EntityFiller(self.vocab, self.rng, now_ns)
+        self._history: dict[str, HistoryFactory] = {}
         self.anchor_is_completion = options.queries_time is QueriesTime.COMPLETED
+
+    def history(self, name: str) -> HistoryFactory:
+        """The factory of one history stream, built on first use (26 entity pools add up)."""
+        factory = self._history.get(name)
+        if factory is None:
+            factory = self._history[name] = HistoryFactory(STREAMS[name], self.vocab, self.rng, self._filler)
+        return factory
 
     def initial_rows(self, name: str, now_ns: int) -> list[Row]:
         """The data set a stream starts with: spread over ``spread_seconds`` up to now."""
@@ -56,7 +61,7 @@ class DataFactory:
                     rows.append(self.queries.short(times[i], self.anchor_is_completion, now_ns))
                     i += 1
             return rows
-        history = self.history[name]
+        history = self.history(name)
         while i < count:
             batch = history.activity(times[i], min(history.entity_count_draw(), count - i))
             rows.extend(batch)
@@ -72,5 +77,5 @@ class DataFactory:
             # a live query is listed once it completes: ``time_ns`` is its completion, so
             # under ``queries_time=start`` it lands a few seconds behind "now", as it would
             return [self.queries.short(time_ns, True, now_ns)]
-        history = self.history[name]
+        history = self.history(name)
         return history.activity(time_ns, history.entity_count_draw())

@@ -116,15 +116,15 @@ class OpenSession:
 
 
 class QueryFactory:
-    POOL_SIZE = 2048
-
-    def __init__(self, vocab: Vocabulary, rng: random.Random, quantum_ns: int = 1) -> None:
+    def __init__(
+        self, vocab: Vocabulary, rng: random.Random, quantum_ns: int = 1, pool_size: int = 2048
+    ) -> None:
         self._vocab = vocab
         self._rng = rng
         self._quantum = quantum_ns
         categories = [Q.DATASOURCES] * 10 + [Q.SSH] * 4 + [Q.KUBERNETES] * 3 + [Q.RDP, Q.WEB, Q.CLOUD]
-        self._bodies = [self._body(rng.choice(categories)) for _ in range(self.POOL_SIZE)]
-        self._long_bodies = [self._body(rng.choice(LONG_CATEGORIES)) for _ in range(self.POOL_SIZE // 4)]
+        self._bodies = [self._body(rng.choice(categories)) for _ in range(pool_size)]
+        self._long_bodies = [self._body(rng.choice(LONG_CATEGORIES)) for _ in range(max(16, pool_size // 4))]
         self._full = queries_pb2.Query()
         self._start = queries_pb2.Query()
 

@@ -141,13 +141,21 @@ class Vocabulary:
     ips: list[str] = field(default_factory=list)
     org_id: str = ""
     org_name: str = "Acme Corp"
+    _categories: dict[str, list[ResourceInfo]] | None = None
 
     def text(self, value: str, rate: float = 0.25) -> str:
         """``value``, made hostile now and then in hostile mode."""
         return maybe_hostile(self.rng, value, self.hostile, rate)
 
     def resources_in(self, category: str) -> list[ResourceInfo]:
-        return [r for r in self.resources if r.category == category]
+        return self._by_category().get(category, [])
+
+    def _by_category(self) -> dict[str, list[ResourceInfo]]:
+        if self._categories is None:
+            self._categories = {}
+            for resource in self.resources:
+                self._categories.setdefault(resource.category, []).append(resource)
+        return self._categories
 
 
 def build_vocabulary(seed: int, hostile: bool) -> Vocabulary:
