@@ -52,6 +52,8 @@ def parse_start_at(value: object) -> dt.datetime | None:
 
 
 class SourceSettings(StrictModel):
+    file_fields = frozenset({"access_key"})
+
     endpoint: str = DEFAULT_ENDPOINT
     access_key: str = Field(min_length=1)
     secret_key: SecretStr

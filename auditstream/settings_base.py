@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import ssl
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, ClassVar, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
@@ -54,6 +54,9 @@ class StrictModel(BaseModel):
     which is how Kubernetes Secrets and systemd credentials hand secrets over."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Plain (non-secret) fields that may also come from a file, e.g. an access key that
+    # lives in the same Kubernetes Secret as its secret key.
+    file_fields: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="before")
     @classmethod
@@ -63,7 +66,8 @@ class StrictModel(BaseModel):
         resolved = dict(data)
         for name, field in cls.model_fields.items():
             file_key = f"{name}_file"
-            if file_key not in resolved or not _is_secret(field.annotation):
+            from_file = _is_secret(field.annotation) or name in cls.file_fields
+            if file_key not in resolved or not from_file:
                 continue
             if resolved.get(name) not in (None, ""):
                 raise ValueError(f"give either {name} or {file_key}, not both")

@@ -63,6 +63,12 @@ def test_secret_from_file(tmp_path):
     assert config.source.secret_key.get_secret_value() == SECRET
 
 
+def test_access_key_from_file_too(tmp_path):
+    (tmp_path / "ak").write_text("auth-from-file\n")
+    config = parse_config(minimal(source={"access_key_file": str(tmp_path / "ak"), "secret_key": SECRET}), env={})
+    assert config.source.access_key == "auth-from-file"
+
+
 def test_secret_file_missing_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"source: .*secret_key_file.*cannot read"):
         parse_config(minimal(source={"access_key": "a", "secret_key_file": str(tmp_path / "nope")}), env={})
