@@ -1,1 +1,49 @@
+"""Normalization layer: protobuf record -> event dict (``events``), then per-sink encoding.
 
+Each record becomes an event once (``to_event``, then optional redaction); every sink
+encodes that same dict as its ``format`` says, through ``make_encoder`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from auditstream.formats.cef import CefEncoder, CefSettings
+from auditstream.formats.events import Event, to_event
+from auditstream.formats.json_codec import encode_json
+from auditstream.formats.redaction import RedactionRule, Redactor
+from auditstream.formats.settings import NormalizeSettings
+
+Encoder = Callable[[Event], bytes]
+Format = Literal["json", "cef"]
+FORMATS: tuple[Format, ...] = ("json", "cef")
+
+__all__ = [
+    "FORMATS",
+    "CefEncoder",
+    "CefSettings",
+    "Encoder",
+    "Event",
+    "Format",
+    "NormalizeSettings",
+    "RedactionRule",
+    "Redactor",
+    "encode_json",
+    "make_encoder",
+    "to_event",
+]
+
+
+def make_encoder(fmt: Format, cef: CefSettings | None = None) -> Encoder:
+    """The encoder a sink with ``format = fmt`` uses: event -> UTF-8 bytes, no newline."""
+    if fmt == "json":
+        return encode_json
+    if fmt == "cef":
+        encode = CefEncoder(cef).encode
+
+        def encode_cef(event: Event) -> bytes:
+            return encode(event).encode("utf-8")
+
+        return encode_cef
+    raise ValueError(f"unknown event format {fmt!r}; expected one of {', '.join(FORMATS)}")

@@ -1,0 +1,166 @@
+"""ArcSight CEF encoding of events, one line each:
+``CEF:0|StrongDM|auditstream|<version>|<class id>|<name>|<severity>|<extension>``.
+
+One event is one line, whatever its content: header and extension escaping follow the CEF
+specification exactly (``cef_escape``), every value is cut to its dictionary length with a
+marker, and empty values are left out rather than written as ``key=``. What goes where is
+``cef_mapping`` (documented in docs/cef.md). Severity is, in order: a configured override for
+the activity verb, a configured override for the stream (``logType``), the built-in default
+for the verb or stream (``severity``), then ``default_severity``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+import auditstream
+from auditstream.formats import cef_escape, compiled, severity
+from auditstream.formats.cef_escape import EXTENSION_LIMITS, escape_extension, escape_header, truncate
+from auditstream.formats.cef_mapping import (
+    Mapper,
+    Pairs,
+    history_mapper,
+    map_activity,
+    map_generic,
+    map_query,
+)
+from auditstream.formats.events import Event, history_entity_key
+from auditstream.sdm.registry import STREAMS, StreamKind
+
+VENDOR = "StrongDM"
+PRODUCT = "auditstream"
+DEFAULT_LIMIT = 1023
+NUMERIC_KEYS = frozenset({"rt", "start", "end", "deviceCustomDate1", "cn1", "cn2", "cn3", "dpt"})
+
+Severity = Annotated[int, Field(ge=0, le=10)]
+
+
+class CefSettings(BaseModel):
+    """``[cef]``: severity policy. Vendor, product and version are fixed by the build."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Keys are activity verbs ("user deleted") or stream names ("queries", "roles_history").
+    severity: dict[str, Severity] = Field(default_factory=dict)
+    # For activity verbs no built-in rule knows, and streams without a mapping.
+    default_severity: Severity = 5
+
+
+class CefEncoder:
+    """Encodes event dicts as CEF lines (``str``, no trailing newline)."""
+
+    def __init__(self, settings: CefSettings | None = None, *, device_version: str | None = None) -> None:
+        settings = settings or CefSettings()
+        version = device_version if device_version is not None else auditstream.__version__
+        self._prefix = "|".join(
+            (
+                "CEF:0",
+                escape_header(VENDOR, cef_escape.VENDOR_MAX),
+                escape_header(PRODUCT, cef_escape.PRODUCT_MAX),
+                escape_header(version, cef_escape.VERSION_MAX),
+                "",
+            )
+        )
+        self._overrides = dict(settings.severity)
+        self._default = settings.default_severity
+        self._verb_severity: dict[str, int] = {}
+        self._mappers: dict[str, Mapper] = {}
+        for spec in STREAMS.values():
+            if spec.kind is StreamKind.ACTIVITY:
+                self._mappers[spec.name] = map_activity
+            elif spec.kind is StreamKind.QUERY:
+                self._mappers[spec.name] = map_query
+            else:
+                entity = spec.record_class.DESCRIPTOR.fields_by_name[spec.entity_field].message_type
+                self._mappers[spec.name] = history_mapper(
+                    spec.name, history_entity_key(spec), compiled.is_polymorphic(entity)
+                )
+
+    def encode(self, event: Event) -> str:
+        """One CEF line for one event."""
+        log_type = event.get("logType")
+        mapper = self._mappers.get(log_type, map_generic) if isinstance(log_type, str) else map_generic
+        class_id, name, pairs = mapper(event)
+        return "".join(
+            (
+                self._prefix,
+                escape_header(class_id, cef_escape.CLASS_ID_MAX),
+                "|",
+                escape_header(name, cef_escape.NAME_MAX),
+                "|",
+                str(self.severity_of(event, mapper)),
+                "|",
+                render_extension(pairs),
+            )
+        )
+
+    def severity_of(self, event: Event, mapper: Mapper | None = None) -> int:
+        """The severity of an event under these settings."""
+        log_type = event.get("logType")
+        if mapper is None:
+            mapper = self._mappers.get(log_type, map_generic) if isinstance(log_type, str) else map_generic
+        if mapper is map_activity:
+            verb = event.get("activity")
+            verb = verb if isinstance(verb, str) else ""
+            cached = self._verb_severity.get(verb)
+            if cached is None:
+                cached = self._resolve_verb(verb, log_type)
+                self._verb_severity[verb] = cached
+            return cached
+        if isinstance(log_type, str) and log_type in self._overrides:
+            return self._overrides[log_type]
+        if mapper is map_query:
+            return severity.QUERY_SEVERITY
+        if mapper is map_generic:
+            return self._default
+        if event.get("deletedAt") is not None:
+            return severity.HISTORY_DELETED_SEVERITY
+        return severity.HISTORY_SEVERITY
+
+    def _resolve_verb(self, verb: str, log_type: Any) -> int:
+        if verb in self._overrides:
+            return self._overrides[verb]
+        if isinstance(log_type, str) and log_type in self._overrides:
+            return self._overrides[log_type]
+        built_in = severity.activity_severity(verb)
+        return self._default if built_in is None else built_in
+
+
+def render_extension(pairs: Pairs) -> str:
+    """``key=value`` pairs joined by spaces: empty values skipped, lengths cut, values escaped.
+
+    A ``...Label`` pair is held back and written just before its value, only if that value
+    is written. Numeric keys (times, counts, ports) take integers only: a value that is not
+    one (for instance a field replaced by its hash) is left out, never mistyped.
+    """
+    parts: list[str] = []
+    label: tuple[str, Any] | None = None
+    for key, value in pairs:
+        if key.endswith("Label"):
+            label = (key, value)
+            continue
+        if value is None or value == "":
+            label = None
+            continue
+        if key in NUMERIC_KEYS:
+            if type(value) is not int:
+                label = None
+                continue
+            text = str(value)
+        elif type(value) is str:
+            text = value
+            limit = EXTENSION_LIMITS.get(key, DEFAULT_LIMIT)
+            if len(text) > limit:
+                text = cef_escape.short_id(text, limit) if key == "externalId" else truncate(text, limit)
+            text = escape_extension(text)
+        elif type(value) is bool:
+            text = "true" if value else "false"
+        else:
+            text = escape_extension(truncate(str(value), EXTENSION_LIMITS.get(key, DEFAULT_LIMIT)))
+        if label is not None:
+            parts.append(f"{label[0]}={escape_extension(str(label[1]))}")
+            label = None
+        parts.append(f"{key}={text}")
+    return " ".join(parts)

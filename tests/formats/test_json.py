@@ -1,0 +1,76 @@
+"""JSON: every event round-trips through orjson and stays one line, whatever the strings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from auditstream.formats import encode_json, to_event
+from auditstream.sdm.registry import STREAMS
+from tests.formats import samples
+
+text = st.text(st.characters(codec="utf-8"), max_size=40)
+hostile = st.one_of(
+    text,
+    st.lists(
+        st.sampled_from(['"', "\\", "\n", "\r", "\u2028", "\x00", "\x1f", "é", "🎉", "|", "="]), max_size=20
+    ).map("".join),
+    st.builds(lambda s, n: (s or "x") * n, text, st.integers(1000, 5000)),
+)
+
+
+def _roundtrip(event: dict[str, Any]) -> None:
+    encoded = encode_json(event)
+    assert b"\n" not in encoded and b"\r" not in encoded and not encoded.endswith(b"\n")
+    assert orjson.loads(encoded) == event
+    encoded.decode("utf-8")  # strict UTF-8
+
+
+@given(hostile, hostile, hostile, hostile)
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+def test_activity_json_roundtrip(verb: str, description: str, email: str, entity: str) -> None:
+    record = samples.sample("activities")
+    record.verb, record.description = verb, description  # type: ignore[attr-defined]
+    record.actor.email = email  # type: ignore[attr-defined]
+    record.entities[0].name = entity  # type: ignore[attr-defined]
+    event = to_event(STREAMS["activities"], record)
+    assert (event["activity"], event["description"], event["actorEmail"]) == (verb, description, email)
+    _roundtrip(event)
+
+
+@given(hostile, hostile, hostile, st.binary(max_size=64), st.dictionaries(text, hostile, max_size=4))
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+def test_query_json_roundtrip(
+    body: str, tag: str, authz: str, request_body: bytes, env: dict[str, str]
+) -> None:
+    record, _ = samples.query_pair()
+    record.query_body = body  # type: ignore[attr-defined]
+    record.authzJson = authz  # type: ignore[attr-defined]
+    pair = record.resource_tags.pairs.add()  # type: ignore[attr-defined]
+    pair.name, pair.value = "hostile", tag
+    record.capture.request_body = request_body  # type: ignore[attr-defined]
+    record.capture.env.clear()  # type: ignore[attr-defined]
+    record.capture.env.update(env)  # type: ignore[attr-defined]
+    event = to_event(STREAMS["queries"], record)
+    assert event["queryBody"] == body and event["resourceTags"]["hostile"] == tag
+    assert event["capture"]["env"] == env
+    _roundtrip(event)
+
+
+@given(hostile, hostile)
+@settings(max_examples=50, suppress_health_check=[HealthCheck.too_slow])
+def test_history_json_roundtrip(name: str, password: str) -> None:
+    record = samples.sample("resources_history")
+    record.resource.postgres.name = name  # type: ignore[attr-defined]
+    record.resource.postgres.password = password  # type: ignore[attr-defined]
+    event = to_event(STREAMS["resources_history"], record)
+    assert event["resource"]["name"] == name
+    _roundtrip(event)
+
+
+def test_every_sample_roundtrips() -> None:
+    for stream, record in samples.all_samples().items():
+        _roundtrip(to_event(STREAMS[stream], record))
