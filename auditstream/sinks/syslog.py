@@ -159,9 +159,13 @@ class SyslogTransport:
         return self._formatter.format(envelope.stream, envelope.key, envelope.time_ns, body)
 
     async def open(self) -> None:
-        if self.settings.transport == "tls":
-            self._ssl = self.settings.tls.ssl_context()
+        self._tls_context()  # a bad CA or key file is a startup error
         # Connections are made on first use: a receiver that is down must not stop startup.
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.settings.transport == "tls" and self._ssl is None:
+            self._ssl = self.settings.tls.ssl_context()
+        return self._ssl
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -188,10 +192,11 @@ class SyslogTransport:
         return WriteResult()
 
     async def _connect(self) -> _Connection:
-        server_name = self.settings.tls.server_name or self.settings.host if self._ssl else None
+        context = self._tls_context()
+        server_name = (self.settings.tls.server_name or self.settings.host) if context else None
         async with asyncio.timeout(self.settings.connect_timeout):
             reader, writer = await asyncio.open_connection(
-                self.settings.host, self.settings.effective_port, ssl=self._ssl, server_hostname=server_name
+                self.settings.host, self.settings.effective_port, ssl=context, server_hostname=server_name
             )
         return _Connection(reader, writer)
 
