@@ -1,0 +1,82 @@
+"""``python -m auditstream.emulator`` as a process: announce, serve, stop on SIGTERM, write truth."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from auditstream.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, EmulatorOptions, make_demo_credentials
+from auditstream.emulator.truthfile import read_truth_file
+from auditstream.sdm.registry import ALL_STREAM_NAMES
+from tests.helpers import free_port
+
+from .rawclient import RawClient
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def spawn(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "auditstream.emulator", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+
+
+async def test_serves_until_sigterm_and_writes_the_truth_file(tmp_path: Path) -> None:
+    port = free_port()
+    truth_path = tmp_path / "truth.jsonl"
+    proc = await spawn(
+        "--listen", f"127.0.0.1:{port}", "--records", "60", "--seed", "5", "--live", "50",
+        "--truth-file", str(truth_path), "--access-key", DEMO_ACCESS_KEY, "--secret-key", DEMO_SECRET_KEY,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+        assert line.decode().strip() == f"listening on 127.0.0.1:{port}"
+        stand_in: Any = SimpleNamespace(address=f"127.0.0.1:{port}", options=EmulatorOptions())
+        async with RawClient(stand_in) as client:
+            listed = (await client.list_all("activities", limit=25)).keys()
+            roles = (await client.list_all("roles_history")).keys()
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0, stderr.decode()
+    truth = read_truth_file(truth_path)
+    assert set(truth) == set(ALL_STREAM_NAMES)
+    assert set(listed) <= set(truth["activities"]) and len(listed) >= 60
+    assert set(roles) <= set(truth["roles_history"]) and len(truth["roles_history"]) >= 6
+    assert all(isinstance(t, int) and t > 0 for t in truth["queries"].values())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--secret-key", "not base64!!"], "not valid base64"),
+        (["--listen", "nohostport"], "HOST:PORT"),
+        (["--short-pages", "1.5"], "probability"),
+        (["--order", "sideways"], "invalid choice"),
+    ],
+)
+async def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
+    proc = await spawn(*args)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 2
+    assert message in stderr.decode()
+    assert not stdout
+    if args[0] == "--secret-key":
+        assert args[1] not in stderr.decode()  # never echo a secret, even a malformed one
+
+
+def test_demo_credentials_are_accepted_by_default() -> None:
+    assert make_demo_credentials() == (DEMO_ACCESS_KEY, DEMO_SECRET_KEY)
+    options = EmulatorOptions()
+    assert (options.access_key, options.secret_key) == make_demo_credentials()
