@@ -135,8 +135,12 @@ async def test_a_killed_receiver_mid_stream_only_loses_what_it_had_taken(rsyslog
     rsyslog.start()
     await sending
     await sink.close()
-    await async_wait_until(lambda: rsyslog.messages()[-1:] and json.loads(rsyslog.messages()[-1]["msg"])["seq"] == 3999,
-                           what="the last event")  # fmt: skip
+
+    def last_seq() -> int:
+        messages = rsyslog.messages()
+        return json.loads(messages[-1]["msg"])["seq"] if messages else -1
+
+    await async_wait_until(lambda: last_seq() == 3999, what="the last event")
     seen = {json.loads(m["msg"])["seq"] for m in rsyslog.messages()}
     missing = sorted(set(range(4000)) - seen)
     if missing:
