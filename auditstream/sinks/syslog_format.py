@@ -17,6 +17,7 @@ Pure functions, no I/O, so every rule is unit-tested directly:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from typing import Literal
 
@@ -61,13 +62,19 @@ def sd_name(value: str) -> str:
 
 
 def sd_escape(value: str) -> str:
+    if '"' not in value and "\\" not in value and "]" not in value:
+        return value
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+
+
+@functools.lru_cache(maxsize=1024)
+def _utc_second(seconds: int) -> str:
+    return f"{dt.datetime.fromtimestamp(seconds, dt.UTC):%Y-%m-%dT%H:%M:%S}"
 
 
 def rfc5424_timestamp(time_ns: int) -> str:
     seconds, rest = divmod(time_ns, 1_000_000_000)
-    moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{rest // 1000:06d}Z"
+    return f"{_utc_second(seconds)}.{rest // 1000:06d}Z"
 
 
 def rfc3164_timestamp(time_ns: int) -> str:
@@ -93,12 +100,10 @@ class SyslogFormatter:
         self._pri = f"<{facility * 8 + severity}>"
         self._structured = structured_data
         self._sd_id = sd_name(sd_id)
-        if rfc == 5424:
-            self._hostname = header_field(hostname, HOSTNAME_MAX)
-            self._app = header_field(app_name, APP_NAME_MAX)
-        else:
-            self._hostname = header_field(hostname, HOSTNAME_MAX)
-            self._tag = _NOT_TAG.sub("_", app_name)[:TAG_MAX] or "auditstream"
+        self._hostname = header_field(hostname, HOSTNAME_MAX)
+        self._app = header_field(app_name, APP_NAME_MAX)
+        self._tag = _NOT_TAG.sub("_", app_name)[:TAG_MAX] or "auditstream"
+        self._after_time: dict[str, str] = {}  # per stream: " HOSTNAME APP-NAME PROCID MSGID "
 
     def structured(self, stream: str, key: str) -> str:
         return f'[{self._sd_id} stream="{sd_escape(stream)}" id="{sd_escape(key)}"]'
@@ -107,9 +112,12 @@ class SyslogFormatter:
         if self.rfc == 3164:
             head = f"{self._pri}{rfc3164_timestamp(time_ns)} {self._hostname} {self._tag}: "
             return head.encode("utf-8") + body
+        middle = self._after_time.get(stream)
+        if middle is None:
+            middle = f" {self._hostname} {self._app} - {header_field(stream, MSGID_MAX)} "
+            self._after_time[stream] = middle
         sd = self.structured(stream, key) if self._structured else "-"
-        msgid = header_field(stream, MSGID_MAX)
-        head = f"{self._pri}1 {rfc5424_timestamp(time_ns)} {self._hostname} {self._app} - {msgid} {sd} "
+        head = f"{self._pri}1 {rfc5424_timestamp(time_ns)}{middle}{sd} "
         return head.encode("utf-8") + body
 
 
