@@ -61,7 +61,8 @@ class Emulator:
         schedule_open_sessions(
             self.store, self.factory, options, random.Random(f"sessions:{options.seed}"), now
         )
-        server = grpc.aio.server()
+        # no SO_REUSEPORT: a second emulator on a taken port must fail, not share the traffic
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers(ListService(self.store, options, self.stats).generic_handlers())
         try:
             port = server.add_insecure_port(_join_host_port(options.host, options.port))

@@ -29,6 +29,7 @@ QUERY_SHARE = 0.45  # the rest goes to history streams
 class _Group:
     time_ns: int = 0
     left: int = 0
+    late: bool = False
 
 
 @dataclass
@@ -87,12 +88,14 @@ class LiveFeed:
         group = self._groups.setdefault(name, _Group())
         if group.left <= 0:
             when = now_ns
-            if self.options.late_rate and self.rng.random() < self.options.late_rate:
+            group.late = bool(self.options.late_rate) and self.rng.random() < self.options.late_rate
+            if group.late:
                 when -= int(self.rng.uniform(0, self.options.late_max_seconds) * NANOS)
-                self.stats.late += self.options.same_timestamp
             group.time_ns = quantize(when - self.rng.randrange(1000), self.factory.quantum)
             group.left = self.options.same_timestamp
         group.left -= 1
+        if group.late:
+            self.stats.late += 1
         return group.time_ns
 
     def produce_one(self, now_ns: int | None = None) -> int:

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 
 from auditstream.emulator.cursor import CursorError, Listing, Position, decode_cursor, encode_cursor, tag
 from auditstream.emulator.faults import FaultInjector, FaultKind
-from auditstream.emulator.filters import FilterError, parse_filter, record_predicate
+from auditstream.emulator.filters import Filter, FilterError, parse_filter, record_predicate
 from auditstream.emulator.options import EmulatorOptions
 from auditstream.emulator.pagination import read_page, start_listing
 from auditstream.emulator.ratelimit import RateLimiter
@@ -186,7 +186,7 @@ class ListService:
         return response
 
     def _new_listing(
-        self, spec: StreamSpec, flt: Any, limit: int, stream_tag: int, filter_tag: int
+        self, spec: StreamSpec, flt: Filter, limit: int, stream_tag: int, filter_tag: int
     ) -> Listing:
         options = self.options
         lo, hi = flt.window(options.after_bound, options.before_bound)

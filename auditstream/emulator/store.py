@@ -34,9 +34,6 @@ from typing import Any, NamedTuple
 from auditstream.emulator.options import QueriesTime
 from auditstream.sdm.registry import ALL_STREAM_NAMES, STREAMS, StreamKind, StreamSpec
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
-
 
 class Row(NamedTuple):
     """One record as the generator hands it over (no protobuf parsing needed to index it)."""

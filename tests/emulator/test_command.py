@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from auditstream.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, EmulatorOptions, make_demo_credentials
+from auditstream.emulator import (
+    DEMO_ACCESS_KEY,
+    DEMO_SECRET_KEY,
+    Emulator,
+    EmulatorOptions,
+    make_demo_credentials,
+)
 from auditstream.emulator.truthfile import read_truth_file
 from auditstream.sdm.registry import ALL_STREAM_NAMES
 from tests.helpers import free_port
@@ -80,3 +87,17 @@ def test_demo_credentials_are_accepted_by_default() -> None:
     assert make_demo_credentials() == (DEMO_ACCESS_KEY, DEMO_SECRET_KEY)
     options = EmulatorOptions()
     assert (options.access_key, options.secret_key) == make_demo_credentials()
+
+
+async def test_a_taken_port_fails_to_start_instead_of_sharing_it() -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        emulator = Emulator(EmulatorOptions(port=port, records=0, streams=()))
+        with pytest.raises(OSError, match="cannot listen"):
+            await emulator.start()
+        await emulator.stop()
+        proc = await spawn("--listen", f"127.0.0.1:{port}", "--records", "0", "--streams", "")
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 1 and b"cannot listen" in stderr

@@ -80,7 +80,7 @@ class EntityFiller:
         if rng.random() < 0.3:
             tags.pairs.add(name="cost-center", value=str(rng.randrange(1000, 9999)))
 
-    def _string(self, name: str, message_name: str, owner: Any) -> str | None:
+    def _string(self, name: str, message_name: str) -> str | None:
         rng, v = self.rng, self.vocab
         if name in self._id_pools:
             return self._id_pools[name]()
@@ -156,7 +156,7 @@ class EntityFiller:
             elif field.is_repeated:
                 continue
             elif field.type == field.TYPE_STRING:
-                value = self._string(name, descriptor.name, message)
+                value = self._string(name, descriptor.name)
                 if name == "id" and value is None:
                     value = self.vocab.mint.new(_prefix(descriptor.name))
                 if name == "name" and value is None:
