@@ -11,13 +11,22 @@ for the verb or stream (``severity``), then ``default_severity``.
 
 from __future__ import annotations
 
+from itertools import repeat
+from operator import gt
 from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 import auditstream
 from auditstream.formats import cef_escape, compiled, severity
-from auditstream.formats.cef_escape import EXTENSION_LIMITS, escape_extension, escape_header, truncate
+from auditstream.formats.cef_escape import (
+    EXTENSION_LIMITS,
+    escape_extension,
+    escape_header,
+    needs_extension_escape,
+    truncate,
+)
 from auditstream.formats.cef_mapping import (
     Mapper,
     Pairs,
@@ -32,7 +41,6 @@ from auditstream.sdm.registry import STREAMS, StreamKind
 VENDOR = "StrongDM"
 PRODUCT = "auditstream"
 DEFAULT_LIMIT = 1023
-NUMERIC_KEYS = frozenset({"rt", "start", "end", "deviceCustomDate1", "cn1", "cn2", "cn3", "dpt"})
 
 Severity = Annotated[int, Field(ge=0, le=10)]
 
@@ -66,6 +74,7 @@ class CefEncoder:
         self._overrides = dict(settings.severity)
         self._default = settings.default_severity
         self._verb_severity: dict[str, int] = {}
+        self._headers: dict[tuple[str, str], str] = {}  # class id and name repeat: escape once
         self._mappers: dict[str, Mapper] = {}
         for spec in STREAMS.values():
             if spec.kind is StreamKind.ACTIVITY:
@@ -81,26 +90,22 @@ class CefEncoder:
     def encode(self, event: Event) -> str:
         """One CEF line for one event."""
         log_type = event.get("logType")
-        mapper = self._mappers.get(log_type, map_generic) if isinstance(log_type, str) else map_generic
-        class_id, name, pairs = mapper(event)
-        return "".join(
-            (
-                self._prefix,
-                escape_header(class_id, cef_escape.CLASS_ID_MAX),
-                "|",
-                escape_header(name, cef_escape.NAME_MAX),
-                "|",
-                str(self.severity_of(event, mapper)),
-                "|",
-                render_extension(pairs),
-            )
-        )
+        mapper = self._mappers.get(log_type, map_generic) if type(log_type) is str else map_generic
+        class_id, name, strings, numbers = mapper(event)
+        header = self._headers.get((class_id, name))
+        if header is None:
+            class_text = escape_header(class_id, cef_escape.CLASS_ID_MAX)
+            header = f"{class_text}|{escape_header(name, cef_escape.NAME_MAX)}|"
+            if len(self._headers) >= _HEADER_CACHE_LIMIT:
+                self._headers.clear()
+            self._headers[(class_id, name)] = header
+        return f"{self._prefix}{header}{self.severity_of(event, mapper)}|{render_extension(strings, numbers)}"
 
     def severity_of(self, event: Event, mapper: Mapper | None = None) -> int:
         """The severity of an event under these settings."""
         log_type = event.get("logType")
         if mapper is None:
-            mapper = self._mappers.get(log_type, map_generic) if isinstance(log_type, str) else map_generic
+            mapper = self._mappers.get(log_type, map_generic) if type(log_type) is str else map_generic
         if mapper is map_activity:
             verb = event.get("activity")
             verb = verb if isinstance(verb, str) else ""
@@ -128,39 +133,49 @@ class CefEncoder:
         return self._default if built_in is None else built_in
 
 
-def render_extension(pairs: Pairs) -> str:
+def render_extension(strings: Pairs, numbers: Pairs) -> str:
     """``key=value`` pairs joined by spaces: empty values skipped, lengths cut, values escaped.
 
-    A ``...Label`` pair is held back and written just before its value, only if that value
-    is written. Numeric keys (times, counts, ports) take integers only: a value that is not
-    one (for instance a field replaced by its hash) is left out, never mistyped.
+    Numeric keys (times, counts, ports) take integers only: a value that is not one (for
+    instance a field replaced by its hash) is left out, never mistyped. This is the CEF hot
+    path, so the common case (nothing too long, nothing to escape) is checked for all values
+    at once with C-level iteration, and values are escaped together, joined by NUL, when no
+    value contains a NUL itself.
     """
-    parts: list[str] = []
-    label: tuple[str, Any] | None = None
-    for key, value in pairs:
-        if key.endswith("Label"):
-            label = (key, value)
-            continue
-        if value is None or value == "":
-            label = None
-            continue
-        if key in NUMERIC_KEYS:
-            if type(value) is not int:
-                label = None
-                continue
-            text = str(value)
-        elif type(value) is str:
-            text = value
-            limit = EXTENSION_LIMITS.get(key, DEFAULT_LIMIT)
-            if len(text) > limit:
-                text = cef_escape.short_id(text, limit) if key == "externalId" else truncate(text, limit)
-            text = escape_extension(text)
-        elif type(value) is bool:
-            text = "true" if value else "false"
+    parts = [f"{key}={value}" for key, value in numbers if type(value) is int]
+    items = [(key, value if type(value) is str else _as_text(value)) for key, value in strings if value]
+    if not items:
+        return " ".join(parts)
+    keys, values = zip(*items, strict=True)
+    if any(map(gt, map(len, values), map(_limit_of, keys, _DEFAULT_LIMITS))):
+        values = tuple(_cut(key, value) for key, value in items)
+    joined = _SEP.join(values)
+    if needs_extension_escape(joined):
+        if joined.count(_SEP) == len(values) - 1:
+            values = tuple(escape_extension(joined).split(_SEP))
         else:
-            text = escape_extension(truncate(str(value), EXTENSION_LIMITS.get(key, DEFAULT_LIMIT)))
-        if label is not None:
-            parts.append(f"{label[0]}={escape_extension(str(label[1]))}")
-            label = None
-        parts.append(f"{key}={text}")
+            values = tuple(map(escape_extension, values))
+    parts.extend(map("=".join, zip(keys, values, strict=True)))
     return " ".join(parts)
+
+
+_SEP = "\x00"
+_HEADER_CACHE_LIMIT = 4096
+_limit_of = EXTENSION_LIMITS.get
+_DEFAULT_LIMITS = repeat(DEFAULT_LIMIT)
+
+
+def _cut(key: str, value: str) -> str:
+    limit = _limit_of(key, DEFAULT_LIMIT)
+    if len(value) <= limit:
+        return value
+    return cef_escape.short_id(value, limit) if key == "externalId" else truncate(value, limit)
+
+
+def _as_text(value: Any) -> str:
+    """A non-string value in a string field: booleans and numbers as text, the rest as JSON."""
+    if type(value) is bool:
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return orjson.dumps(value, default=str).decode("utf-8")

@@ -46,8 +46,8 @@ EXTENSION_LIMITS: dict[str, int] = {
     "duid": 1023,
     "dhost": 1023,
     "dpt": 0,
-    "src": 0,
-    "c6a2": 0,
+    "src": 45,  # validated IP addresses; 45 is the longest IPv6 text form
+    "c6a2": 45,
     "c6a2Label": 1023,
     "requestClientApplication": 1023,
     "request": 1023,

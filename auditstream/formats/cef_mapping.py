@@ -1,10 +1,10 @@
 """Which event field goes to which CEF header field and extension key, per stream kind.
 
 Each mapper reads an event dict (after redaction: a dropped field is simply missing, so it
-can never reappear in CEF) and returns the Device Event Class ID, the Name and the list of
-``(extension key, value)`` pairs; ``cef.CefEncoder`` adds the severity, applies lengths and
-escaping, and drops empty values. A ``...Label`` pair comes right before its value and is
-only written when that value is. docs/cef.md is the human-readable form of this module.
+can never reappear in CEF) and returns the Device Event Class ID, the Name, the string
+extension pairs and the numeric ones; ``cef.CefEncoder`` adds the severity, applies lengths
+and escaping, and drops empty values. A label (``cs1Label``...) is set only when its value
+is there, so no label ever dangles without its field. docs/cef.md is the human-readable form of this module.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import orjson
 from auditstream.formats.protovalues import epoch_ms
 
 Pairs = list[tuple[str, Any]]
-Mapped = tuple[str, str, Pairs]  # (class id, name, extension pairs)
+Mapped = tuple[str, str, Pairs, Pairs]  # (class id, name, string pairs, numeric pairs)
 Mapper = Callable[[dict[str, Any]], Mapped]
 
 SOURCE_IPV6_LABEL = "sourceIPv6Address"
@@ -86,30 +86,42 @@ def compact_json(value: Any) -> str | None:
     return orjson.dumps(value).decode("utf-8")
 
 
+def _text(value: Any) -> str | None:
+    """A string field of the event, None when missing or not a string."""
+    return value if type(value) is str else None
+
+
+def _int(value: Any) -> int | None:
+    """A numeric field of the event, None when missing or not an integer (e.g. hashed)."""
+    return value if type(value) is int else None
+
+
 def map_activity(event: dict[str, Any]) -> Mapped:
     """Activities: actor -> suser/suid/src, first user entity -> duser/duid, first
     datasource or node entity -> dhost, description -> msg."""
     get = event.get
-    verb = get("activity") or ""
+    verb = _text(get("activity")) or ""
     details = get("entityDetails")
     target_user: dict[str, Any] = {}
     target_host = None
-    if isinstance(details, list):
+    if type(details) is list:
         for entity in details:
-            if not isinstance(entity, dict):
+            if type(entity) is not dict:
                 continue
             kind = entity.get("type")
             if kind == "user" and not target_user:
                 target_user = entity
             elif kind in ("datasource", "node") and target_host is None:
                 target_host = entity.get("name")
-    pairs: Pairs = [
-        ("rt", epoch_ms(get("timestamp"))),
+    actor_name = get("actorName")
+    external = get("actorExternalID")
+    entities = compact_json(details if details is not None else get("entities"))
+    strings: Pairs = [
         ("cat", get("logType")),
         ("externalId", get("id")),
         ("act", verb),
         ("outcome", "failure" if FAILURE_VERBS.search(verb) else "success"),
-        ("suser", get("actorEmail") or get("actorName")),
+        ("suser", get("actorEmail") or actor_name),
         ("suid", get("actorAccountID")),
         *source_address(get("ipAddress")),
         ("duser", target_user.get("email") or target_user.get("name")),
@@ -117,62 +129,71 @@ def map_activity(event: dict[str, Any]) -> Mapped:
         ("dhost", target_host),
         ("msg", get("description")),
         ("requestClientApplication", get("userAgent")),
-        ("cs1Label", "actorName"),
-        ("cs1", get("actorName")),
-        ("cs2Label", "actorExternalID"),
-        ("cs2", get("actorExternalID")),
-        ("cs3Label", "entities"),
-        ("cs3", compact_json(details if details is not None else get("entities"))),
+        ("cs1Label", actor_name and "actorName"),
+        ("cs1", actor_name),
+        ("cs2Label", external and "actorExternalID"),
+        ("cs2", external),
+        ("cs3Label", entities and "entities"),
+        ("cs3", entities),
     ]
-    return verb or "activity", verb or "activity", pairs
+    return verb or "activity", verb or "activity", strings, [("rt", epoch_ms(get("timestamp")))]
 
 
 def map_query(event: dict[str, Any]) -> Mapped:
     """Queries: account -> suser/suid/src, target -> dhost/dpt, remote user -> duser,
     body -> msg, duration and record count -> cn1/cn2."""
     get = event.get
-    category = get("queryCategory") or ""
-    state = get("queryState") or ""
+    category = _text(get("queryCategory")) or ""
+    state = _text(get("queryState")) or ""
     host, port = split_target(get("target"))
     capture = get("capture")
-    capture = capture if isinstance(capture, dict) else {}
-    first, last = get("accountFirstName") or "", get("accountLastName") or ""
-    pairs: Pairs = [
-        ("rt", epoch_ms(get("timestamp"))),
+    capture = capture if type(capture) is dict else {}
+    resource_name, resource_type, resource_id = get("resourceName"), get("resourceType"), get("resourceId")
+    query_id, query_hash = get("queryId"), get("queryHash")
+    duration, count = _int(get("durationMs")), _int(get("recordCount"))
+    start = epoch_ms(get("timestamp"))
+    strings: Pairs = [
         ("cat", get("logType")),
         ("externalId", get("id")),
         ("act", category),
-        ("start", epoch_ms(get("timestamp"))),
-        ("end", epoch_ms(get("completedAt"))),
-        ("suser", get("accountEmail") or f"{first} {last}".strip()),
+        ("suser", get("accountEmail") or _full_name(get("accountFirstName"), get("accountLastName"))),
         ("suid", get("accountId")),
         *source_address(get("clientIp") or get("sourceIp")),
         ("duser", get("remoteIdentityUsername") or get("identityAliasUsername")),
-        ("dhost", host or get("resourceName")),
-        ("dpt", port),
+        ("dhost", host or resource_name),
         ("msg", get("queryBody")),
         ("request", capture.get("requestUri")),
         ("requestMethod", capture.get("requestMethod")),
         ("fname", capture.get("fileName")),
-        ("cn1Label", "durationMs"),
-        ("cn1", get("durationMs")),
-        ("cn2Label", "recordCount"),
-        ("cn2", get("recordCount")),
-        ("cs1Label", "resourceName"),
-        ("cs1", get("resourceName")),
-        ("cs2Label", "resourceType"),
-        ("cs2", get("resourceType")),
-        ("cs3Label", "resourceId"),
-        ("cs3", get("resourceId")),
-        ("cs4Label", "queryId"),
-        ("cs4", get("queryId")),
-        ("cs5Label", "queryState"),
+        ("cn1Label", "durationMs" if duration is not None else None),
+        ("cn2Label", "recordCount" if count is not None else None),
+        ("cs1Label", resource_name and "resourceName"),
+        ("cs1", resource_name),
+        ("cs2Label", resource_type and "resourceType"),
+        ("cs2", resource_type),
+        ("cs3Label", resource_id and "resourceId"),
+        ("cs3", resource_id),
+        ("cs4Label", query_id and "queryId"),
+        ("cs4", query_id),
+        ("cs5Label", state and "queryState"),
         ("cs5", state),
-        ("cs6Label", "queryHash"),
-        ("cs6", get("queryHash")),
+        ("cs6Label", query_hash and "queryHash"),
+        ("cs6", query_hash),
     ]
-    what = get("resourceType") or category or "resource"
-    return f"query:{category}" if category else "query", f"{what} query {state}".strip(), pairs
+    numbers: Pairs = [
+        ("rt", start),
+        ("start", start),
+        ("end", epoch_ms(get("completedAt"))),
+        ("dpt", port),
+        ("cn1", duration),
+        ("cn2", count),
+    ]
+    what = _text(resource_type) or category or "resource"
+    return f"query:{category}" if category else "query", f"{what} query {state}".strip(), strings, numbers
+
+
+def _full_name(first: Any, last: Any) -> str:
+    return " ".join(part for part in (first, last) if type(part) is str and part)
 
 
 _HOST_KEYS = ("resource", "node")
@@ -190,47 +211,54 @@ def history_mapper(log_type: str, entity_key: str, polymorphic: bool) -> Mapper:
     def map_history(event: dict[str, Any]) -> Mapped:
         get = event.get
         entity = get(entity_key)
-        entity = entity if isinstance(entity, dict) else {}
+        entity = entity if type(entity) is dict else {}
         deleted = epoch_ms(get("deletedAt"))
         change = "changed" if deleted is None else "deleted"
         target_id = entity.get("accountId") or (entity.get("id") if entity_key == "account" else None)
         host = entity.get("hostname") or (entity.get("name") if entity_key in _HOST_KEYS else None)
-        pairs: Pairs = [
-            ("rt", epoch_ms(get("timestamp"))),
+        activity_id, entity_id, entity_name, record_id = (
+            get("activityId"),
+            entity.get("id"),
+            entity.get("name"),
+            get("id"),
+        )
+        entity_type = (entity.get("type") if polymorphic else None) or entity_key
+        entity_json = compact_json(entity)
+        strings: Pairs = [
             ("cat", get("logType")),
-            ("externalId", get("id")),
+            ("externalId", record_id),
             ("act", change),
             ("duser", entity.get("email") or (entity.get("name") if entity_key == "account" else None)),
             ("duid", target_id),
             ("dhost", host),
-            ("deviceCustomDate1Label", "deletedAt"),
-            ("deviceCustomDate1", deleted),
-            ("cs1Label", "activityId"),
-            ("cs1", get("activityId")),
+            ("deviceCustomDate1Label", "deletedAt" if deleted is not None else None),
+            ("cs1Label", activity_id and "activityId"),
+            ("cs1", activity_id),
             ("cs2Label", "entityType"),
-            ("cs2", (entity.get("type") if polymorphic else None) or entity_key),
-            ("cs3Label", "entityId"),
-            ("cs3", entity.get("id")),
-            ("cs4Label", "entityName"),
-            ("cs4", entity.get("name")),
-            ("cs5Label", entity_key),
-            ("cs5", compact_json(entity)),
-            ("cs6Label", "id"),
-            ("cs6", get("id")),
+            ("cs2", entity_type),
+            ("cs3Label", entity_id and "entityId"),
+            ("cs3", entity_id),
+            ("cs4Label", entity_name and "entityName"),
+            ("cs4", entity_name),
+            ("cs5Label", entity_json and entity_key),
+            ("cs5", entity_json),
+            ("cs6Label", record_id and "id"),
+            ("cs6", record_id),
         ]
-        return log_type, f"{label} {change}", pairs
+        numbers: Pairs = [("rt", epoch_ms(get("timestamp"))), ("deviceCustomDate1", deleted)]
+        return log_type, f"{label} {change}", strings, numbers
 
     return map_history
 
 
 def map_generic(event: dict[str, Any]) -> Mapped:
     """A stream this build has no mapping for: time, category and id, nothing guessed."""
-    log_type = str(event.get("logType") or "event")
-    pairs: Pairs = [
-        ("rt", epoch_ms(event.get("timestamp"))),
+    log_type = _text(event.get("logType")) or "event"
+    record_id = event.get("id")
+    strings: Pairs = [
         ("cat", log_type),
-        ("externalId", event.get("id")),
-        ("cs6Label", "id"),
-        ("cs6", event.get("id")),
+        ("externalId", record_id),
+        ("cs6Label", record_id and "id"),
+        ("cs6", record_id),
     ]
-    return log_type, log_type, pairs
+    return log_type, log_type, strings, [("rt", epoch_ms(event.get("timestamp")))]

@@ -155,7 +155,7 @@ def _message_value(message: Descriptor) -> Getter:
 
 
 def _map_getter(read: Getter, entry: Descriptor) -> Getter:
-    """Maps become dicts; JSON object keys are strings, so int/bool map keys are stringified."""
+    """Maps become dicts, in key order; JSON keys are strings, so int/bool keys are stringified."""
     value_field = entry.fields_by_name["value"]
     key = (lambda k: k) if entry.fields_by_name["key"].type == FieldDescriptor.TYPE_STRING else str
     element: Getter
@@ -165,4 +165,6 @@ def _map_getter(read: Getter, entry: Descriptor) -> Getter:
         element = protovalues.b64
     else:
         element = lambda v: v  # noqa: E731
-    return lambda parent: {key(k): element(v) for k, v in read(parent).items()}
+    # Protobuf map order is unspecified (upb's differs between runs): sort, so equal records
+    # always give byte-identical events.
+    return lambda parent: {key(k): element(v) for k, v in sorted(read(parent).items())}

@@ -153,7 +153,7 @@ def test_external_id_is_shortened_uniquely() -> None:
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 def test_rendered_extension_parses_back_to_the_values(values: dict[str, str]) -> None:
     pairs = [(k, v) for k, v in values.items() if not k.endswith("Label")]
-    line = "CEF:0|V|P|1|c|n|5|" + render_extension(pairs)
+    line = "CEF:0|V|P|1|c|n|5|" + render_extension(pairs, [])
     parsed = parse(line)["extension"]
     expected = {}
     for key, value in pairs:

@@ -349,3 +349,20 @@ def test_duration_is_floored_to_whole_milliseconds() -> None:
     assert protovalues.duration_ms(Duration(seconds=1, nanos=999_999)) == 1000
     assert protovalues.duration_ms(Duration(seconds=0, nanos=1)) == 0
     assert protovalues.duration_ms(Duration()) is None
+
+
+def test_maps_are_emitted_in_key_order() -> None:
+    """upb's map iteration order varies between runs: events must not."""
+    spec = STREAMS["queries"]
+    one, _ = samples.query_pair()
+    two, _ = samples.query_pair()
+    keys = [f"VAR_{i}" for i in range(50)]
+    one.capture.env.clear()  # type: ignore[attr-defined]
+    two.capture.env.clear()  # type: ignore[attr-defined]
+    for key in keys:
+        one.capture.env[key] = key  # type: ignore[attr-defined]
+    for key in reversed(keys):
+        two.capture.env[key] = key  # type: ignore[attr-defined]
+    env = to_event(spec, one)["capture"]["env"]
+    assert list(env) == sorted(keys)
+    assert list(to_event(spec, two)["capture"]["env"]) == sorted(keys)
