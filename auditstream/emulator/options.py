@@ -39,6 +39,7 @@ class PageOrder(StrEnum):
     """Order of the records inside one page.
 
     ``auto`` shuffles pages under ``Order.UNORDERED`` and keeps them sorted otherwise.
+    ``sorted`` follows the listing's direction (oldest first under ``unordered``).
     """
 
     AUTO = "auto"

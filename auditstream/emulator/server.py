@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError
 from auditstream.emulator.cursor import CursorError, Listing, Position, decode_cursor, encode_cursor, tag
 from auditstream.emulator.faults import FaultInjector, FaultKind
 from auditstream.emulator.filters import Filter, FilterError, parse_filter, record_predicate
-from auditstream.emulator.options import EmulatorOptions
+from auditstream.emulator.options import EmulatorOptions, Order
 from auditstream.emulator.pagination import read_page, start_listing
 from auditstream.emulator.ratelimit import RateLimiter
 from auditstream.emulator.stats import EmulatorStats
@@ -176,7 +176,11 @@ class ListService:
                 max_bytes=options.max_response_bytes,
                 scan_budget=max(10_000, 20 * limit),
             )
-        records = scramble(page.records, self._rng) if options.shuffle_pages else page.records
+        records = page.records  # traversal order: sorted under newest/oldest
+        if options.shuffle_pages:
+            records = scramble(records, self._rng)
+        elif options.order is Order.UNORDERED:  # a page may straddle buckets: sort it explicitly
+            records = sorted(records, key=lambda record: record[0])
         response = spec.response_class()
         repeated = getattr(response, spec.records_field)
         for _, payload in records:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditstream.emulator import Emulator, Order
+from auditstream.emulator import Emulator, Order, PageOrder
 from auditstream.emulator.cursor import (
     INT64_MAX,
     INT64_MIN,
@@ -179,3 +179,21 @@ async def test_pages_are_served_while_the_listing_walks(make_emulator: MakeEmula
     )
     assert first.keys() == second.keys()
     assert set(first.keys()) == emu.all_keys("activities")
+
+
+@pytest.mark.parametrize(
+    ("order", "page_order"), [(Order.OLDEST, PageOrder.SHUFFLED), (Order.UNORDERED, PageOrder.SORTED)]
+)
+async def test_page_order_is_independent_of_listing_order(
+    make_emulator: MakeEmulator, order: Order, page_order: PageOrder
+) -> None:
+    emu = await make_emulator(records=300, streams=("activities",), order=order, page_order=page_order)
+    pages = [
+        times for times in (await list_all(emu, "activities", limit=20)).page_times() if len(set(times)) >= 3
+    ]
+    assert pages
+    if page_order is PageOrder.SORTED:
+        assert all(monotonic(times) for times in pages)
+    else:
+        assert not any(monotonic(times) or monotonic(times, descending=True) for times in pages)
+        assert all(max(a) <= min(b) for a, b in itertools.pairwise(pages))  # still oldest first across pages
