@@ -16,6 +16,8 @@ from auditstream.emulator.emulator import Emulator
 from auditstream.emulator.options import Bound, EmulatorOptions, Order, PageOrder, QueriesTime, TimePrecision
 from auditstream.sdm.registry import ALL_STREAM_NAMES
 
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
 
 def _probability(text: str) -> float:
     value = float(text)
@@ -241,20 +243,21 @@ async def run_command(args: argparse.Namespace) -> int:
         print(f"auditstream emulator: {exc}", file=sys.stderr)
         return 2
     emulator = Emulator(options)
-    try:
-        await emulator.start()
-    except OSError as exc:
-        print(f"auditstream emulator: {exc}", file=sys.stderr)
-        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in SIGNALS:  # before start: generating a million records takes a while
         loop.add_signal_handler(signum, stop.set)
     try:
-        print(f"listening on {emulator.address}", flush=True)
-        await stop.wait()
+        try:
+            await emulator.start()
+        except OSError as exc:
+            print(f"auditstream emulator: {exc}", file=sys.stderr)
+            return 1
+        if not stop.is_set():
+            print(f"listening on {emulator.address}", flush=True)
+            await stop.wait()
+        await emulator.stop()  # writes --truth-file
+        return 0
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in SIGNALS:
             loop.remove_signal_handler(signum)
-        await emulator.stop()
-    return 0
