@@ -159,6 +159,8 @@ class DeliverySink:
         return self.settings.routes(stream)
 
     async def start(self) -> None:
+        if not self.settings.tls.verify:
+            log.warning("TLS certificate verification is off (tls.verify = false)", sink=self.name)
         await self.transport.open()
         self._dispatcher = asyncio.create_task(self._dispatch(), name=f"sink-{self.name}")
 

@@ -23,7 +23,7 @@ from auditstream.formats.cef import CefSettings
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
 from auditstream.sinks.delivery import DeliverySink, Record, WriteResult
-from auditstream.sinks.http_client import HttpClient, check_url, is_transient_status
+from auditstream.sinks.http_client import HttpClient, check_url, is_transient_status, warn_if_cleartext
 from auditstream.sinks.observer import SinkObserver
 
 FATAL_STATUSES = {401: "credentials rejected", 403: "forbidden", 404: "no such URL", 407: "proxy auth"}
@@ -95,6 +95,8 @@ class HttpTransport:
         return b"".join(r.payload + b"\n" for r in records)
 
     async def open(self) -> None:
+        if self.settings.auth != "none":
+            warn_if_cleartext(self.settings.url, self.settings.name)
         await self._client.open()
 
     async def close(self) -> None:

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
+import structlog
 from multidict import CIMultiDictProxy
 
 from auditstream.settings_base import TlsSettings
 from auditstream.sinks.retry import TransientError
+
+log = structlog.get_logger("auditstream.sinks.http")
 
 # Compress bigger bodies off the event loop so other streams are not stalled meanwhile.
 _GZIP_IN_THREAD_ABOVE = 256 * 1024
@@ -36,6 +39,12 @@ def check_url(value: str) -> str:
     if parts.username is not None or parts.password is not None:
         raise ValueError("put credentials in the auth settings, not in the URL (URLs end up in logs)")
     return value
+
+
+def warn_if_cleartext(url: str, sink: str) -> None:
+    """Credentials over plain http:// are allowed (a local collector) but never silently."""
+    if urlsplit(url).scheme == "http":
+        log.warning("credentials are sent over plain http; use https:// unless this is loopback", sink=sink)
 
 
 def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:

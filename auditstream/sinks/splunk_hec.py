@@ -33,7 +33,13 @@ from auditstream.formats.cef import CefSettings
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
 from auditstream.sinks.delivery import DeliverySink, Record, WriteResult
-from auditstream.sinks.http_client import HttpClient, HttpResponse, check_url, is_transient_status
+from auditstream.sinks.http_client import (
+    HttpClient,
+    HttpResponse,
+    check_url,
+    is_transient_status,
+    warn_if_cleartext,
+)
 from auditstream.sinks.observer import SinkObserver
 from auditstream.sinks.retry import TransientError
 
@@ -209,6 +215,7 @@ class SplunkHecTransport:
         )
 
     async def open(self) -> None:
+        warn_if_cleartext(self.settings.url, self.settings.name)
         await self._client.open()
 
     async def close(self) -> None:

@@ -97,6 +97,15 @@ async def test_cef_over_tls_and_rfc3164_over_udp(rsyslog, state_dir):
     assert [json.loads(m["msg"])["id"] for m in messages[3:]] == ["activities-0", "activities-1"]
 
 
+async def test_lf_framing_is_understood_too(rsyslog, state_dir):
+    sink = await started(settings(rsyslog, "tcp", framing="lf"), state_dir)
+    batch = envelopes("activities", 5)
+    await sink.send(batch)
+    await sink.close()
+    messages = await rsyslog.async_wait_for(5)
+    assert [json.loads(m["msg"]) for m in messages] == [e.event for e in batch]
+
+
 @pytest.mark.parametrize("transport", ["tcp", "tls"])
 async def test_receiver_down_then_up_and_restarted_between_batches(rsyslog, state_dir, transport):
     sink = await started(settings(rsyslog, transport), state_dir)
