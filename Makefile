@@ -29,7 +29,7 @@ apt-deps:
 	fi
 
 demo: deps
-	$(BIN)/auditstream demo
+	$(BIN)/auditstream demo --config config/demo.toml
 
 lint: deps
 	$(BIN)/ruff check auditstream tests bench

@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import datetime as dt
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from auditstream import __version__
@@ -170,7 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args))
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
     except (ConfigError, UsageError) as exc:
         print(f"auditstream: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,7 +156,7 @@ class AuditClient:
 
     async def pages(
         self, spec: StreamSpec, after_ns: int, before_ns: int, extra_filter: str = ""
-    ) -> AsyncIterator[Page]:
+    ) -> AsyncGenerator[Page, None]:
         """Every page of the records whose time lies between the bounds.
 
         Whether the bounds are inclusive, and in which order records come, is unknown:

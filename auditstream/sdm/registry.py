@@ -91,7 +91,7 @@ def query_is_open(query: Message) -> bool:
     return not (completed.seconds or completed.nanos)
 
 
-def entity_key(entity: Message) -> str:
+def entity_key(entity: Any) -> str:
     """Identify the entity a history record changed.
 
     Polymorphic entities (Account, Node, Resource, SecretStore) wrap the real message in a
@@ -105,8 +105,8 @@ def entity_key(entity: Message) -> str:
         if chosen:
             return f"{chosen}:{entity_key(getattr(entity, chosen))}"
     fields = descriptor.fields_by_name
-    if "id" in fields and getattr(entity, "id", ""):
-        return str(entity.id)  # type: ignore[attr-defined]
+    if "id" in fields and entity.id:
+        return str(entity.id)
     id_parts = [
         f"{f.name}={getattr(entity, f.name)}"
         for f in descriptor.fields
@@ -116,7 +116,7 @@ def entity_key(entity: Message) -> str:
         return ",".join(id_parts)
     if "name" in fields:
         return f"name={entity.name}"
-    return entity.SerializeToString(deterministic=True).hex()
+    return str(entity.SerializeToString(deterministic=True).hex())
 
 
 def _list_method_spec(module: Any, name: str) -> tuple[str, Any, Any]:
