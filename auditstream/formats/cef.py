@@ -11,8 +11,6 @@ for the verb or stream (``severity``), then ``default_severity``.
 
 from __future__ import annotations
 
-from itertools import repeat
-from operator import gt
 from typing import Annotated, Any
 
 import orjson
@@ -24,10 +22,10 @@ from auditstream.formats.cef_escape import (
     EXTENSION_LIMITS,
     escape_extension,
     escape_header,
-    needs_extension_escape,
     truncate,
 )
 from auditstream.formats.cef_mapping import (
+    Labels,
     Mapper,
     Pairs,
     history_mapper,
@@ -91,7 +89,7 @@ class CefEncoder:
         """One CEF line for one event."""
         log_type = event.get("logType")
         mapper = self._mappers.get(log_type, map_generic) if type(log_type) is str else map_generic
-        class_id, name, strings, numbers = mapper(event)
+        class_id, name, strings, numbers, labels = mapper(event)
         header = self._headers.get((class_id, name))
         if header is None:
             class_text = escape_header(class_id, cef_escape.CLASS_ID_MAX)
@@ -99,7 +97,8 @@ class CefEncoder:
             if len(self._headers) >= _HEADER_CACHE_LIMIT:
                 self._headers.clear()
             self._headers[(class_id, name)] = header
-        return f"{self._prefix}{header}{self.severity_of(event, mapper)}|{render_extension(strings, numbers)}"
+        extension = render_extension(strings, numbers, labels)
+        return f"{self._prefix}{header}{self.severity_of(event, mapper)}|{extension}"
 
     def severity_of(self, event: Event, mapper: Mapper | None = None) -> int:
         """The severity of an event under these settings."""
@@ -133,36 +132,41 @@ class CefEncoder:
         return self._default if built_in is None else built_in
 
 
-def render_extension(strings: Pairs, numbers: Pairs) -> str:
+def render_extension(strings: Pairs, numbers: Pairs, labels: Labels | None = None) -> str:
     """``key=value`` pairs joined by spaces: empty values skipped, lengths cut, values escaped.
 
     Numeric keys (times, counts, ports) take integers only: a value that is not one (for
-    instance a field replaced by its hash) is left out, never mistyped. This is the CEF hot
-    path, so the common case (nothing too long, nothing to escape) is checked for all values
-    at once with C-level iteration, and values are escaped together, joined by NUL, when no
-    value contains a NUL itself.
+    instance a field replaced by its hash) is left out, never mistyped. A field with a label
+    (``labels[key]``) is preceded by ``<key>Label=<label>``. This is the CEF hot path: one
+    plain loop measured faster than several C-level passes (compress/zip/map) over the pairs.
     """
-    parts = [f"{key}={value}" for key, value in numbers if type(value) is int]
-    items = [(key, value if type(value) is str else _as_text(value)) for key, value in strings if value]
-    if not items:
-        return " ".join(parts)
-    keys, values = zip(*items, strict=True)
-    if any(map(gt, map(len, values), map(_limit_of, keys, _DEFAULT_LIMITS))):
-        values = tuple(_cut(key, value) for key, value in items)
-    joined = _SEP.join(values)
-    if needs_extension_escape(joined):
-        if joined.count(_SEP) == len(values) - 1:
-            values = tuple(escape_extension(joined).split(_SEP))
-        else:
-            values = tuple(map(escape_extension, values))
-    parts.extend(map("=".join, zip(keys, values, strict=True)))
+    labels = labels or {}
+    parts: list[str] = []
+    append = parts.append
+    for key, value in numbers:
+        if type(value) is int:
+            label = labels.get(key)
+            if label is not None:
+                append(f"{key}Label={escape_extension(label)}")
+            append(f"{key}={value}")
+    for key, value in strings:
+        if not value:
+            continue
+        if type(value) is not str:
+            value = _as_text(value)
+        if len(value) > _limit_of(key, DEFAULT_LIMIT):
+            value = _cut(key, value)
+        if "\\" in value or "=" in value or "\n" in value or "\r" in value:
+            value = escape_extension(value)
+        label = labels.get(key)
+        if label is not None:
+            append(f"{key}Label={escape_extension(label)}")
+        append(f"{key}={value}")
     return " ".join(parts)
 
 
-_SEP = "\x00"
 _HEADER_CACHE_LIMIT = 4096
 _limit_of = EXTENSION_LIMITS.get
-_DEFAULT_LIMITS = repeat(DEFAULT_LIMIT)
 
 
 def _cut(key: str, value: str) -> str:

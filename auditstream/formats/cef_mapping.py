@@ -1,10 +1,11 @@
 """Which event field goes to which CEF header field and extension key, per stream kind.
 
 Each mapper reads an event dict (after redaction: a dropped field is simply missing, so it
-can never reappear in CEF) and returns the Device Event Class ID, the Name, the string
-extension pairs and the numeric ones; ``cef.CefEncoder`` adds the severity, applies lengths
-and escaping, and drops empty values. A label (``cs1Label``...) is set only when its value
-is there, so no label ever dangles without its field. docs/cef.md is the human-readable form of this module.
+can never reappear in CEF) and returns a ``Mapped``: the Device Event Class ID, the Name, the
+string extension pairs, the numeric ones, and the labels of the custom fields it uses
+(``cs1`` -> ``actorName``). ``cef.CefEncoder`` adds the severity, applies lengths and
+escaping, drops empty values, and writes a label right before its field only when the field
+is written, so no label ever dangles. docs/cef.md is the human-readable form of this module.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import orjson
 from auditstream.formats.protovalues import epoch_ms
 
 Pairs = list[tuple[str, Any]]
-Mapped = tuple[str, str, Pairs, Pairs]  # (class id, name, string pairs, numeric pairs)
+Labels = dict[str, str]  # extension key -> its label (the value of "<key>Label")
+Mapped = tuple[str, str, Pairs, Pairs, Labels]  # class id, name, strings, numbers, labels
 Mapper = Callable[[dict[str, Any]], Mapped]
 
 SOURCE_IPV6_LABEL = "sourceIPv6Address"
@@ -27,12 +29,15 @@ FAILURE_VERBS = re.compile(
     r"failed|denied|rejected|locked due to|attempt(ed)? to (login|enroll)", re.IGNORECASE
 )
 
+# Verbs, addresses and targets repeat across events: classify each distinct value once.
 _ip_cache: dict[str, str | None] = {}
+_outcomes: dict[str, str] = {}
+_targets: dict[str, tuple[str, int | None]] = {}
 _CACHE_LIMIT = 4096
 
 
 def source_address(value: Any) -> Pairs:
-    """``src`` for an IPv4 address, ``c6a2`` (labelled) for IPv6, nothing for anything else.
+    """``src`` for an IPv4 address, ``c6a2`` for IPv6, nothing for anything else.
 
     CEF's ``src`` holds IPv4 only; ArcSight carries IPv6 sources in the custom IPv6 field
     ``c6a2``. A value that is not an IP address (or is a hash after redaction) is not
@@ -48,9 +53,7 @@ def source_address(value: Any) -> Pairs:
         _ip_cache[value] = key
     if key is None:
         return []
-    if key == "src":
-        return [("src", value)]
-    return [("c6a2Label", SOURCE_IPV6_LABEL), ("c6a2", value)]
+    return [(key, value)]
 
 
 def _classify_ip(value: str) -> str | None:
@@ -65,10 +68,31 @@ def _classify_ip(value: str) -> str | None:
     return None
 
 
+def outcome(verb: str) -> str:
+    """``failure`` for verbs that record a refused or failed attempt, else ``success``."""
+    known = _outcomes.get(verb)
+    if known is None:
+        known = "failure" if FAILURE_VERBS.search(verb) else "success"
+        if len(_outcomes) >= _CACHE_LIMIT:
+            _outcomes.clear()
+        _outcomes[verb] = known
+    return known
+
+
 def split_target(target: Any) -> tuple[str, int | None]:
     """``host:port`` (or ``[v6]:port``) -> (host, port); anything else -> (target, None)."""
     if not isinstance(target, str) or not target:
         return "", None
+    known = _targets.get(target)
+    if known is None:
+        known = _split_target(target)
+        if len(_targets) >= _CACHE_LIMIT:
+            _targets.clear()
+        _targets[target] = known
+    return known
+
+
+def _split_target(target: str) -> tuple[str, int | None]:
     host, sep, port = target.rpartition(":")
     if not sep or not port.isascii() or not port.isdigit() or not host or int(port) > 65535:
         return target, None
@@ -91,9 +115,12 @@ def _text(value: Any) -> str | None:
     return value if type(value) is str else None
 
 
-def _int(value: Any) -> int | None:
-    """A numeric field of the event, None when missing or not an integer (e.g. hashed)."""
-    return value if type(value) is int else None
+ACTIVITY_LABELS: Labels = {
+    "c6a2": SOURCE_IPV6_LABEL,
+    "cs1": "actorName",
+    "cs2": "actorExternalID",
+    "cs3": "entities",
+}
 
 
 def map_activity(event: dict[str, Any]) -> Mapped:
@@ -114,13 +141,11 @@ def map_activity(event: dict[str, Any]) -> Mapped:
             elif kind in ("datasource", "node") and target_host is None:
                 target_host = entity.get("name")
     actor_name = get("actorName")
-    external = get("actorExternalID")
-    entities = compact_json(details if details is not None else get("entities"))
     strings: Pairs = [
         ("cat", get("logType")),
         ("externalId", get("id")),
         ("act", verb),
-        ("outcome", "failure" if FAILURE_VERBS.search(verb) else "success"),
+        ("outcome", outcome(verb)),
         ("suser", get("actorEmail") or actor_name),
         ("suid", get("actorAccountID")),
         *source_address(get("ipAddress")),
@@ -129,14 +154,25 @@ def map_activity(event: dict[str, Any]) -> Mapped:
         ("dhost", target_host),
         ("msg", get("description")),
         ("requestClientApplication", get("userAgent")),
-        ("cs1Label", actor_name and "actorName"),
         ("cs1", actor_name),
-        ("cs2Label", external and "actorExternalID"),
-        ("cs2", external),
-        ("cs3Label", entities and "entities"),
-        ("cs3", entities),
+        ("cs2", get("actorExternalID")),
+        ("cs3", compact_json(details if details is not None else get("entities"))),
     ]
-    return verb or "activity", verb or "activity", strings, [("rt", epoch_ms(get("timestamp")))]
+    name = verb or "activity"
+    return name, name, strings, [("rt", epoch_ms(get("timestamp")))], ACTIVITY_LABELS
+
+
+QUERY_LABELS: Labels = {
+    "c6a2": SOURCE_IPV6_LABEL,
+    "cn1": "durationMs",
+    "cn2": "recordCount",
+    "cs1": "resourceName",
+    "cs2": "resourceType",
+    "cs3": "resourceId",
+    "cs4": "queryId",
+    "cs5": "queryState",
+    "cs6": "queryHash",
+}
 
 
 def map_query(event: dict[str, Any]) -> Mapped:
@@ -148,9 +184,7 @@ def map_query(event: dict[str, Any]) -> Mapped:
     host, port = split_target(get("target"))
     capture = get("capture")
     capture = capture if type(capture) is dict else {}
-    resource_name, resource_type, resource_id = get("resourceName"), get("resourceType"), get("resourceId")
-    query_id, query_hash = get("queryId"), get("queryHash")
-    duration, count = _int(get("durationMs")), _int(get("recordCount"))
+    resource_name, resource_type = get("resourceName"), get("resourceType")
     start = epoch_ms(get("timestamp"))
     strings: Pairs = [
         ("cat", get("logType")),
@@ -165,31 +199,24 @@ def map_query(event: dict[str, Any]) -> Mapped:
         ("request", capture.get("requestUri")),
         ("requestMethod", capture.get("requestMethod")),
         ("fname", capture.get("fileName")),
-        ("cn1Label", "durationMs" if duration is not None else None),
-        ("cn2Label", "recordCount" if count is not None else None),
-        ("cs1Label", resource_name and "resourceName"),
         ("cs1", resource_name),
-        ("cs2Label", resource_type and "resourceType"),
         ("cs2", resource_type),
-        ("cs3Label", resource_id and "resourceId"),
-        ("cs3", resource_id),
-        ("cs4Label", query_id and "queryId"),
-        ("cs4", query_id),
-        ("cs5Label", state and "queryState"),
+        ("cs3", get("resourceId")),
+        ("cs4", get("queryId")),
         ("cs5", state),
-        ("cs6Label", query_hash and "queryHash"),
-        ("cs6", query_hash),
+        ("cs6", get("queryHash")),
     ]
     numbers: Pairs = [
         ("rt", start),
         ("start", start),
         ("end", epoch_ms(get("completedAt"))),
         ("dpt", port),
-        ("cn1", duration),
-        ("cn2", count),
+        ("cn1", get("durationMs")),
+        ("cn2", get("recordCount")),
     ]
     what = _text(resource_type) or category or "resource"
-    return f"query:{category}" if category else "query", f"{what} query {state}".strip(), strings, numbers
+    class_id = f"query:{category}" if category else "query"
+    return class_id, f"{what} query {state}".strip(), strings, numbers, QUERY_LABELS
 
 
 def _full_name(first: Any, last: Any) -> str:
@@ -208,6 +235,16 @@ def history_mapper(log_type: str, entity_key: str, polymorphic: bool) -> Mapper:
     """
     label = re.sub(r"(?<!^)(?=[A-Z])", " ", entity_key).lower()
 
+    labels: Labels = {
+        "deviceCustomDate1": "deletedAt",
+        "cs1": "activityId",
+        "cs2": "entityType",
+        "cs3": "entityId",
+        "cs4": "entityName",
+        "cs5": entity_key,
+        "cs6": "id",
+    }
+
     def map_history(event: dict[str, Any]) -> Mapped:
         get = event.get
         entity = get(entity_key)
@@ -216,14 +253,7 @@ def history_mapper(log_type: str, entity_key: str, polymorphic: bool) -> Mapper:
         change = "changed" if deleted is None else "deleted"
         target_id = entity.get("accountId") or (entity.get("id") if entity_key == "account" else None)
         host = entity.get("hostname") or (entity.get("name") if entity_key in _HOST_KEYS else None)
-        activity_id, entity_id, entity_name, record_id = (
-            get("activityId"),
-            entity.get("id"),
-            entity.get("name"),
-            get("id"),
-        )
-        entity_type = (entity.get("type") if polymorphic else None) or entity_key
-        entity_json = compact_json(entity)
+        record_id = get("id")
         strings: Pairs = [
             ("cat", get("logType")),
             ("externalId", record_id),
@@ -231,34 +261,25 @@ def history_mapper(log_type: str, entity_key: str, polymorphic: bool) -> Mapper:
             ("duser", entity.get("email") or (entity.get("name") if entity_key == "account" else None)),
             ("duid", target_id),
             ("dhost", host),
-            ("deviceCustomDate1Label", "deletedAt" if deleted is not None else None),
-            ("cs1Label", activity_id and "activityId"),
-            ("cs1", activity_id),
-            ("cs2Label", "entityType"),
-            ("cs2", entity_type),
-            ("cs3Label", entity_id and "entityId"),
-            ("cs3", entity_id),
-            ("cs4Label", entity_name and "entityName"),
-            ("cs4", entity_name),
-            ("cs5Label", entity_json and entity_key),
-            ("cs5", entity_json),
-            ("cs6Label", record_id and "id"),
+            ("cs1", get("activityId")),
+            ("cs2", (entity.get("type") if polymorphic else None) or entity_key),
+            ("cs3", entity.get("id")),
+            ("cs4", entity.get("name")),
+            ("cs5", compact_json(entity)),
             ("cs6", record_id),
         ]
         numbers: Pairs = [("rt", epoch_ms(get("timestamp"))), ("deviceCustomDate1", deleted)]
-        return log_type, f"{label} {change}", strings, numbers
+        return log_type, f"{label} {change}", strings, numbers, labels
 
     return map_history
+
+
+GENERIC_LABELS: Labels = {"cs6": "id"}
 
 
 def map_generic(event: dict[str, Any]) -> Mapped:
     """A stream this build has no mapping for: time, category and id, nothing guessed."""
     log_type = _text(event.get("logType")) or "event"
     record_id = event.get("id")
-    strings: Pairs = [
-        ("cat", log_type),
-        ("externalId", record_id),
-        ("cs6Label", record_id and "id"),
-        ("cs6", record_id),
-    ]
-    return log_type, log_type, strings, [("rt", epoch_ms(event.get("timestamp")))]
+    strings: Pairs = [("cat", log_type), ("externalId", record_id), ("cs6", record_id)]
+    return log_type, log_type, strings, [("rt", epoch_ms(event.get("timestamp")))], GENERIC_LABELS
