@@ -389,3 +389,14 @@ def test_make_encoder_gives_bytes_per_format() -> None:
     assert make_encoder("json")(event).startswith(b'{"logType":"activities"')
     with pytest.raises(ValueError, match="xml"):
         make_encoder("xml")  # type: ignore[arg-type]
+
+
+def test_every_sdk_activity_verb_has_a_built_in_severity() -> None:
+    """A verb no rule matches falls back to default_severity: none of the SDK's should."""
+    from strongdm.constants import ActivityVerb
+
+    from auditstream.formats.severity import activity_severity
+
+    verbs = [v for k, v in vars(ActivityVerb).items() if not k.startswith("_") and isinstance(v, str)]
+    assert len(verbs) > 200
+    assert [v for v in verbs if activity_severity(v) is None] == []
