@@ -11,6 +11,7 @@ for the verb or stream (``severity``), then ``default_severity``.
 
 from __future__ import annotations
 
+from operator import add
 from typing import Annotated, Any
 
 import orjson
@@ -18,14 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import auditstream
 from auditstream.formats import cef_escape, compiled, severity
-from auditstream.formats.cef_escape import (
-    EXTENSION_LIMITS,
-    escape_extension,
-    escape_header,
-    truncate,
-)
+from auditstream.formats.cef_escape import escape_extension, escape_header, needs_extension_escape, truncate
 from auditstream.formats.cef_mapping import (
-    Labels,
+    Layout,
     Mapper,
     Pairs,
     history_mapper,
@@ -38,9 +34,9 @@ from auditstream.sdm.registry import STREAMS, StreamKind
 
 VENDOR = "StrongDM"
 PRODUCT = "auditstream"
-DEFAULT_LIMIT = 1023
 
 Severity = Annotated[int, Field(ge=0, le=10)]
+PLAIN_LAYOUT = Layout({})
 
 
 class CefSettings(BaseModel):
@@ -89,7 +85,7 @@ class CefEncoder:
         """One CEF line for one event."""
         log_type = event.get("logType")
         mapper = self._mappers.get(log_type, map_generic) if type(log_type) is str else map_generic
-        class_id, name, strings, numbers, labels = mapper(event)
+        class_id, name, strings, numbers, layout = mapper(event)
         header = self._headers.get((class_id, name))
         if header is None:
             class_text = escape_header(class_id, cef_escape.CLASS_ID_MAX)
@@ -97,7 +93,7 @@ class CefEncoder:
             if len(self._headers) >= _HEADER_CACHE_LIMIT:
                 self._headers.clear()
             self._headers[(class_id, name)] = header
-        extension = render_extension(strings, numbers, labels)
+        extension = render_extension(strings, numbers, layout)
         return f"{self._prefix}{header}{self.severity_of(event, mapper)}|{extension}"
 
     def severity_of(self, event: Event, mapper: Mapper | None = None) -> int:
@@ -132,47 +128,44 @@ class CefEncoder:
         return self._default if built_in is None else built_in
 
 
-def render_extension(strings: Pairs, numbers: Pairs, labels: Labels | None = None) -> str:
+def render_extension(strings: Pairs, numbers: Pairs, layout: Layout = PLAIN_LAYOUT) -> str:
     """``key=value`` pairs joined by spaces: empty values skipped, lengths cut, values escaped.
 
     Numeric keys (times, counts, ports) take integers only: a value that is not one (for
     instance a field replaced by its hash) is left out, never mistyped. A field with a label
-    (``labels[key]``) is preceded by ``<key>Label=<label>``. This is the CEF hot path: one
-    plain loop measured faster than several C-level passes (compress/zip/map) over the pairs.
+    is written as ``<key>Label=<label> <key>=<value>``. This is the CEF hot path: one plain
+    loop with precomputed prefixes, then a single escape check over all values joined by NUL
+    (escaping them together when no value holds a NUL itself), measured fastest here.
     """
-    labels = labels or {}
-    parts: list[str] = []
-    append = parts.append
-    for key, value in numbers:
-        if type(value) is int:
-            label = labels.get(key)
-            if label is not None:
-                append(f"{key}Label={escape_extension(label)}")
-            append(f"{key}={value}")
+    field = layout.field
+    parts = [f"{field(key)[1]}{value}" for key, value in numbers if type(value) is int]
+    prefixes: list[str] = []
+    values: list[str] = []
     for key, value in strings:
         if not value:
             continue
+        limit, prefix = field(key)
         if type(value) is not str:
             value = _as_text(value)
-        if len(value) > _limit_of(key, DEFAULT_LIMIT):
-            value = _cut(key, value)
-        if "\\" in value or "=" in value or "\n" in value or "\r" in value:
-            value = escape_extension(value)
-        label = labels.get(key)
-        if label is not None:
-            append(f"{key}Label={escape_extension(label)}")
-        append(f"{key}={value}")
+        if len(value) > limit:
+            value = _cut(key, value, limit)
+        prefixes.append(prefix)
+        values.append(value)
+    joined = _SEP.join(values)
+    if needs_extension_escape(joined):
+        if joined.count(_SEP) == len(values) - 1:
+            values = escape_extension(joined).split(_SEP)
+        else:
+            values = [escape_extension(value) for value in values]
+    parts.extend(map(add, prefixes, values))
     return " ".join(parts)
 
 
+_SEP = "\x00"
 _HEADER_CACHE_LIMIT = 4096
-_limit_of = EXTENSION_LIMITS.get
 
 
-def _cut(key: str, value: str) -> str:
-    limit = _limit_of(key, DEFAULT_LIMIT)
-    if len(value) <= limit:
-        return value
+def _cut(key: str, value: str, limit: int) -> str:
     return cef_escape.short_id(value, limit) if key == "externalId" else truncate(value, limit)
 
 

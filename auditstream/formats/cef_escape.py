@@ -26,6 +26,8 @@ VERSION_MAX = 31
 CLASS_ID_MAX = 1023
 NAME_MAX = 512
 
+DEFAULT_LIMIT = 1023  # for a string key without its own entry below
+
 # Extension keys we emit -> maximum length in characters (0: not a string, no limit).
 EXTENSION_LIMITS: dict[str, int] = {
     "rt": 0,

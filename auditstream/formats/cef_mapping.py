@@ -2,8 +2,8 @@
 
 Each mapper reads an event dict (after redaction: a dropped field is simply missing, so it
 can never reappear in CEF) and returns a ``Mapped``: the Device Event Class ID, the Name, the
-string extension pairs, the numeric ones, and the labels of the custom fields it uses
-(``cs1`` -> ``actorName``). ``cef.CefEncoder`` adds the severity, applies lengths and
+string extension pairs, the numeric ones, and its ``Layout`` (the labels of the custom fields
+it uses, ``cs1`` -> ``actorName``). ``cef.CefEncoder`` adds the severity, applies lengths and
 escaping, drops empty values, and writes a label right before its field only when the field
 is written, so no label ever dangles. docs/cef.md is the human-readable form of this module.
 """
@@ -17,11 +17,31 @@ from typing import Any
 
 import orjson
 
+from auditstream.formats.cef_escape import DEFAULT_LIMIT, EXTENSION_LIMITS, escape_extension
 from auditstream.formats.protovalues import epoch_ms
 
 Pairs = list[tuple[str, Any]]
-Labels = dict[str, str]  # extension key -> its label (the value of "<key>Label")
-Mapped = tuple[str, str, Pairs, Pairs, Labels]  # class id, name, strings, numbers, labels
+
+
+class Layout:
+    """How each extension key of one mapper is written: its length limit and its rendered
+    ``[<key>Label=<label> ]<key>=`` prefix, computed once instead of once per event."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.fields: dict[str, tuple[int, str]] = {}
+        for key, limit in EXTENSION_LIMITS.items():
+            label = labels.get(key)
+            prefix = f"{key}=" if label is None else f"{key}Label={escape_extension(label)} {key}="
+            self.fields[key] = (limit or DEFAULT_LIMIT, prefix)
+
+    def field(self, key: str) -> tuple[int, str]:
+        """(limit, prefix) of a key; a key outside the dictionary table gets the default."""
+        return self.fields.get(key) or (DEFAULT_LIMIT, f"{key}=")
+
+
+Mapped = tuple[str, str, Pairs, Pairs, Layout]  # class id, name, strings, numbers, layout
 Mapper = Callable[[dict[str, Any]], Mapped]
 
 SOURCE_IPV6_LABEL = "sourceIPv6Address"
@@ -115,12 +135,9 @@ def _text(value: Any) -> str | None:
     return value if type(value) is str else None
 
 
-ACTIVITY_LABELS: Labels = {
-    "c6a2": SOURCE_IPV6_LABEL,
-    "cs1": "actorName",
-    "cs2": "actorExternalID",
-    "cs3": "entities",
-}
+ACTIVITY_LAYOUT = Layout(
+    {"c6a2": SOURCE_IPV6_LABEL, "cs1": "actorName", "cs2": "actorExternalID", "cs3": "entities"}
+)
 
 
 def map_activity(event: dict[str, Any]) -> Mapped:
@@ -159,20 +176,22 @@ def map_activity(event: dict[str, Any]) -> Mapped:
         ("cs3", compact_json(details if details is not None else get("entities"))),
     ]
     name = verb or "activity"
-    return name, name, strings, [("rt", epoch_ms(get("timestamp")))], ACTIVITY_LABELS
+    return name, name, strings, [("rt", epoch_ms(get("timestamp")))], ACTIVITY_LAYOUT
 
 
-QUERY_LABELS: Labels = {
-    "c6a2": SOURCE_IPV6_LABEL,
-    "cn1": "durationMs",
-    "cn2": "recordCount",
-    "cs1": "resourceName",
-    "cs2": "resourceType",
-    "cs3": "resourceId",
-    "cs4": "queryId",
-    "cs5": "queryState",
-    "cs6": "queryHash",
-}
+QUERY_LAYOUT = Layout(
+    {
+        "c6a2": SOURCE_IPV6_LABEL,
+        "cn1": "durationMs",
+        "cn2": "recordCount",
+        "cs1": "resourceName",
+        "cs2": "resourceType",
+        "cs3": "resourceId",
+        "cs4": "queryId",
+        "cs5": "queryState",
+        "cs6": "queryHash",
+    }
+)
 
 
 def map_query(event: dict[str, Any]) -> Mapped:
@@ -216,7 +235,7 @@ def map_query(event: dict[str, Any]) -> Mapped:
     ]
     what = _text(resource_type) or category or "resource"
     class_id = f"query:{category}" if category else "query"
-    return class_id, f"{what} query {state}".strip(), strings, numbers, QUERY_LABELS
+    return class_id, f"{what} query {state}".strip(), strings, numbers, QUERY_LAYOUT
 
 
 def _full_name(first: Any, last: Any) -> str:
@@ -235,15 +254,17 @@ def history_mapper(log_type: str, entity_key: str, polymorphic: bool) -> Mapper:
     """
     label = re.sub(r"(?<!^)(?=[A-Z])", " ", entity_key).lower()
 
-    labels: Labels = {
-        "deviceCustomDate1": "deletedAt",
-        "cs1": "activityId",
-        "cs2": "entityType",
-        "cs3": "entityId",
-        "cs4": "entityName",
-        "cs5": entity_key,
-        "cs6": "id",
-    }
+    layout = Layout(
+        {
+            "deviceCustomDate1": "deletedAt",
+            "cs1": "activityId",
+            "cs2": "entityType",
+            "cs3": "entityId",
+            "cs4": "entityName",
+            "cs5": entity_key,
+            "cs6": "id",
+        }
+    )
 
     def map_history(event: dict[str, Any]) -> Mapped:
         get = event.get
@@ -269,12 +290,12 @@ def history_mapper(log_type: str, entity_key: str, polymorphic: bool) -> Mapper:
             ("cs6", record_id),
         ]
         numbers: Pairs = [("rt", epoch_ms(get("timestamp"))), ("deviceCustomDate1", deleted)]
-        return log_type, f"{label} {change}", strings, numbers, labels
+        return log_type, f"{label} {change}", strings, numbers, layout
 
     return map_history
 
 
-GENERIC_LABELS: Labels = {"cs6": "id"}
+GENERIC_LAYOUT = Layout({"cs6": "id"})
 
 
 def map_generic(event: dict[str, Any]) -> Mapped:
@@ -282,4 +303,4 @@ def map_generic(event: dict[str, Any]) -> Mapped:
     log_type = _text(event.get("logType")) or "event"
     record_id = event.get("id")
     strings: Pairs = [("cat", log_type), ("externalId", record_id), ("cs6", record_id)]
-    return log_type, log_type, strings, [("rt", epoch_ms(event.get("timestamp")))], GENERIC_LABELS
+    return log_type, log_type, strings, [("rt", epoch_ms(event.get("timestamp")))], GENERIC_LAYOUT
