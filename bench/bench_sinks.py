@@ -1,6 +1,6 @@
 """Throughput of each sink to a loopback receiver, in events per second.
 
-    .venv/bin/python -m bench.bench_sinks [--events 20000] [--streams 4]
+    .venv/bin/python -m bench.bench_sinks [--events 50000] [--streams 4] [--repeat 3]
 
 Each run sends ``--events`` synthetic activity events (about 600 bytes of JSON each) in
 batches of 500 from ``--streams`` concurrent streams, and stops the clock when every
@@ -16,6 +16,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
+import statistics
 import sys
 import tempfile
 import time
@@ -23,6 +25,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import structlog
 from pydantic import TypeAdapter
 
 from auditstream.sinks.base import Envelope
@@ -138,30 +141,52 @@ def cases(peers: dict[str, Any], tmp: Path) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-async def bench(total: int, streams: int) -> list[tuple[str, float]]:
+async def settled_count(rsyslog: Rsyslog) -> int:
+    """rsyslog's output line count once it stops growing (it buffers and lags behind)."""
+    last, stable = -1, 0
+    while stable < 3:
+        count = rsyslog.count()
+        stable = stable + 1 if count == last else 0
+        last = count
+        await asyncio.sleep(0.2)
+    return last
+
+
+async def bench(total: int, streams: int, repeat: int) -> list[tuple[str, float]]:
     events = make_events(total, streams)
+    sent = sum(len(b) for b in events.values())
     results: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
         async with receivers(tmp) as peers:
+            rsyslog: Rsyslog | None = peers["rsyslog"]
             for label, config in cases(peers, tmp):
-                with stdout_to_devnull() if config["type"] == "stdout" else contextlib.nullcontext():
-                    rate = await run(config, events, tmp / "state")
+                before = await settled_count(rsyslog) if rsyslog and config["type"] == "syslog" else 0
+                rates = []
+                for _ in range(repeat):
+                    with stdout_to_devnull() if config["type"] == "stdout" else contextlib.nullcontext():
+                        rates.append(await run(config, events, tmp / "state"))
+                rate = statistics.median(rates)
                 results.append((label, rate))
-                print(f"{label:24s} {rate:>10,.0f} events/s", flush=True)
-            if peers["rsyslog"] is not None:
-                received = len(peers["rsyslog"].messages())
-                print(f"(rsyslog wrote {received:,} messages for 3 x {total:,} sent; UDP is lossy by design)")
+                note = ""
+                if rsyslog and config["type"] == "syslog":
+                    written = await settled_count(rsyslog) - before
+                    note = f"  (rsyslog wrote {written:,} of {sent * repeat:,})"
+                spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
+                print(f"{label:22s} {rate:>9,.0f} events/s  [{spread}]{note}", flush=True)
     return results
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per sink; the median is reported")
     args = parser.parse_args(argv)
-    print(f"{args.events:,} events, {args.streams} concurrent streams, batches of {BATCH}")
-    results = asyncio.run(bench(args.events, args.streams))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    shape = f"{args.events:,} events, {args.streams} streams at once, batches of {BATCH}"
+    print(f"{shape}, median of {args.repeat} runs")
+    results = asyncio.run(bench(args.events, args.streams, args.repeat))
     print(json.dumps({label: round(rate) for label, rate in results}))
 
 

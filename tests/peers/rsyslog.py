@@ -163,11 +163,18 @@ class Rsyslog:
         complete = data[: data.rfind(b"\n") + 1]
         return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
+    def count(self) -> int:
+        """How many complete lines rsyslog has written (cheap: no parsing)."""
+        try:
+            return self.output.read_bytes().count(b"\n")
+        except FileNotFoundError:
+            return 0
+
     def wait_for(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
-        wait_until(lambda: len(self.messages()) >= count, timeout, f"{count} messages in rsyslog's output")
+        wait_until(lambda: self.count() >= count, timeout, f"{count} messages in rsyslog's output")
         return self.messages()
 
     async def async_wait_for(self, count: int, within: float = 20.0) -> list[dict[str, Any]]:
         what = f"{count} messages in rsyslog's output"
-        await async_wait_until(lambda: len(self.messages()) >= count, within, what)
+        await async_wait_until(lambda: self.count() >= count, within, what)
         return self.messages()

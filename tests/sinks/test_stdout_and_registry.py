@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,7 @@ from auditstream.sinks.registry import SinkSettings, create_sink
 from auditstream.sinks.splunk_hec import SplunkHecSink
 from auditstream.sinks.stdout import StdoutSink, StdoutSinkSettings
 from auditstream.sinks.syslog import SyslogSink
-from tests.sinks.conftest import envelopes
+from tests.sinks.conftest import FAST_RETRY, envelopes
 
 ADAPTER: TypeAdapter[SinkSettings] = TypeAdapter(SinkSettings)
 
@@ -29,6 +32,38 @@ async def test_stdout_writes_one_line_per_event(capsysbinary, state_dir):
     await sink.close()
     out = capsysbinary.readouterr().out.splitlines()
     assert [json.loads(line) for line in out] == [e.event for e in batch]
+
+
+async def test_stdout_write_errors_are_retried_without_duplicates(monkeypatch, state_dir):
+    class FlakyBuffer:
+        def __init__(self) -> None:
+            self.data = b""
+            self.failures = 2
+
+        def write(self, data: bytes) -> int:
+            if self.failures:
+                self.failures -= 1
+                raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+            self.data += data
+            return len(data)
+
+        def flush(self) -> None:
+            return None
+
+    class FlakyStdout(io.StringIO):  # text writes (logs) work; the binary buffer is flaky
+        def __init__(self) -> None:
+            super().__init__()
+            self.buffer = FlakyBuffer()
+
+    flaky = FlakyStdout()
+    monkeypatch.setattr(sys, "stdout", flaky)
+    sink = StdoutSink(StdoutSinkSettings(batch={"max_age": 0}, retry=FAST_RETRY), state_dir=state_dir)  # type: ignore[arg-type]
+    await sink.start()
+    batch = envelopes("activities", 4)
+    await sink.send(batch)
+    await sink.close()
+    assert flaky.buffer.failures == 0
+    assert [json.loads(line) for line in flaky.buffer.data.splitlines()] == [e.event for e in batch]
 
 
 @pytest.mark.parametrize(
