@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+import orjson
+
 from auditstream.formats.cef import CefEncoder, CefSettings
 from auditstream.formats.events import Event, to_event
 from auditstream.formats.json_codec import encode_json
@@ -38,7 +40,7 @@ __all__ = [
 def make_encoder(fmt: Format, cef: CefSettings | None = None) -> Encoder:
     """The encoder a sink with ``format = fmt`` uses: event -> UTF-8 bytes, no newline."""
     if fmt == "json":
-        return encode_json
+        return orjson.dumps  # exactly encode_json, minus one Python call per event
     if fmt == "cef":
         encode = CefEncoder(cef).encode
 

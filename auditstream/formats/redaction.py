@@ -12,6 +12,12 @@ on the way applies the rest of the path to each element), and ``*`` matches any 
 level (``capture.env.*``). A map key that itself contains dots (``resourceTags.team.io``) is
 matched as a whole before the path is split further.
 
+Every event field is redacted on its own, and some repeat others: ``actorName`` joins
+``actorFirstName`` and ``actorLastName``; ``entities`` lists the ids in ``entityDetails``; an
+SSH/Kubernetes query's ``queryBody`` is the JSON of its ``capture`` (so hiding a session's
+commands takes ``queryBody`` and ``capture.command``/``capture.clientCommand``). CEF lines are
+built from the redacted event, so a dropped field reaches no format.
+
 A ``null`` value stays ``null`` under ``hash`` (there is nothing to hide). ``apply`` never
 mutates its input: it copies the containers on the path it changes, so an
 event shared with another consumer is safe.

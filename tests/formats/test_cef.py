@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import auditstream
-from auditstream.formats import make_encoder, to_event
+from auditstream.formats import encode_json, make_encoder, to_event
 from auditstream.formats.cef import CefEncoder, CefSettings, render_extension
 from auditstream.formats.cef_escape import (
     EXTENSION_LIMITS,
@@ -387,6 +387,8 @@ def test_make_encoder_gives_bytes_per_format() -> None:
     event = to_event(STREAMS["activities"], samples.sample("activities"))
     assert make_encoder("cef")(event).startswith(b"CEF:0|StrongDM|auditstream|")
     assert make_encoder("json")(event).startswith(b'{"logType":"activities"')
+    assert make_encoder("json")(event) == encode_json(event)
+    assert make_encoder("cef", CefSettings(severity={"activities": 1}))(event).split(b"|")[6] == b"1"
     with pytest.raises(ValueError, match="xml"):
         make_encoder("xml")  # type: ignore[arg-type]
 
