@@ -221,7 +221,9 @@ class StreamPoller:
         self.state.watermark_ns = max(self.state.watermark_ns, window.end_ns)
         self._keys.prune(self.state.watermark_ns - self._policy.overlap_ns)
         if self._tracker is not None:
-            self._tracker.expire(self._clock())
+            # Measured against the watermark, not the wall clock: while catching up days of
+            # history, a session's completion still lies ahead of the cursor.
+            self._tracker.expire(self.state.watermark_ns)
         await self._store.save(self._states)
         metrics.CHECKPOINT_WATERMARK.labels(self.spec.name).set(self.state.watermark_ns / NANOS_PER_SECOND)
         metrics.CHECKPOINT_LAG.labels(self.spec.name).set(self.lag_seconds())

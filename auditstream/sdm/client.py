@@ -131,7 +131,11 @@ class AuditClient:
         """A call with the bucket's shared pause, rate-limit waits and bounded transient retries."""
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_transient),
-            wait=wait_exponential_jitter(initial=self._settings.retry_initial, max=self._settings.retry_max),
+            wait=wait_exponential_jitter(
+                multiplier=self._settings.retry_initial,
+                max=self._settings.retry_max,
+                jitter=self._settings.retry_initial,
+            ),
             stop=stop_after_attempt(self._settings.max_transient_retries + 1),
             reraise=True,
         )

@@ -69,7 +69,15 @@ class RateLimitGate:
         metrics.RATE_LIMIT_REMAINING.labels(info.bucket).set(info.remaining)
 
     def observe(self, info: RateLimitInfo) -> None:
-        """Budget from a successful response: pause early when nothing remains."""
+        """Budget from a successful response: when it is spent, pause before being refused.
+
+        What ``reset_at`` means on a success is undocumented (a fixed window's end, or when
+        a token bucket is full again), so the early pause lasts one token's worth of time
+        at most: right for a bucket, and for a fixed window the next refusal then carries
+        the exact reset time.
+        """
         metrics.RATE_LIMIT_REMAINING.labels(info.bucket).set(info.remaining)
-        if info.limit and info.remaining <= 0 and info.reset_at is not None:
-            self._pause(info.bucket or UNKNOWN_BUCKET, info.reset_at)
+        if info.limit > 0 and info.remaining <= 0 and info.reset_at is not None:
+            one_token = dt.timedelta(seconds=60.0 / info.limit)
+            now = dt.datetime.fromtimestamp(self._wall_clock(), dt.UTC)
+            self._pause(info.bucket or UNKNOWN_BUCKET, min(info.reset_at, now + one_token))

@@ -1,0 +1,136 @@
+"""Running the daemon against the emulator and comparing what the sinks got with the truth."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from auditstream.config import AppConfig, parse_config
+from auditstream.emulator import Emulator
+from auditstream.engine.engine import Engine, RunPlan
+
+S = 1_000_000_000
+
+
+def daemon_config(
+    emu: Emulator,
+    tmp_path: Path,
+    *,
+    streams: dict[str, Any] | None = None,
+    source: dict[str, Any] | None = None,
+    sinks: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> AppConfig:
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=8)).isoformat()
+    data: dict[str, Any] = {
+        "source": {
+            "endpoint": emu.address,
+            "access_key": emu.options.access_key,
+            "secret_key": emu.options.secret_key,
+            "insecure": True,
+            "page_size": 100,
+            "timeout": "5s",
+            "max_rate_limit_wait": "5s",
+        },
+        "streams": {
+            "poll_interval": "0.2s",
+            "overlap": "3m",
+            "settle": "0.2s",
+            "slice": "2d",
+            "start_at": start,
+            "long_query_recheck": "0.5s",
+            **(streams or {}),
+        },
+        "checkpoint": {"path": str(tmp_path / "state" / "checkpoints.json")},
+        "sinks": sinks
+        or [{"type": "file", "name": "out", "path": str(tmp_path / "out.jsonl"), "fsync": False}],
+        "metrics": {"listen": None},
+        "engine": {"sink_failure_pause": "0.2s", "shutdown_timeout": "10s"},
+    }
+    if source:
+        data["source"].update(source)
+    data.update(extra or {})
+    return parse_config(data, env={})
+
+
+def read_events(path: Path) -> collections.Counter[tuple[str, str]]:
+    """(logType, id) of every line a file sink wrote, with repeats counted."""
+    if not path.exists():
+        return collections.Counter()
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    for line in path.read_bytes().splitlines():
+        event = orjson.loads(line)
+        counts[(event["logType"], event["id"])] += 1
+    return counts
+
+
+def truth_keys(emu: Emulator, streams: list[str]) -> set[tuple[str, str]]:
+    return {(stream, key) for stream in streams for key, _ in emu.truth(stream)}
+
+
+def missing(
+    emu: Emulator, streams: list[str], delivered: collections.Counter[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    return truth_keys(emu, streams) - set(delivered)
+
+
+async def run_until_complete(
+    engine: Engine, emu: Emulator, out: Path, timeout: float = 60.0, settle_polls: int = 0
+) -> collections.Counter[tuple[str, str]]:
+    """Run the engine until the sink holds every record the emulator serves, then stop it."""
+    task = asyncio.create_task(engine.run())
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if task.done():
+                task.result()
+                raise AssertionError("the engine stopped on its own")
+            delivered = read_events(out)
+            gone = missing(emu, engine.plan.streams, delivered)
+            if not gone:
+                break
+            if time.monotonic() > deadline:
+                sample = sorted(gone)[:5]
+                raise AssertionError(f"{len(gone)} records never delivered within {timeout}s, e.g. {sample}")
+            await asyncio.sleep(0.1)
+    finally:
+        engine.stop.set()
+        await asyncio.wait_for(task, timeout=30)
+    return read_events(out)
+
+
+async def noisy_neighbour(emu: Emulator, stop: asyncio.Event) -> int:
+    """Another tool spending the same API key's budget, so the daemon really gets refused."""
+    from auditstream.sdm.client import AuditClient, ClientSettings
+    from auditstream.sdm.registry import STREAMS
+
+    settings = ClientSettings(
+        endpoint=emu.address,
+        access_key=emu.options.access_key,
+        secret_key=emu.options.secret_key,
+        insecure=True,
+        page_size=1,
+        max_transient_retries=0,
+    )
+    calls = 0
+    now = time.time_ns()
+    async with AuditClient(settings) as client:
+        while not stop.is_set():
+            try:
+                async for _ in client.pages(STREAMS["activities"], now - 3600 * S, now):
+                    break
+            except Exception:
+                pass
+            calls += 1
+    return calls
+
+
+def live_engine(config: AppConfig) -> Engine:
+    plan = RunPlan(streams=config.streams.stream_names(), checkpoint_path=config.checkpoint.path)
+    return Engine(config, plan)
