@@ -107,6 +107,8 @@ class CefEncoder:
             cached = self._verb_severity.get(verb)
             if cached is None:
                 cached = self._resolve_verb(verb, log_type)
+                if len(self._verb_severity) >= _HEADER_CACHE_LIMIT:  # bounded, even for junk verbs
+                    self._verb_severity.clear()
                 self._verb_severity[verb] = cached
             return cached
         if isinstance(log_type, str) and log_type in self._overrides:

@@ -102,6 +102,12 @@ def _compile(descriptor: Descriptor) -> Converter:
 
 def _compile_polymorphic(descriptor: Descriptor) -> Converter:
     oneof = descriptor.oneofs[0].name
+    for field in descriptor.fields:
+        if any(event_key(inner) == "type" for inner in field.message_type.fields):
+            # Would silently overwrite the discriminator; an SDK upgrade's tests stop here.
+            raise RuntimeError(
+                f"{field.message_type.full_name} has a 'type' field: it clashes with the oneof type"
+            )
     members = {field.name: _lazy(field.message_type) for field in descriptor.fields}
 
     def convert(message: Message) -> dict[str, Any]:
