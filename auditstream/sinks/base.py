@@ -73,11 +73,17 @@ class ProbeResult:
 
 
 class BatchSettings(StrictModel):
-    """How a sink cuts what it is given into requests."""
+    """How a sink cuts what it is given into requests.
+
+    ``max_age`` defaults to 0: a request goes out as soon as the sink can send one, and
+    whatever arrives while requests are in flight is coalesced into the next. Waiting longer
+    buys fuller requests at the price of latency, and since the engine waits for ``send()``
+    before a stream's next batch, a stream with small batches then moves at most one batch
+    per ``max_age``."""
 
     max_events: int = Field(default=500, ge=1)
     max_bytes: int = Field(default=1_000_000, ge=1024)
-    max_age: Duration = 1.0
+    max_age: Duration = 0.0
 
 
 class RetrySettings(StrictModel):

@@ -133,6 +133,24 @@ async def test_concurrent_sends_of_several_streams_are_coalesced(tmp_path):
     assert sorted(transport.requests[0]) == sorted(e.key for s in streams for e in envelopes(s, 5))
 
 
+async def test_by_default_what_arrives_during_a_request_is_coalesced_into_the_next(tmp_path):
+    transport = FakeTransport()
+    transport.gate = asyncio.Event()
+    sink = DeliverySink(FakeSettings(name="fake"), transport, state_dir=tmp_path)  # default batch settings
+    await sink.start()
+    first = asyncio.create_task(sink.send(envelopes("activities", 2)))
+    await async_wait_until(lambda: transport.requests, what="the first request")
+    others = asyncio.gather(
+        *(sink.send(envelopes(s, 2)) for s in ("queries", "roles_history", "users_history"))
+    )
+    await asyncio.sleep(0.05)  # give a wrong implementation the chance to send them separately
+    transport.gate.set()
+    await first
+    await others
+    await sink.close()
+    assert [len(r) for r in transport.requests] == [2, 6]
+
+
 async def test_a_partial_request_waits_for_max_age_and_flush_sends_it_now(tmp_path):
     transport = FakeTransport()
     sink = make_sink(tmp_path, transport, batch={"max_events": 100, "max_age": 3600})
