@@ -108,6 +108,14 @@ class Emulator:
         if self._live_task is not None:
             await asyncio.shield(self._live_task)
 
+    @property
+    def live_finished(self) -> bool:
+        """True once live generation, if any, has produced its ``live_for`` seconds.
+
+        Safe to read from another thread (tests driving a subprocess daemon poll it).
+        """
+        return self._live_task is None or self._live_task.done()
+
     async def __aenter__(self) -> Emulator:
         await self.start()
         return self

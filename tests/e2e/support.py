@@ -81,11 +81,11 @@ def missing(
 
 
 async def run_until_complete(
-    engine: Engine, emu: Emulator, out: Path, timeout: float = 60.0, settle_polls: int = 0
+    engine: Engine, emu: Emulator, out: Path, deadline_s: float = 60.0
 ) -> collections.Counter[tuple[str, str]]:
     """Run the engine until the sink holds every record the emulator serves, then stop it."""
     task = asyncio.create_task(engine.run())
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + deadline_s
     try:
         while True:
             if task.done():
@@ -97,7 +97,9 @@ async def run_until_complete(
                 break
             if time.monotonic() > deadline:
                 sample = sorted(gone)[:5]
-                raise AssertionError(f"{len(gone)} records never delivered within {timeout}s, e.g. {sample}")
+                raise AssertionError(
+                    f"{len(gone)} records never delivered within {deadline_s}s, e.g. {sample}"
+                )
             await asyncio.sleep(0.1)
     finally:
         engine.stop.set()
@@ -134,3 +136,62 @@ async def noisy_neighbour(emu: Emulator, stop: asyncio.Event) -> int:
 def live_engine(config: AppConfig) -> Engine:
     plan = RunPlan(streams=config.streams.stream_names(), checkpoint_path=config.checkpoint.path)
     return Engine(config, plan)
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return orjson.dumps(value).decode()
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if value is None:
+        raise ValueError("TOML has no null")
+    raise TypeError(type(value))
+
+
+def write_toml(path: Path, document: dict[str, Any]) -> Path:
+    """Enough TOML for our configs: tables, arrays of tables, scalars and lists."""
+    lines: list[str] = []
+    for section, body in document.items():
+        if isinstance(body, list):
+            for item in body:
+                lines.append(f"[[{section}]]")
+                lines.extend(f"{k} = {toml_value(v)}" for k, v in item.items() if v is not None)
+        else:
+            lines.append(f"[{section}]")
+            lines.extend(f"{k} = {toml_value(v)}" for k, v in body.items() if v is not None)
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def daemon_config_document(
+    emu_address: str, access_key: str, secret_key: str, tmp_path: Path, **streams: Any
+) -> dict[str, Any]:
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=8)).isoformat()
+    return {
+        "source": {
+            "endpoint": emu_address,
+            "access_key": access_key,
+            "secret_key": secret_key,
+            "insecure": True,
+            "page_size": 200,
+            "timeout": "5s",
+        },
+        "streams": {
+            "poll_interval": "0.3s",
+            "overlap": "3m",
+            "settle": "0.2s",
+            "slice": "2d",
+            "start_at": start,
+            "long_query_recheck": "1s",
+            **streams,
+        },
+        "checkpoint": {"path": str(tmp_path / "state" / "checkpoints.json")},
+        "sinks": [{"type": "file", "name": "out", "path": str(tmp_path / "out.jsonl")}],
+        "metrics": {"listen": ""},
+        "logging": {"format": "json"},
+    }

@@ -83,7 +83,7 @@ async def test_every_record_delivered_exactly_once(scenario, tmp_path):
         neighbour_stop = asyncio.Event()
         neighbour = asyncio.create_task(noisy_neighbour(emu, neighbour_stop)) if options.rate_limit else None
         try:
-            delivered = await run_until_complete(engine, emu, tmp_path / "out.jsonl", timeout=90)
+            delivered = await run_until_complete(engine, emu, tmp_path / "out.jsonl", deadline_s=90)
         finally:
             neighbour_stop.set()
             if neighbour is not None:

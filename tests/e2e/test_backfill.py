@@ -1,0 +1,108 @@
+"""``auditstream backfill``: a past period once, with progress, resumable, never touching the
+daemon's checkpoints."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from auditstream.emulator import EmulatorOptions, running_emulator
+from auditstream.sdm.registry import ALL_STREAM_NAMES
+from tests.e2e.support import daemon_config_document, missing, read_events, write_toml
+from tests.helpers import wait_until
+
+
+def backfill(config: Path, since: dt.datetime, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "auditstream.cli",
+            "backfill",
+            "--config",
+            str(config),
+            "--from",
+            since.strftime("%Y-%m-%d"),
+            "--progress",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def since() -> dt.datetime:
+    return dt.datetime.now(dt.UTC) - dt.timedelta(days=8)
+
+
+@pytest.mark.slow
+def test_backfill_of_100k_records_is_complete_with_progress(tmp_path, since):
+    # 22,000 activities + 22,000 queries + 26 x 2,200 history records = 101,200
+    options = EmulatorOptions(seed=3, records=22_000)
+    with running_emulator(options) as emu:
+        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
+        config = write_toml(tmp_path / "config.toml", doc)
+        proc = backfill(config, since)
+        stdout, stderr = proc.communicate(timeout=300)
+        text = stderr.decode()
+        assert proc.returncode == 0, text[-3000:]
+        delivered = read_events(tmp_path / "out.jsonl")
+        assert sum(delivered.values()) >= 100_000
+        assert not missing(emu, list(ALL_STREAM_NAMES), delivered)
+    assert all(n == 1 for n in delivered.values()), "a clean backfill sends no duplicates"
+    assert "records/s" in text and "ETA" in text and "%" in text, "progress is shown"
+    assert "backfill complete: 101,200 records" in text
+    assert not (tmp_path / "state" / "checkpoints.json").exists(), "the daemon's checkpoint is never touched"
+
+
+def test_interrupted_backfill_resumes_where_it_stopped(tmp_path, since):
+    options = EmulatorOptions(seed=5, records=6000, latency_ms=2)
+    with running_emulator(options) as emu:
+        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
+        doc["source"]["page_size"] = 50
+        config = write_toml(tmp_path / "config.toml", doc)
+        out = tmp_path / "out.jsonl"
+        first = backfill(config, since)
+        wait_until(
+            lambda: out.exists() and out.stat().st_size > 200_000 or first.poll() is not None, 60, "output"
+        )
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=60)
+        assert first.returncode == 1, "an interrupted backfill is not a success"
+        assert "interrupted (run the same command again to resume)" in err.decode()
+        partial = sum(read_events(out).values())
+        second = backfill(config, since)
+        _, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err.decode()[-2000:]
+        delivered = read_events(out)
+        assert not missing(emu, list(ALL_STREAM_NAMES), delivered)
+    resent = sum(delivered.values()) - len(delivered)
+    assert 0 < partial < len(delivered), "the first run really was cut short"
+    assert resent <= len(ALL_STREAM_NAMES) * 50, f"resuming re-sent {resent} records"
+    checkpoints = list((tmp_path / "state").glob("backfill-*.json"))
+    assert len(checkpoints) == 1 and not (tmp_path / "state" / "checkpoints.json").exists()
+
+
+def test_backfill_usage_errors_exit_2(tmp_path):
+    doc = daemon_config_document("127.0.0.1:1", "auth-x", "AAAA", tmp_path)
+    config = write_toml(tmp_path / "config.toml", doc)
+    cases = [
+        ["--from", "yesterday"],
+        ["--from", "2024-05-02", "--to", "2024-05-01"],
+        ["--from", "2024-05-01", "--streams", "activites"],
+    ]
+    for args in cases:
+        proc = subprocess.run(
+            [sys.executable, "-m", "auditstream.cli", "backfill", "--config", str(config), *args],
+            capture_output=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.decode().startswith("auditstream: --"), proc.stderr
