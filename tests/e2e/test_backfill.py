@@ -50,7 +50,7 @@ def test_backfill_of_100k_records_is_complete_with_progress(tmp_path, since):
         doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
         config = write_toml(tmp_path / "config.toml", doc)
         proc = backfill(config, since)
-        stdout, stderr = proc.communicate(timeout=300)
+        _, stderr = proc.communicate(timeout=300)
         text = stderr.decode()
         assert proc.returncode == 0, text[-3000:]
         delivered = read_events(tmp_path / "out.jsonl")
@@ -71,7 +71,7 @@ def test_interrupted_backfill_resumes_where_it_stopped(tmp_path, since):
         out = tmp_path / "out.jsonl"
         first = backfill(config, since)
         wait_until(
-            lambda: out.exists() and out.stat().st_size > 200_000 or first.poll() is not None, 60, "output"
+            lambda: (out.exists() and out.stat().st_size > 200_000) or first.poll() is not None, 60, "output"
         )
         first.send_signal(signal.SIGTERM)
         _, err = first.communicate(timeout=60)

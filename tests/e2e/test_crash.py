@@ -66,7 +66,7 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path, queries_time):
             for _ in range(KILLS):
                 target = line_count(out) + rng.randint(50, 400)
                 wait_until(
-                    lambda t=target: line_count(out) >= t or daemon.poll() is not None, 60, "more output"
+                    lambda t=target, d=daemon: line_count(out) >= t or d.poll() is not None, 60, "more output"
                 )
                 assert daemon.poll() is None, f"daemon died on its own:\n{log.read_text()[-3000:]}"
                 daemon.send_signal(signal.SIGKILL)
