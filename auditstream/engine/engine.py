@@ -18,6 +18,7 @@ from auditstream.engine.longqueries import LongQueryTracker
 from auditstream.engine.normalize import Normalizer, build_redactor
 from auditstream.engine.poller import PollerOptions, StreamPoller
 from auditstream.engine.window import WindowPolicy
+from auditstream.ops import metrics
 from auditstream.sdm.client import AuditClient, ClientSettings
 from auditstream.sdm.registry import NANOS_PER_SECOND, STREAMS, StreamKind
 from auditstream.sinks.base import Sink, SinkHealth
@@ -57,8 +58,15 @@ def client_settings(config: AppConfig) -> ClientSettings:
 
 
 def build_sinks(config: AppConfig) -> list[Sink]:
+    """Every configured sink; dead-letter files default to the checkpoint's directory."""
+    from auditstream.ops.sink_metrics import PrometheusSinkObserver
+
     state_dir = config.checkpoint.path.parent
-    return [create_sink(settings, config.cef, state_dir) for settings in config.sinks]
+    observer = PrometheusSinkObserver()
+    sinks = [create_sink(settings, config.cef, state_dir, observer) for settings in config.sinks]
+    for sink in sinks:
+        metrics.SINK_UP.labels(sink.name).set(1)
+    return sinks
 
 
 class Engine:

@@ -69,6 +69,10 @@ SINK_BATCH_SECONDS = Histogram(
     ["sink"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+SINK_REQUESTS = Counter(
+    "auditstream_sink_requests_total", "Requests (writes) a sink's receiver acknowledged.", ["sink"]
+)
+SINK_BYTES = Counter("auditstream_sink_bytes_total", "Bytes of encoded events a sink delivered.", ["sink"])
 SINK_RETRIES = Counter(
     "auditstream_sink_retries_total", "Sink delivery attempts that failed and were retried.", ["sink"]
 )

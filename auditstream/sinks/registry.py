@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,15 @@ AnySinkSettings = (
 )
 SinkSettings = Annotated[AnySinkSettings, Field(discriminator="type")]
 
+# Every sink class takes (settings, cef, *, state_dir, observer).
+_SINK_CLASSES: dict[type[AnySinkSettings], Callable[..., DeliverySink]] = {
+    FileSinkSettings: FileSink,
+    StdoutSinkSettings: StdoutSink,
+    HttpSinkSettings: HttpSink,
+    SplunkHecSinkSettings: SplunkHecSink,
+    SyslogSinkSettings: SyslogSink,
+}
+
 
 def create_sink(
     settings: AnySinkSettings,
@@ -34,15 +44,5 @@ def create_sink(
     ``state_dir`` is where its dead-letter file goes unless ``dead_letter_path`` is set:
     ``<state_dir>/dead-letter/<name>.jsonl`` (the engine passes the checkpoint's directory).
     """
-    sink: DeliverySink
-    if isinstance(settings, FileSinkSettings):
-        sink = FileSink(settings, cef, state_dir=state_dir, observer=observer)
-    elif isinstance(settings, StdoutSinkSettings):
-        sink = StdoutSink(settings, cef, state_dir=state_dir, observer=observer)
-    elif isinstance(settings, HttpSinkSettings):
-        sink = HttpSink(settings, cef, state_dir=state_dir, observer=observer)
-    elif isinstance(settings, SplunkHecSinkSettings):
-        sink = SplunkHecSink(settings, cef, state_dir=state_dir, observer=observer)
-    else:
-        sink = SyslogSink(settings, cef, state_dir=state_dir, observer=observer)
-    return sink
+    sink_class = _SINK_CLASSES[type(settings)]
+    return sink_class(settings, cef, state_dir=state_dir, observer=observer)
