@@ -46,6 +46,7 @@ class LongQueryTracker:
         self._max_open = max_open
         self._clock = clock
         self._cap_warned = False
+        self.rounds = 0
         metrics.LONG_QUERIES_OPEN.set(len(self._open))
 
     @property
@@ -76,6 +77,7 @@ class LongQueryTracker:
             self._open[query_id] = OpenQuery(start_ns=start_ns, first_seen_ns=self._clock())
         if len(self._open) < self._max_open:
             self._cap_warned = False
+        self.rounds = 0
         metrics.LONG_QUERIES_OPEN.set(len(self._open))
 
     def expire(self, now_ns: int) -> list[str]:
@@ -121,3 +123,7 @@ class LongQueryTracker:
 
     def count_found(self, n: int) -> None:
         metrics.LONG_QUERIES_COMPLETED_BY_RECHECK.inc(n)
+
+    def round_done(self) -> None:
+        self.rounds += 1
+        metrics.LONG_QUERIES_RECHECK_ROUNDS.inc()

@@ -252,3 +252,4 @@ class StreamPoller:
                     metrics.POLL_ERRORS.labels(self.spec.name).inc()
                     self.log.warning("re-check of open long-running queries failed", error=str(exc))
                     break
+            tracker.round_done()

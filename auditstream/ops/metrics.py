@@ -90,6 +90,9 @@ LONG_QUERIES_COMPLETED_BY_RECHECK = Counter(
     "auditstream_long_queries_completed_by_recheck_total",
     "Completion records of long-running queries found by re-listing around their start time.",
 )
+LONG_QUERIES_RECHECK_ROUNDS = Counter(
+    "auditstream_long_queries_recheck_rounds_total", "Rounds of re-listing around open long-running queries."
+)
 LONG_QUERIES_EXPIRED = Counter(
     "auditstream_long_queries_expired_total",
     "Long-running queries given up on after long_query_horizon, or dropped at the open-set cap.",
