@@ -69,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="BASE64",
         help="its base64 secret (default: the demo secret)",
     )
+    g.add_argument(
+        "--tls-cert", metavar="PEM", help="serve TLS with this certificate chain (default: plaintext)"
+    )
+    g.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
 
     g = parser.add_argument_group("data")
     g.add_argument("--seed", type=int, default=1, metavar="N", help="seed of the generated data (default 1)")
@@ -149,6 +153,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     g = parser.add_argument_group("adversities (all off by default)")
     g.add_argument("--rate-limit", type=_positive_int, default=None, metavar="REQUESTS_PER_MINUTE")
+    g.add_argument(
+        "--rate-limit-burst",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="token-bucket capacity (default: a minute's worth, REQUESTS_PER_MINUTE)",
+    )
     g.add_argument(
         "--fault-rate",
         type=_probability,
@@ -232,6 +243,9 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         long_sessions=args.long_sessions,
         long_session_close_within=args.long_session_close_within,
         truth_file=args.truth_file,
+        rate_limit_burst=args.rate_limit_burst,
+        tls_cert_file=args.tls_cert,
+        tls_key_file=args.tls_key,
     )
 
 

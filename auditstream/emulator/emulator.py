@@ -20,6 +20,7 @@ import gc
 import logging
 import random
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -64,8 +65,13 @@ class Emulator:
         # no SO_REUSEPORT: a second emulator on a taken port must fail, not share the traffic
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers(ListService(self.store, options, self.stats).generic_handlers())
+        address = _join_host_port(options.host, options.port)
+        credentials = await asyncio.to_thread(_server_credentials, options)
         try:
-            port = server.add_insecure_port(_join_host_port(options.host, options.port))
+            if credentials is not None:
+                port = server.add_secure_port(address, credentials)
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {_join_host_port(options.host, options.port)}: {exc}") from None
         if port == 0:
@@ -152,6 +158,14 @@ class Emulator:
     def insert(self, stream: str, record: Any, visible_at: dt.datetime | int | None = None) -> str:
         """Add an SDK protobuf record; it is listed from ``visible_at`` on (default: now)."""
         return self.store.insert(stream, record, visible_at)
+
+
+def _server_credentials(options: EmulatorOptions) -> grpc.ServerCredentials | None:
+    if not (options.tls_cert_file and options.tls_key_file):
+        return None
+    chain = Path(options.tls_cert_file).read_bytes()
+    key = Path(options.tls_key_file).read_bytes()
+    return grpc.ssl_server_credentials([(key, chain)])
 
 
 def _join_host_port(host: str, port: int) -> str:

@@ -106,6 +106,7 @@ class EmulatorOptions:
     # --- adversities -------------------------------------------------------------------
     rate_limit: int | None = None  # requests per minute per access key; None: unlimited
     rate_limit_bucket: str = "read"
+    rate_limit_burst: int | None = None  # bucket capacity; None: a full minute's worth (rate_limit)
     fault_rate: float = 0.0
     slow_fault_seconds: float = 3.0  # how long a "slow" fault stalls before failing
     latency_ms: float = 0.0
@@ -123,6 +124,8 @@ class EmulatorOptions:
 
     # --- bookkeeping -------------------------------------------------------------------
     truth_file: str | None = None
+    tls_cert_file: str | None = None  # PEM chain; with tls_key_file, serve TLS instead of plaintext
+    tls_key_file: str | None = None
 
     def __post_init__(self) -> None:
         decode_secret(self.secret_key)  # fail early, without echoing the secret
@@ -134,6 +137,8 @@ class EmulatorOptions:
             raise ValueError("short_pages must be below 1, or no listing would ever end")
         if self.records < 0 or (self.history_records is not None and self.history_records < 0):
             raise ValueError("record counts cannot be negative")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
         if self.same_timestamp < 1:
             raise ValueError("same_timestamp must be at least 1")
         if self.max_page_size < 1 or self.default_page_size < 1:

@@ -33,8 +33,8 @@ class Decision:
 
 
 class TokenBucket:
-    def __init__(self, per_minute: int, now: float) -> None:
-        self.capacity = float(per_minute)
+    def __init__(self, per_minute: int, now: float, burst: int | None = None) -> None:
+        self.capacity = float(burst or per_minute)
         self.rate = per_minute / 60.0  # tokens per second
         self.tokens = self.capacity
         self.updated = now
@@ -54,10 +54,12 @@ class RateLimiter:
         self,
         per_minute: int | None,
         bucket: str = "read",
+        burst: int | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.per_minute = per_minute
+        self.burst = burst
         self.bucket = bucket
         self._monotonic = monotonic
         self._wall_ns = wall_ns
@@ -72,7 +74,7 @@ class RateLimiter:
         now = self._monotonic()
         bucket = self._buckets.get(access_key)
         if bucket is None:
-            bucket = self._buckets[access_key] = TokenBucket(self.per_minute, now)
+            bucket = self._buckets[access_key] = TokenBucket(self.per_minute, now, self.burst)
         allowed, reset_in = bucket.take(now)
         reset_ns = wall + max(1, round(reset_in * NANOS))
         return Decision(allowed, self._metadata(self.per_minute, int(bucket.tokens), reset_ns))

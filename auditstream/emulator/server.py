@@ -65,7 +65,7 @@ class ListService:
         self.stats = stats
         self._secret = options.secret
         self._rng = random.Random(f"server:{options.seed}")
-        self.limiter = RateLimiter(options.rate_limit, options.rate_limit_bucket)
+        self.limiter = RateLimiter(options.rate_limit, options.rate_limit_bucket, options.rate_limit_burst)
         self.faults = FaultInjector(options.fault_rate, self._rng)
 
     def generic_handlers(self) -> list[grpc.GenericRpcHandler]:

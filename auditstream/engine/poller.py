@@ -25,7 +25,7 @@ from auditstream.engine.normalize import Normalizer
 from auditstream.engine.window import Window, WindowPolicy, is_finished, next_window
 from auditstream.ops import metrics
 from auditstream.sdm.client import AuditClient
-from auditstream.sdm.errors import ApiError, AuthenticationFailed
+from auditstream.sdm.errors import ApiError
 from auditstream.sdm.registry import NANOS_PER_SECOND, StreamSpec
 from auditstream.sinks.base import Envelope
 
@@ -173,9 +173,9 @@ class StreamPoller:
                 continue
             try:
                 complete = await self._list_window(window)
-            except AuthenticationFailed:
-                raise
             except ApiError as exc:
+                if exc.fatal:
+                    raise
                 metrics.POLL_ERRORS.labels(self.spec.name).inc()
                 self.log.warning(
                     "listing failed; retrying the window", error=str(exc), retry_in_seconds=backoff
@@ -246,9 +246,9 @@ class StreamPoller:
                         if batch is not None:
                             tracker.count_found(len(batch.envelopes))
                             await self._queue.put(batch)
-                except AuthenticationFailed:
-                    raise
                 except ApiError as exc:
+                    if exc.fatal:
+                        raise
                     metrics.POLL_ERRORS.labels(self.spec.name).inc()
                     self.log.warning("re-check of open long-running queries failed", error=str(exc))
                     break

@@ -121,7 +121,9 @@ class AuditClient:
             response = await method(request, metadata=metadata, timeout=self._settings.timeout)
         except grpc.aio.AioRpcError as err:
             metrics.API_REQUESTS.labels(spec.name, err.code().name).inc()
-            raise from_rpc_error(err, access_key=self._settings.access_key, stream=spec.name) from None
+            raise from_rpc_error(
+                err, access_key=self._settings.access_key, stream=spec.name, endpoint=self._settings.endpoint
+            ) from None
         finally:
             metrics.API_REQUEST_SECONDS.labels(spec.name).observe(time.monotonic() - started)
         metrics.API_REQUESTS.labels(spec.name, "OK").inc()

@@ -23,6 +23,7 @@ class ApiError(Exception):
     """Any failure talking to the StrongDM API."""
 
     retryable = False
+    fatal = False  # no retry can help: the daemon stops and says what to fix
 
     def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
         super().__init__(message)
@@ -37,6 +38,14 @@ class TransientApiError(ApiError):
 
 class AuthenticationFailed(ApiError):
     """UNAUTHENTICATED or PERMISSION_DENIED: retrying cannot help; a human must fix the key."""
+
+    fatal = True
+
+
+class TlsVerificationFailed(ApiError):
+    """The server's certificate is not trusted: a wrong endpoint, or a private CA not configured."""
+
+    fatal = True
 
 
 class BadRequestError(ApiError):
@@ -68,6 +77,12 @@ class RateLimitError(ApiError):
         self.info = info
 
 
+_TLS_MARKERS = (
+    "CERTIFICATE_VERIFY_FAILED",
+    "certificate verify failed",
+    "Tls handshake failed",
+    "WRONG_VERSION_NUMBER",
+)
 _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED}
 _AUTH = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
@@ -98,7 +113,9 @@ def rate_limit_from_status(status: status_pb2.Status | None) -> RateLimitInfo | 
     return None
 
 
-def from_rpc_error(err: grpc.RpcError, *, access_key: str, stream: str) -> ApiError:
+def from_rpc_error(
+    err: grpc.RpcError, *, access_key: str, stream: str, endpoint: str = "the API"
+) -> ApiError:
     """Map a gRPC failure to our error types, naming the access key (never the secret)."""
     code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
     trailer = err.trailing_metadata()  # type: ignore[attr-defined]
@@ -114,6 +131,14 @@ def from_rpc_error(err: grpc.RpcError, *, access_key: str, stream: str) -> ApiEr
             f"the StrongDM API {what} access key {access_key!r} ({code.name}: {detail}) while listing "
             f"{stream}; check [source] access_key and secret_key (or secret_key_file), and that the "
             "key has audit read permission",
+            code,
+        )
+    if code == grpc.StatusCode.UNAVAILABLE and any(marker in detail for marker in _TLS_MARKERS):
+        reason = detail.rsplit(": ", 2)[-2] if ": " in detail else detail
+        return TlsVerificationFailed(
+            f"TLS with {endpoint} failed ({reason}); if the "
+            "server uses a private CA set [source] ca_file to it; if it does not speak TLS at all, check "
+            "[source] endpoint (insecure = true is only for the emulator)",
             code,
         )
     if code in _TRANSIENT:

@@ -60,7 +60,7 @@ SCENARIOS = {
         live_long_session_fraction=0.5,
     ),
     "rate-limited-with-faults-and-a-noisy-neighbour": dict(
-        records=40, rate_limit=120, fault_rate=0.2, slow_fault_seconds=0.3
+        records=60, rate_limit=600, rate_limit_burst=5, fault_rate=0.2, slow_fault_seconds=0.3
     ),
 }
 
