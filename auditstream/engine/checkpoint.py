@@ -69,9 +69,15 @@ class StreamState:
 
 def _recovery_hint(path: Path) -> str:
     return (
-        f"restore the previous version with `cp {path}.bak {path}`, or start the affected stream over with "
-        "`auditstream run --config FILE --reset-checkpoint STREAM` (which may re-send or skip records "
-        "depending on [streams] start_at)"
+        f"restore the previous version with `cp {path}.bak {path}`, or move {path} away to start every "
+        "stream over at [streams] start_at (records may be sent again or skipped)"
+    )
+
+
+def _stream_hint(path: Path, stream: str) -> str:
+    return (
+        f"restore `cp {path}.bak {path}`, or start just this stream over with "
+        f"`auditstream run --config FILE --reset-checkpoint {stream}`"
     )
 
 
@@ -85,8 +91,11 @@ class CheckpointStore:
         self._generation = 0
         self._saved_generation = 0
 
-    def load(self) -> dict[str, StreamState]:
-        """Read the file; an absent file (and no backup) means a first start."""
+    def load(self, reset: frozenset[str] = frozenset()) -> dict[str, StreamState]:
+        """Read the file; an absent file (and no backup) means a first start.
+
+        Streams named in ``reset`` are dropped, even when their saved state is unreadable.
+        """
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -106,11 +115,25 @@ class CheckpointStore:
             version = document.get("schema_version")
             if version != SCHEMA_VERSION:
                 raise ValueError(f"schema_version {version!r}, this auditstream reads {SCHEMA_VERSION}")
-            return {name: StreamState.from_json(state) for name, state in dict(document["streams"]).items()}
+            streams = document["streams"]
+            if not isinstance(streams, dict):
+                raise ValueError("'streams' is not an object")
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(
                 f"checkpoint {self.path} is corrupt ({exc}); {_recovery_hint(self.path)}"
             ) from None
+        states: dict[str, StreamState] = {}
+        for name, state in streams.items():
+            if name in reset:
+                continue
+            try:
+                states[name] = StreamState.from_json(state)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise CheckpointError(
+                    f"checkpoint {self.path}: the state of stream {name} is corrupt ({exc!r}); "
+                    f"{_stream_hint(self.path, name)}"
+                ) from None
+        return states
 
     def check_writable(self) -> None:
         """Fail at start-up, not after the first delivered batch, when state cannot be kept."""

@@ -108,10 +108,11 @@ class Engine:
     def load_states(self) -> None:
         """Read the checkpoint (errors stop us) and start new or reset streams fresh."""
         self.store.check_writable()
-        self.states = self.store.load()
+        self.states = self.store.load(reset=frozenset(self.plan.reset_streams))
         for stream in self.plan.reset_streams:
-            if self.states.pop(stream, None) is not None:
-                log.warning("checkpoint reset on request", stream=stream)
+            log.warning(
+                "checkpoint reset on request; the stream starts over at [streams] start_at", stream=stream
+            )
         for stream in self.plan.streams:
             if stream not in self.states:
                 self.states[stream] = self._initial_state(stream)

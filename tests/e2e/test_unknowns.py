@@ -59,6 +59,16 @@ SCENARIOS = {
         live_session_seconds=(0.5, 2.0),
         live_long_session_fraction=0.5,
     ),
+    "queries-filtered-on-completion-time-with-long-sessions": dict(
+        records=200,
+        queries_time=QueriesTime.COMPLETED,
+        long_sessions=8,
+        long_session_close_within=3,
+        live=30,
+        live_for=3,
+        live_session_seconds=(0.5, 2.0),
+        live_long_session_fraction=0.5,
+    ),
     "rate-limited-with-faults-and-a-noisy-neighbour": dict(
         records=60, rate_limit=600, rate_limit_burst=5, fault_rate=0.2, slow_fault_seconds=0.3
     ),
@@ -96,3 +106,9 @@ async def test_every_record_delivered_exactly_once(scenario, tmp_path):
         assert emu.stats.rate_limited > 0, "the scenario must actually hit the rate limit"
     if options.fault_rate:
         assert emu.stats.faults_injected > 0
+    if options.long_sessions:
+        open_at_start = [k for k, _ in emu.truth("queries") if k.endswith(":start")]
+        completions = {k.removesuffix(":start") for k in open_at_start} & {k for _, k in delivered}
+        assert len(completions) >= options.long_sessions, "every session's start and completion delivered"
+        queries = next(p for p in engine.pollers if p.spec.name == "queries")
+        assert not queries.state.open_queries, "no session left open"

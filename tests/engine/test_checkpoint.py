@@ -43,7 +43,18 @@ def test_corrupt_file_stops_with_the_file_and_the_choices(tmp_path, content):
     with pytest.raises(CheckpointError) as err:
         CheckpointStore(path).load()
     message = str(err.value)
-    assert str(path) in message and ".bak" in message and "--reset-checkpoint" in message
+    assert str(path) in message and ".bak" in message and "start_at" in message
+
+
+def test_one_corrupt_stream_names_it_and_can_be_reset_alone(tmp_path):
+    path = tmp_path / "cp.json"
+    path.write_bytes(
+        b'{"schema_version": 1, "streams": {"activities": {"watermark_ns": 5}, "queries": {"delivered": {}}}}'
+    )
+    with pytest.raises(CheckpointError, match=r"stream queries .*--reset-checkpoint queries"):
+        CheckpointStore(path).load()
+    states = CheckpointStore(path).load(reset=frozenset({"queries"}))
+    assert list(states) == ["activities"] and states["activities"].watermark_ns == 5
 
 
 def test_missing_file_with_a_backup_is_not_a_silent_fresh_start(tmp_path):

@@ -1,0 +1,170 @@
+"""The engine against the emulator with fake sinks: routing, acknowledgement before the
+checkpoint moves, backpressure from a stalled sink, and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from auditstream.emulator import Emulator, EmulatorOptions
+from auditstream.engine.checkpoint import CheckpointStore
+from auditstream.engine.engine import Engine, RunPlan
+from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkHealth, SinkState
+from tests.e2e.support import daemon_config
+from tests.helpers import async_wait_until
+
+
+class FakeSink:
+    """Records what it is sent; can be stalled (a down receiver) or made to fail fatally."""
+
+    def __init__(self, name: str, streams: Sequence[str] = ("*",)) -> None:
+        self.name = name
+        self._streams = set(streams)
+        self.received: list[Envelope] = []
+        self.open = asyncio.Event()
+        self.open.set()
+        self.fail_fatally = 0
+        self.calls = 0
+        self._health = SinkHealth()
+
+    def routes(self, stream: str) -> bool:
+        return "*" in self._streams or stream in self._streams
+
+    async def start(self) -> None:
+        return None
+
+    async def send(self, batch: Sequence[Envelope]) -> None:
+        self.calls += 1
+        if self.fail_fatally:
+            self.fail_fatally -= 1
+            self._health.mark(SinkState.FAILED, "token rejected")
+            raise SinkFatalError("token rejected")
+        await self.open.wait()
+        self.received.extend(batch)
+        self._health.mark(SinkState.OK)
+
+    async def probe(self) -> ProbeResult:
+        return ProbeResult(True, "fake")
+
+    def health(self) -> SinkHealth:
+        return self._health
+
+    async def close(self) -> None:
+        return None
+
+    def keys(self, stream: str | None = None) -> list[str]:
+        return [e.key for e in self.received if stream is None or e.stream == stream]
+
+
+def engine_with(
+    emu: Emulator,
+    tmp_path,
+    sinks,
+    streams=("activities", "queries"),
+    page_size=100,
+    failure_pause="0.2s",
+    **stream_settings,
+) -> Engine:
+    config = daemon_config(
+        emu,
+        tmp_path,
+        streams={"include": list(streams), **stream_settings},
+        source={"page_size": page_size},
+        extra={"engine": {"sink_failure_pause": failure_pause}},
+    )
+    plan = RunPlan(streams=list(streams), checkpoint_path=config.checkpoint.path)
+    return Engine(config, plan, sinks=sinks)
+
+
+def truth(emu: Emulator, stream: str) -> set[str]:
+    return {key for key, _ in emu.truth(stream)}
+
+
+async def test_routing_sends_each_stream_only_where_configured(tmp_path):
+    async with Emulator(EmulatorOptions(records=120)) as emu:
+        everything, only_queries = FakeSink("all"), FakeSink("q", ["queries"])
+        engine = engine_with(emu, tmp_path, [everything, only_queries])
+        task = asyncio.create_task(engine.run())
+        await async_wait_until(
+            lambda: set(only_queries.keys()) == truth(emu, "queries") and len(everything.received) == 240, 30
+        )
+        engine.stop.set()
+        await task
+    assert set(everything.keys("activities")) == truth(emu, "activities")
+    assert only_queries.keys("activities") == []
+
+
+async def test_a_stalled_sink_holds_back_its_streams_with_bounded_memory_and_loses_nothing(tmp_path):
+    async with Emulator(EmulatorOptions(records=3000)) as emu:
+        healthy, stalled = FakeSink("healthy", ["queries"]), FakeSink("stalled", ["activities"])
+        stalled.open.clear()
+        engine = engine_with(emu, tmp_path, [healthy, stalled], page_size=50, slice="6h")
+        task = asyncio.create_task(engine.run())
+        await async_wait_until(lambda: set(healthy.keys()) == truth(emu, "queries"), 30, "queries delivered")
+        activities = next(p for p in engine.pollers if p.spec.name == "activities")
+        watermark = activities.state.watermark_ns
+        await async_wait_until(lambda: activities._queue.full(), 10, "the activities queue to fill")
+        requests = emu.stats.requests_total["activities"]
+        # Backpressure: while the sink is down, listing stops at the queue bound.
+        await asyncio.sleep(0.5)
+        assert emu.stats.requests_total["activities"] - requests <= 1
+        assert activities._queue.qsize() <= engine.config.engine.queue_batches
+        assert activities.state.watermark_ns == watermark, "no checkpoint progress without acknowledgement"
+        stalled.open.set()
+        await async_wait_until(lambda: set(stalled.keys()) == truth(emu, "activities"), 30, "recovery")
+        engine.stop.set()
+        await task
+    assert len(stalled.keys()) == len(set(stalled.keys()))
+
+
+async def test_checkpoint_moves_only_after_every_routed_sink_acknowledged(tmp_path):
+    async with Emulator(EmulatorOptions(records=50)) as emu:
+        fast, failing = FakeSink("fast"), FakeSink("failing")
+        failing.fail_fatally = 3
+        engine = engine_with(emu, tmp_path, [fast, failing], streams=("activities",), failure_pause="50ms")
+        task = asyncio.create_task(engine.run())
+        await async_wait_until(lambda: engine.pollers, 10)
+        start = engine.pollers[0].state.watermark_ns
+        await async_wait_until(
+            lambda: set(failing.keys()) == truth(emu, "activities"), 30, "the failing sink recovers"
+        )
+        engine.stop.set()
+        await task
+    assert failing.calls >= 4
+    assert fast.keys().count(fast.keys()[0]) == 1, "the sink that had the batch was not sent it again"
+    saved = CheckpointStore(engine.plan.checkpoint_path).load()["activities"]
+    assert saved.watermark_ns > start
+
+
+async def test_stop_flushes_in_flight_batches_so_a_restart_sends_nothing_twice(tmp_path):
+    async with Emulator(EmulatorOptions(records=500, latency_ms=20)) as emu:
+        sink = FakeSink("s")
+        first = engine_with(emu, tmp_path, [sink], streams=("activities",), page_size=20)
+        task = asyncio.create_task(first.run())
+        await async_wait_until(lambda: len(sink.received) > 0, 20)
+        first.stop.set()
+        await asyncio.wait_for(task, 15)
+        delivered_before_restart = len(sink.received)
+        assert delivered_before_restart < len(truth(emu, "activities")), "stopped part-way"
+        second = engine_with(emu, tmp_path, [sink], streams=("activities",), page_size=20)
+        task = asyncio.create_task(second.run())
+        await async_wait_until(lambda: set(sink.keys()) == truth(emu, "activities"), 30)
+        second.stop.set()
+        await task
+    assert len(sink.keys()) == len(set(sink.keys())), "a clean stop and restart sends no duplicates"
+
+
+@pytest.mark.parametrize("bad", ["corrupt"])
+async def test_corrupt_checkpoint_stops_the_engine_before_any_delivery(tmp_path, bad):
+    async with Emulator(EmulatorOptions(records=10)) as emu:
+        sink = FakeSink("s")
+        engine = engine_with(emu, tmp_path, [sink])
+        engine.plan.checkpoint_path.parent.mkdir(parents=True)
+        engine.plan.checkpoint_path.write_text("{")
+        from auditstream.engine.checkpoint import CheckpointError
+
+        with pytest.raises(CheckpointError, match="corrupt"):
+            await engine.run()
+    assert sink.received == []
