@@ -77,7 +77,9 @@ def test_check_unreachable_sink_fails(emulator, tmp_path):
 def test_bad_config_exits_2_naming_the_key(tmp_path, command):
     config = tmp_path / "bad.toml"
     config.write_text(
-        '[source]\naccess_key = "a"\nsecret_key = "c2VjcmV0"\n[streams]\npoll_interval = "soon"\n[[sinks]]\ntype = "stdout"\n'
+        '[source]\naccess_key = "a"\nsecret_key = "c2VjcmV0"\n'
+        '[streams]\npoll_interval = "soon"\n'
+        '[[sinks]]\ntype = "stdout"\n'
     )
     result = run_cli(command, "--config", str(config))
     assert result.returncode == 2
