@@ -27,7 +27,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 import structlog
 import tenacity
@@ -400,3 +400,25 @@ class DeliverySink:
         nbytes = sum(len(record.payload) for record in records)
         self._observer.request_sent(self.name, len(records), nbytes, self._clock() - started)
         return result
+
+
+class TransportSink(DeliverySink):
+    """A sink type is a settings model plus a transport; subclasses only name the transport.
+
+    Keeps every concrete sink's constructor (settings, CEF settings, state directory,
+    observer) in one place instead of one copy per sink module.
+    """
+
+    transport_class: ClassVar[type[Any]]  # a Transport class taking (settings, cef)
+
+    def __init__(
+        self,
+        settings: SinkSettingsBase,
+        cef: Any = None,
+        *,
+        state_dir: Path = Path("."),
+        observer: SinkObserver | None = None,
+    ) -> None:
+        super().__init__(
+            settings, type(self).transport_class(settings, cef), state_dir=state_dir, observer=observer
+        )

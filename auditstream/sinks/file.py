@@ -32,8 +32,7 @@ from auditstream.formats import make_encoder
 from auditstream.formats.cef import CefSettings
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkSettingsBase
-from auditstream.sinks.delivery import DeliverySink, Record, WriteResult
-from auditstream.sinks.observer import SinkObserver
+from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.retry import TransientError
 
 log = structlog.get_logger("auditstream.sinks.file")
@@ -217,13 +216,5 @@ class FileTransport:
         return ProbeResult(False, f"directory {existing} is not writable")
 
 
-class FileSink(DeliverySink):
-    def __init__(
-        self,
-        settings: FileSinkSettings,
-        cef: CefSettings | None = None,
-        *,
-        state_dir: Path = Path("."),
-        observer: SinkObserver | None = None,
-    ) -> None:
-        super().__init__(settings, FileTransport(settings, cef), state_dir=state_dir, observer=observer)
+class FileSink(TransportSink):
+    transport_class = FileTransport

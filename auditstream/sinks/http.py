@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import orjson
@@ -22,9 +21,8 @@ from auditstream.formats import make_encoder
 from auditstream.formats.cef import CefSettings
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
-from auditstream.sinks.delivery import DeliverySink, Record, WriteResult
+from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.http_client import HttpClient, check_url, is_transient_status, warn_if_cleartext
-from auditstream.sinks.observer import SinkObserver
 
 FATAL_STATUSES = {401: "credentials rejected", 403: "forbidden", 404: "no such URL", 407: "proxy auth"}
 
@@ -140,13 +138,5 @@ class HttpTransport:
         return ProbeResult(True, f"{self.settings.probe_method} {url}: HTTP {status}")
 
 
-class HttpSink(DeliverySink):
-    def __init__(
-        self,
-        settings: HttpSinkSettings,
-        cef: CefSettings | None = None,
-        *,
-        state_dir: Path = Path("."),
-        observer: SinkObserver | None = None,
-    ) -> None:
-        super().__init__(settings, HttpTransport(settings, cef), state_dir=state_dir, observer=observer)
+class HttpSink(TransportSink):
+    transport_class = HttpTransport

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -32,7 +31,7 @@ from auditstream.formats import make_encoder
 from auditstream.formats.cef import CefSettings
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
-from auditstream.sinks.delivery import DeliverySink, Record, WriteResult
+from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.http_client import (
     HttpClient,
     HttpResponse,
@@ -40,7 +39,6 @@ from auditstream.sinks.http_client import (
     is_transient_status,
     warn_if_cleartext,
 )
-from auditstream.sinks.observer import SinkObserver
 from auditstream.sinks.retry import TransientError
 
 log = structlog.get_logger("auditstream.sinks.splunk_hec")
@@ -296,16 +294,12 @@ def _split_bad_event(number: object, count: int, reason: str) -> WriteResult:
     return WriteResult(resend=[list(range(half)), list(range(half, count))])
 
 
-class SplunkHecSink(DeliverySink):
-    def __init__(
-        self,
-        settings: SplunkHecSinkSettings,
-        cef: CefSettings | None = None,
-        *,
-        state_dir: Path = Path("."),
-        observer: SinkObserver | None = None,
-    ) -> None:
-        self.channel: str
-        transport = SplunkHecTransport(settings, cef)
-        self.channel = transport.channel
-        super().__init__(settings, transport, state_dir=state_dir, observer=observer)
+class SplunkHecSink(TransportSink):
+    transport_class = SplunkHecTransport
+
+    @property
+    def channel(self) -> str:
+        """The X-Splunk-Request-Channel GUID this sink sends (indexer acknowledgement uses it)."""
+        transport = self.transport
+        assert isinstance(transport, SplunkHecTransport)
+        return transport.channel

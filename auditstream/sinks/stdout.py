@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 from auditstream.formats import make_encoder
 from auditstream.formats.cef import CefSettings
 from auditstream.sinks.base import Envelope, ProbeResult, SinkSettingsBase
-from auditstream.sinks.delivery import DeliverySink, Record, WriteResult
-from auditstream.sinks.observer import SinkObserver
+from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.retry import TransientError
 
 
@@ -57,13 +55,5 @@ class StdoutTransport:
         return ProbeResult(True, "standard output")
 
 
-class StdoutSink(DeliverySink):
-    def __init__(
-        self,
-        settings: StdoutSinkSettings,
-        cef: CefSettings | None = None,
-        *,
-        state_dir: Path = Path("."),
-        observer: SinkObserver | None = None,
-    ) -> None:
-        super().__init__(settings, StdoutTransport(settings, cef), state_dir=state_dir, observer=observer)
+class StdoutSink(TransportSink):
+    transport_class = StdoutTransport

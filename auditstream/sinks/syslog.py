@@ -25,7 +25,6 @@ import termios
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -34,8 +33,7 @@ from auditstream.formats import make_encoder
 from auditstream.formats.cef import CefSettings
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkSettingsBase
-from auditstream.sinks.delivery import DeliverySink, Record, WriteResult
-from auditstream.sinks.observer import SinkObserver
+from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.retry import TransientError
 from auditstream.sinks.syslog_format import (
     FACILITIES,
@@ -283,13 +281,5 @@ class SyslogTransport:
         return ProbeResult(True, f"{self.where}: connected" + (" (TLS verified)" if self._ssl else ""))
 
 
-class SyslogSink(DeliverySink):
-    def __init__(
-        self,
-        settings: SyslogSinkSettings,
-        cef: CefSettings | None = None,
-        *,
-        state_dir: Path = Path("."),
-        observer: SinkObserver | None = None,
-    ) -> None:
-        super().__init__(settings, SyslogTransport(settings, cef), state_dir=state_dir, observer=observer)
+class SyslogSink(TransportSink):
+    transport_class = SyslogTransport
