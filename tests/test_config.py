@@ -65,7 +65,9 @@ def test_secret_from_file(tmp_path):
 
 def test_access_key_from_file_too(tmp_path):
     (tmp_path / "ak").write_text("auth-from-file\n")
-    config = parse_config(minimal(source={"access_key_file": str(tmp_path / "ak"), "secret_key": SECRET}), env={})
+    config = parse_config(
+        minimal(source={"access_key_file": str(tmp_path / "ak"), "secret_key": SECRET}), env={}
+    )
     assert config.source.access_key == "auth-from-file"
 
 
