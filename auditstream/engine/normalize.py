@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
-from auditstream.formats.events import Event, to_event
+import structlog
+
+from auditstream.formats.events import FORMAT_VERSION, Event, to_event
 from auditstream.formats.redaction import Redactor
 from auditstream.formats.settings import NormalizeSettings
+from auditstream.ops import metrics
 from auditstream.sdm.registry import StreamSpec
+
+log = structlog.get_logger("auditstream.normalize")
 
 
 class Normalizer:
@@ -18,10 +24,28 @@ class Normalizer:
         self._redactor = redactor
 
     def __call__(self, record: Any) -> Event:
-        event = to_event(self._spec, record)
+        try:
+            event = to_event(self._spec, record)
+        except Exception as exc:  # one odd record must neither stop the stream nor be lost
+            event = self._fallback(record, exc)
         if self._redactor is not None:
             event = self._redactor.apply(event)
         return event
+
+    def _fallback(self, record: Any, exc: Exception) -> Event:
+        """The record as the API sent it (base64 protobuf), flagged, so the SIEM still gets it."""
+        spec = self._spec
+        metrics.NORMALIZATION_ERRORS.labels(spec.name).inc()
+        key = spec.record_key(record)
+        log.error("record could not be normalized; sent raw", stream=spec.name, key=key, error=repr(exc))
+        return {
+            "logType": spec.name,
+            "formatVersion": FORMAT_VERSION,
+            "id": key,
+            "timestamp": None,
+            "normalizationError": repr(exc),
+            "rawProtobuf": base64.b64encode(record.SerializeToString()).decode(),
+        }
 
 
 def build_redactor(settings: NormalizeSettings) -> Redactor | None:

@@ -80,6 +80,11 @@ SINK_UP = Gauge("auditstream_sink_up", "1 when the sink is healthy, 0 while retr
 QUEUE_DEPTH = Gauge(
     "auditstream_queue_depth_batches", "Batches fetched and waiting for delivery.", ["stream"]
 )
+NORMALIZATION_ERRORS = Counter(
+    "auditstream_normalization_errors_total",
+    "Records that could not be normalized and were sent raw (base64 protobuf) instead.",
+    ["stream"],
+)
 POLL_ERRORS = Counter(
     "auditstream_poll_errors_total", "Poll cycles that failed (and will be retried).", ["stream"]
 )

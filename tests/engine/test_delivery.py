@@ -168,3 +168,22 @@ async def test_corrupt_checkpoint_stops_the_engine_before_any_delivery(tmp_path,
         with pytest.raises(CheckpointError, match="corrupt"):
             await engine.run()
     assert sink.received == []
+
+
+def test_a_record_that_cannot_be_normalized_is_sent_raw_not_dropped(monkeypatch):
+    import base64 as b64
+
+    from strongdm import activities_pb2
+
+    from auditstream.engine import normalize
+    from auditstream.sdm.registry import STREAMS
+
+    def broken(spec, record):
+        raise ValueError("unexpected field")
+
+    monkeypatch.setattr(normalize, "to_event", broken)
+    record = activities_pb2.Activity(id="a-1", description="x")
+    event = normalize.Normalizer(STREAMS["activities"])(record)
+    assert event["id"] == "a-1" and event["logType"] == "activities"
+    assert "unexpected field" in event["normalizationError"]
+    assert activities_pb2.Activity.FromString(b64.b64decode(event["rawProtobuf"])) == record
