@@ -60,11 +60,14 @@ def daemon_config(
 
 
 def read_events(path: Path) -> collections.Counter[tuple[str, str]]:
-    """(logType, id) of every line a file sink wrote, with repeats counted."""
+    """(logType, id) of every complete line a file sink wrote, with repeats counted.
+
+    A line still being written (no newline yet) is left for the next read."""
     if not path.exists():
         return collections.Counter()
     counts: collections.Counter[tuple[str, str]] = collections.Counter()
-    for line in path.read_bytes().splitlines():
+    data = path.read_bytes()
+    for line in data[: data.rfind(b"\n") + 1].splitlines():
         event = orjson.loads(line)
         counts[(event["logType"], event["id"])] += 1
     return counts
