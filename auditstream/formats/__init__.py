@@ -12,7 +12,7 @@ from typing import Literal
 import orjson
 
 from auditstream.formats.cef import CefEncoder, CefSettings
-from auditstream.formats.events import Event, to_event
+from auditstream.formats.events import Event, RecordConverter, event_converter, to_event
 from auditstream.formats.json_codec import encode_json
 from auditstream.formats.redaction import RedactionRule, Redactor
 from auditstream.formats.settings import NormalizeSettings
@@ -29,9 +29,11 @@ __all__ = [
     "Event",
     "Format",
     "NormalizeSettings",
+    "RecordConverter",
     "RedactionRule",
     "Redactor",
     "encode_json",
+    "event_converter",
     "make_encoder",
     "to_event",
 ]

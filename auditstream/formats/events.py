@@ -37,28 +37,37 @@ FORMAT_VERSION = "auditstream/1"
 QUERY_STARTED = "started"
 QUERY_COMPLETED = "completed"
 
-_RecordConverter = Callable[[Message], Event]
-_converters: dict[str, _RecordConverter] = {}
+RecordConverter = Callable[[Message], Event]
+_converters: dict[tuple[str, bool], RecordConverter] = {}
 
 
-def to_event(spec: StreamSpec, record: Message) -> Event:
-    """Normalize one record of ``spec``'s stream into an event dict."""
-    convert = _converters.get(spec.name)
+def to_event(spec: StreamSpec, record: Message, *, keep_credentials: bool = False) -> Event:
+    """Normalize one record of ``spec``'s stream into an event dict.
+
+    Credential fields of history entities (``credentials``) read ``"[redacted]"`` when set,
+    unless ``keep_credentials`` (``[normalize] keep_credentials``) is true.
+    """
+    return event_converter(spec, keep_credentials=keep_credentials)(record)
+
+
+def event_converter(spec: StreamSpec, *, keep_credentials: bool = False) -> RecordConverter:
+    """The record -> event function of a stream, built once; callers on a hot path keep it."""
+    convert = _converters.get((spec.name, keep_credentials))
     if convert is None:
-        convert = _build(spec)
-        _converters[spec.name] = convert
-    return convert(record)
+        convert = _build(spec, keep_credentials)
+        _converters[(spec.name, keep_credentials)] = convert
+    return convert
 
 
-def _build(spec: StreamSpec) -> _RecordConverter:
+def _build(spec: StreamSpec, keep_credentials: bool) -> RecordConverter:
     if spec.kind is StreamKind.ACTIVITY:
         return _activity_converter(spec.name)
     if spec.kind is StreamKind.QUERY:
-        return _query_converter(spec.name)
-    return _history_converter(spec)
+        return _query_converter(spec.name, keep_credentials)
+    return _history_converter(spec, keep_credentials)
 
 
-def _activity_converter(log_type: str) -> _RecordConverter:
+def _activity_converter(log_type: str) -> RecordConverter:
     def convert(activity: Any) -> Event:
         actor = activity.actor
         first = actor.first_name
@@ -119,11 +128,11 @@ QUERY_SCALARS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _query_converter(log_type: str) -> _RecordConverter:
+def _query_converter(log_type: str, keep_credentials: bool) -> RecordConverter:
     import strongdm.queries_pb2 as queries_pb2  # the SDK's generated module: stable names
 
-    capture = compiled.converter_for(queries_pb2.QueryCapture.DESCRIPTOR)
-    initiator = compiled.converter_for(queries_pb2.Initiator.DESCRIPTOR)
+    capture = compiled.converter_for(queries_pb2.QueryCapture.DESCRIPTOR, keep_credentials=keep_credentials)
+    initiator = compiled.converter_for(queries_pb2.Initiator.DESCRIPTOR, keep_credentials=keep_credentials)
     scalar_keys = tuple(key for key, _ in QUERY_SCALARS)
     read_scalars = attrgetter(*(name for _, name in QUERY_SCALARS))
     read_messages = attrgetter("id", "timestamp", "completed_at", "duration", "account_tags", "resource_tags")
@@ -152,10 +161,10 @@ def _query_converter(log_type: str) -> _RecordConverter:
     return convert
 
 
-def _history_converter(spec: StreamSpec) -> _RecordConverter:
+def _history_converter(spec: StreamSpec, keep_credentials: bool) -> RecordConverter:
     log_type = spec.name
     record_key = spec.record_key
-    body = compiled.converter_for(spec.record_class.DESCRIPTOR)
+    body = compiled.converter_for(spec.record_class.DESCRIPTOR, keep_credentials=keep_credentials)
 
     def convert(record: Message) -> Event:
         return {

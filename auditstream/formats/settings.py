@@ -10,7 +10,9 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from auditstream.formats.cef import CefSettings
+from auditstream.formats.events import RecordConverter, event_converter
 from auditstream.formats.redaction import RedactionRule, Redactor
+from auditstream.sdm.registry import StreamSpec
 
 __all__ = ["CefSettings", "NormalizeSettings"]
 
@@ -20,6 +22,10 @@ class NormalizeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # Credential fields of history entities (passwords, private keys, tokens...) read
+    # "[redacted]" when set unless this is true; see formats.credentials and docs/formats.md.
+    keep_credentials: bool = False
+
     redact: list[RedactionRule] = Field(default_factory=list)
     # The loader resolves ``hash_key_file`` into this value; it is never logged (SecretStr).
     hash_key: SecretStr | None = None
@@ -28,6 +34,10 @@ class NormalizeSettings(BaseModel):
     def _hash_rules_need_a_key(self) -> NormalizeSettings:
         self.redactor()  # raises ValueError naming the first hash rule without a key
         return self
+
+    def event_converter(self, spec: StreamSpec) -> RecordConverter:
+        """The record -> event function for one stream under these settings (no redaction)."""
+        return event_converter(spec, keep_credentials=self.keep_credentials)
 
     def redactor(self) -> Redactor:
         """The Redactor these settings describe."""
