@@ -87,7 +87,10 @@ DAEMON_OVERRIDES = {
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 async def test_every_record_delivered_exactly_once(scenario, tmp_path):
-    options = EmulatorOptions(seed=len(scenario), **SCENARIOS[scenario])
+    # Live long sessions close within seconds here (the default is up to 3 minutes), so the
+    # test can wait for every completion record.
+    settings = {"live_session_seconds": (0.5, 3.0), **SCENARIOS[scenario]}
+    options = EmulatorOptions(seed=len(scenario), **settings)
     async with Emulator(options) as emu:
         config = daemon_config(emu, tmp_path, **DAEMON_OVERRIDES.get(scenario, {}))
         engine = live_engine(config)
