@@ -23,7 +23,6 @@ SCENARIOS = {
         late_max_seconds=60,
         live=40,
         live_for=3,
-        live_session_seconds=(0.5, 2.0),  # the default (2, 180) s keeps the run waiting minutes
     ),
     "exclusive-after-inclusive-before-newest-first-short-pages": dict(
         records=300,
