@@ -14,6 +14,8 @@ from typing import TextIO
 
 from auditstream.config import AppConfig, ConfigError, load_config
 from auditstream.engine.engine import build_sinks, client_settings
+from auditstream.ops.logging import redact, register_secrets
+from auditstream.ops.secrets import config_secrets
 from auditstream.sdm.client import AuditClient
 from auditstream.sdm.errors import ApiError
 from auditstream.sdm.registry import NANOS_PER_SECOND, STREAMS
@@ -22,7 +24,8 @@ PROBE_TIMEOUT = 15.0
 
 
 def _line(out: TextIO, ok: bool, what: str, detail: str) -> None:
-    out.write(f"{'ok  ' if ok else 'FAIL'}  {what:<24} {detail}\n")
+    """One check's line; details quote receivers' answers, so they are scrubbed of secrets."""
+    out.write(f"{'ok  ' if ok else 'FAIL'}  {what:<24} {redact(detail)}\n")
     out.flush()
 
 
@@ -52,6 +55,7 @@ async def run_check(path: Path, out: TextIO = sys.stdout) -> int:
         for line in str(exc).splitlines():
             _line(out, False, "config", line)
         return 2
+    register_secrets(config_secrets(config))
     streams = config.streams.stream_names()
     _line(out, True, "config", f"{path}: {len(streams)} streams, {len(config.sinks)} sinks")
     failed = False

@@ -1,31 +1,112 @@
-"""structlog set-up: JSON lines for machines, readable lines on a terminal."""
+"""structlog set-up: JSON lines for machines, readable lines on a terminal, secrets never.
+
+Everything goes through one stdlib handler on stderr (stdout belongs to the stdout sink's
+events), so the lines of libraries (aiohttp, asyncio) come out in the same format as ours.
+Every line carries ``logger``; lines written inside a stream's poller or a sink's tasks
+carry ``stream`` / ``sink`` from context variables the engine binds on those tasks.
+
+Last line of defence: every string of every line is scrubbed of the configured secrets
+(:func:`register_secrets`). Code must still never log a secret; this catches the exception
+message that quotes a header nobody thought of.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from collections.abc import Iterable, MutableMapping
+from typing import Any, Literal, TextIO
 
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
 
+REDACTED = "[redacted]"
+MIN_SECRET_LENGTH = 6
+"""Shorter values cannot be scrubbed without mangling ordinary words; don't use such secrets."""
 
-def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
-    """Logs go to stderr so that the stdout sink's events stay a clean stream."""
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+_secrets: list[str] = []
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Add strings that must never appear in a log line (idempotent)."""
+    known = set(_secrets)
+    known.update(v for v in values if len(v) >= MIN_SECRET_LENGTH)
+    # Longest first, so a secret containing another is replaced whole.
+    _secrets[:] = sorted(known, key=lambda s: (-len(s), s))
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        for secret in _secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return _scrub(bytes(value).decode("utf-8", "backslashreplace"))
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _scrub(str(value))
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced (for output that is not a log line)."""
+    return str(_scrub(text))
+
+
+def scrub_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: replace every registered secret with ``[redacted]``."""
+    if not _secrets:
+        return event_dict
+    return {key: _scrub(value) for key, value in event_dict.items()}
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None) -> None:
+    """Logs go to stderr (or ``stream``): JSON unless ``fmt`` says otherwise or it is a TTY."""
+    out = sys.stderr if stream is None else stream
+    use_json = fmt == "json" or (fmt == "auto" and not _is_tty(out))
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
     )
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, timestamper],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            scrub_secrets,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    handler.set_name("auditstream")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "auditstream"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    numeric = getattr(logging, level.upper())
+    root.setLevel(numeric)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            timestamper,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
