@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,6 @@ from auditstream.engine.longqueries import LongQueryTracker
 from auditstream.engine.normalize import Normalizer, build_redactor
 from auditstream.engine.poller import PollerOptions, StreamPoller
 from auditstream.engine.window import WindowPolicy
-from auditstream.ops import metrics
 from auditstream.sdm.client import AuditClient, ClientSettings
 from auditstream.sdm.registry import NANOS_PER_SECOND, STREAMS, StreamKind
 from auditstream.sinks.base import Sink, SinkHealth
@@ -63,10 +63,15 @@ def build_sinks(config: AppConfig) -> list[Sink]:
 
     state_dir = config.checkpoint.path.parent
     observer = PrometheusSinkObserver()
-    sinks = [create_sink(settings, config.cef, state_dir, observer) for settings in config.sinks]
-    for sink in sinks:
-        metrics.SINK_UP.labels(sink.name).set(1)
-    return sinks
+    return [create_sink(settings, config.cef, state_dir, observer) for settings in config.sinks]
+
+
+def _stream_context(stream: str) -> contextvars.Context:
+    """A copy of the current context with ``stream`` bound for structlog: every log line of
+    a task run in it (and of the tasks it starts) names the stream."""
+    context = contextvars.copy_context()
+    context.run(structlog.contextvars.bind_contextvars, stream=stream)
+    return context
 
 
 class Engine:
@@ -172,7 +177,13 @@ class Engine:
         return {sink.name: sink.health() for sink in self.sinks or []}
 
     def lag_seconds(self) -> dict[str, float]:
-        return {poller.spec.name: poller.lag_seconds() for poller in self.pollers}
+        """Now minus each stream's watermark; known from the checkpoint on, not only once polling."""
+        now = self.clock()
+        return {
+            name: max(0.0, (now - self.states[name].watermark_ns) / NANOS_PER_SECOND)
+            for name in self.plan.streams
+            if name in self.states
+        }
 
     @property
     def authenticated(self) -> bool:
@@ -193,10 +204,15 @@ class Engine:
         if self.sinks is None:
             self.sinks = build_sinks(self.config)
         for sink in self.sinks:
-            await sink.start()
+            # Tasks a sink starts inherit this context: their log lines name the sink.
+            with structlog.contextvars.bound_contextvars(sink=sink.name):
+                await sink.start()
         fanout = FanOut(self.sinks, failure_pause=self.config.engine.sink_failure_pause)
         self.pollers = self._build_pollers(client, fanout)
-        tasks = [asyncio.create_task(p.run(), name=f"poll-{p.spec.name}") for p in self.pollers]
+        tasks = [
+            asyncio.create_task(p.run(), name=f"poll-{p.spec.name}", context=_stream_context(p.spec.name))
+            for p in self.pollers
+        ]
         try:
             await self._supervise(tasks)
         finally:

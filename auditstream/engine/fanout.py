@@ -61,3 +61,4 @@ class FanOut:
             pending = failed
             if pending:
                 await asyncio.sleep(self._failure_pause)
+        metrics.LAST_DELIVERY.labels(stream).set_to_current_time()

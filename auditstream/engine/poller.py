@@ -225,8 +225,6 @@ class StreamPoller:
             # history, a session's completion still lies ahead of the cursor.
             self._tracker.expire(self.state.watermark_ns)
         await self._store.save(self._states)
-        metrics.CHECKPOINT_WATERMARK.labels(self.spec.name).set(self.state.watermark_ns / NANOS_PER_SECOND)
-        metrics.CHECKPOINT_LAG.labels(self.spec.name).set(self.lag_seconds())
 
     # -- long-running queries ------------------------------------------------------------
 

@@ -1,17 +1,37 @@
 """Every Prometheus metric auditstream exports, defined once.
 
 Names follow Prometheus conventions: ``auditstream_`` prefix, ``_total`` for counters,
-base units (seconds, bytes) in the name.
+base units (seconds, bytes) in the name, ``_timestamp_seconds`` for Unix times. Every name
+here is documented in docs/operations.md and used by deploy/grafana and deploy/prometheus;
+tests fail when those drift apart, so rename nothing lightly.
+
+Most metrics are updated where things happen. A few describe a *state* that changes by
+itself as time passes (lag grows while nothing moves) or that lives in another object
+(sink health, readiness); those are computed at scrape time by :class:`StatusCollector`
+from a :class:`StatusSnapshot`, so a stuck daemon shows its lag rising instead of the last
+value it happened to set.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, Info
+import platform
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from auditstream import __version__
 
-BUILD_INFO = Info("auditstream_build", "Version of the running auditstream.")
-BUILD_INFO.info({"version": __version__})
+# ``*_created`` series double the count of every labelled counter and no dashboard or alert
+# here uses them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+BUILD_INFO = Info("auditstream_build", "Version of the running auditstream and of its Python.")
+BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
+
+# -- the API side -----------------------------------------------------------------------
 
 RECORDS_FETCHED = Counter(
     "auditstream_records_fetched_total", "Records listed from the StrongDM API (before dedupe).", ["stream"]
@@ -21,22 +41,9 @@ RECORDS_DUPLICATE = Counter(
     "Records listed again inside the overlap window and dropped as already delivered.",
     ["stream"],
 )
-RECORDS_DELIVERED = Counter(
-    "auditstream_records_delivered_total", "Records acknowledged by a sink.", ["stream", "sink"]
-)
-RECORDS_FAILED = Counter(
-    "auditstream_records_failed_total",
-    "Records a sink failed to deliver (will be retried).",
-    ["stream", "sink"],
-)
-RECORDS_DEAD_LETTERED = Counter(
-    "auditstream_records_dead_lettered_total",
-    "Records a sink rejected permanently, written to its dead-letter file.",
-    ["sink"],
-)
 API_REQUESTS = Counter(
     "auditstream_api_requests_total",
-    "StrongDM API List calls by stream and gRPC status code.",
+    "StrongDM API List calls by stream and gRPC status code (OK for a success).",
     ["stream", "code"],
 )
 API_REQUEST_SECONDS = Histogram(
@@ -56,13 +63,35 @@ RATE_LIMIT_REMAINING = Gauge(
     "Requests remaining in the bucket, as last reported by the API.",
     ["bucket"],
 )
-CHECKPOINT_LAG = Gauge(
-    "auditstream_checkpoint_lag_seconds", "Now minus the stream's checkpointed watermark.", ["stream"]
+POLL_ERRORS = Counter(
+    "auditstream_poll_errors_total", "Poll cycles that failed (and will be retried).", ["stream"]
 )
-CHECKPOINT_WATERMARK = Gauge(
-    "auditstream_checkpoint_watermark_seconds", "The stream's watermark as a Unix time.", ["stream"]
+NORMALIZATION_ERRORS = Counter(
+    "auditstream_normalization_errors_total",
+    "Records that could not be normalized and were sent raw (base64 protobuf) instead.",
+    ["stream"],
 )
-CHECKPOINT_WRITES = Counter("auditstream_checkpoint_writes_total", "Checkpoint files written durably.")
+
+# -- delivery ---------------------------------------------------------------------------
+
+RECORDS_DELIVERED = Counter(
+    "auditstream_records_delivered_total", "Records acknowledged by a sink.", ["stream", "sink"]
+)
+RECORDS_FAILED = Counter(
+    "auditstream_records_failed_total",
+    "Records a sink failed to deliver (kept and retried, never dropped).",
+    ["stream", "sink"],
+)
+RECORDS_DEAD_LETTERED = Counter(
+    "auditstream_records_dead_lettered_total",
+    "Records a sink rejected permanently, written to its dead-letter file.",
+    ["sink"],
+)
+LAST_DELIVERY = Gauge(
+    "auditstream_last_delivery_timestamp_seconds",
+    "Unix time when every sink routed for the stream last acknowledged a batch of it.",
+    ["stream"],
+)
 SINK_BATCH_SECONDS = Histogram(
     "auditstream_sink_batch_duration_seconds",
     "Time from handing a batch to a sink until it acknowledged it, retries included.",
@@ -76,18 +105,13 @@ SINK_BYTES = Counter("auditstream_sink_bytes_total", "Bytes of encoded events a 
 SINK_RETRIES = Counter(
     "auditstream_sink_retries_total", "Sink delivery attempts that failed and were retried.", ["sink"]
 )
-SINK_UP = Gauge("auditstream_sink_up", "1 when the sink is healthy, 0 while retrying or failed.", ["sink"])
 QUEUE_DEPTH = Gauge(
     "auditstream_queue_depth_batches", "Batches fetched and waiting for delivery.", ["stream"]
 )
-NORMALIZATION_ERRORS = Counter(
-    "auditstream_normalization_errors_total",
-    "Records that could not be normalized and were sent raw (base64 protobuf) instead.",
-    ["stream"],
-)
-POLL_ERRORS = Counter(
-    "auditstream_poll_errors_total", "Poll cycles that failed (and will be retried).", ["stream"]
-)
+CHECKPOINT_WRITES = Counter("auditstream_checkpoint_writes_total", "Checkpoint files written durably.")
+
+# -- long-running queries ---------------------------------------------------------------
+
 LONG_QUERIES_OPEN = Gauge(
     "auditstream_long_queries_open", "Long-running queries whose completion record is still awaited."
 )
@@ -103,3 +127,111 @@ LONG_QUERIES_EXPIRED = Counter(
     "Long-running queries given up on after long_query_horizon, or dropped at the open-set cap.",
     ["reason"],
 )
+
+# -- state computed at scrape time ------------------------------------------------------
+
+SINK_STATES = ("ok", "retrying", "failed")
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    """The daemon's state at one instant, as :class:`StatusCollector` exports it."""
+
+    watermarks: Mapping[str, float] = field(default_factory=dict)  # stream -> Unix seconds
+    lag: Mapping[str, float] = field(default_factory=dict)  # stream -> seconds behind now
+    sinks: Mapping[str, str] = field(default_factory=dict)  # sink -> one of SINK_STATES
+    ready: bool = False
+    authenticated: bool = False
+    credentials_rejected: bool = False
+
+
+StatusSource = Callable[[], StatusSnapshot]
+
+
+class StatusCollector(Collector):
+    """Gauges read from the running daemon at every scrape (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._source: StatusSource | None = None
+
+    def set_source(self, source: StatusSource | None) -> None:
+        """The running daemon's status, or None when no daemon runs in this process."""
+        self._source = source
+
+    @staticmethod
+    def _families() -> dict[str, GaugeMetricFamily]:
+        def gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=labels)
+
+        return {
+            "lag": gauge(
+                "auditstream_checkpoint_lag_seconds",
+                "Now minus the stream's checkpointed watermark, computed at scrape time.",
+                ["stream"],
+            ),
+            "watermark": gauge(
+                "auditstream_checkpoint_watermark_timestamp_seconds",
+                "The stream's watermark (everything before it is delivered) as a Unix time.",
+                ["stream"],
+            ),
+            "sink": gauge(
+                "auditstream_sink_state",
+                "1 for the sink's current health state (ok, retrying, failed), 0 for the others.",
+                ["sink", "state"],
+            ),
+            "ready": gauge("auditstream_ready", "1 when /readyz answers 200, 0 otherwise."),
+            "auth": gauge(
+                "auditstream_api_authenticated",
+                "1 once a StrongDM API call succeeded with the configured key, 0 before and after a refusal.",
+            ),
+            "rejected": gauge(
+                "auditstream_api_credentials_rejected",
+                "1 when the API refused the key (UNAUTHENTICATED, PERMISSION_DENIED) and the daemon stopped.",
+            ),
+        }
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families().values())
+
+    def collect(self) -> Iterator[Metric]:
+        source = self._source
+        if source is None:
+            return
+        snapshot = source()
+        families = self._families()
+        for stream, seconds in sorted(snapshot.lag.items()):
+            families["lag"].add_metric([stream], seconds)
+        for stream, unix in sorted(snapshot.watermarks.items()):
+            families["watermark"].add_metric([stream], unix)
+        for sink, current in sorted(snapshot.sinks.items()):
+            for state in SINK_STATES:
+                families["sink"].add_metric([sink, state], 1.0 if state == current else 0.0)
+        families["ready"].add_metric([], 1.0 if snapshot.ready else 0.0)
+        families["auth"].add_metric([], 1.0 if snapshot.authenticated else 0.0)
+        families["rejected"].add_metric([], 1.0 if snapshot.credentials_rejected else 0.0)
+        yield from families.values()
+
+
+STATUS = StatusCollector()
+REGISTRY.register(STATUS)
+
+
+def initialize_series(routes: Mapping[str, Iterable[str]], sinks: Iterable[str]) -> None:
+    """Create every stream/sink series at 0 before anything happens.
+
+    A labelled series that does not exist yet is not 0 to Prometheus, it is absent:
+    ``rate()`` and ``increase()`` over a restart then miss the first events, and "nothing
+    delivered for hours" cannot be told from "never scraped". ``routes`` maps each stream to
+    the sinks that take it.
+    """
+    for sink in sinks:
+        for counter in (RECORDS_DEAD_LETTERED, SINK_REQUESTS, SINK_BYTES, SINK_RETRIES):
+            counter.labels(sink)
+    for stream, routed in routes.items():
+        for counter in (RECORDS_FETCHED, RECORDS_DUPLICATE, POLL_ERRORS, NORMALIZATION_ERRORS):
+            counter.labels(stream)
+        QUEUE_DEPTH.labels(stream)
+        for sink in routed:
+            RECORDS_DELIVERED.labels(stream, sink)
+            RECORDS_FAILED.labels(stream, sink)
+        API_REQUESTS.labels(stream, "OK")

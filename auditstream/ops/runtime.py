@@ -1,36 +1,90 @@
-"""The live daemon: engine plus metrics/health server plus systemd notifications."""
+"""The live daemon: engine plus metrics/health server plus systemd notifications.
+
+After a fatal error (the API refused the key, its certificate is not trusted, the checkpoint
+cannot be written) the daemon keeps ``/metrics`` and ``/readyz`` up for
+``FATAL_LINGER_SECONDS`` before exiting 1, so that Prometheus scrapes *why* it stopped
+(``auditstream_api_credentials_rejected``) instead of seeing only a target that vanished.
+A signal ends that wait at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 
 import structlog
 
 from auditstream.config import AppConfig
 from auditstream.engine.engine import Engine, RunPlan
 from auditstream.engine.shutdown import install_signal_handlers
+from auditstream.ops import metrics
+from auditstream.ops.logging import register_secrets
 from auditstream.ops.sdnotify import SystemdNotifier
+from auditstream.ops.secrets import config_secrets
 from auditstream.ops.server import start_server
+from auditstream.ops.status import DaemonStatus
 
 log = structlog.get_logger("auditstream")
 
+FATAL_LINGER_SECONDS = 30.0
 
-async def run_daemon(config: AppConfig, plan: RunPlan, engine: Engine | None = None) -> int:
+
+def initialize_metrics(config: AppConfig, plan: RunPlan) -> None:
+    routes = {stream: [s.name for s in config.sinks if s.routes(stream)] for stream in plan.streams}
+    metrics.initialize_series(routes, [s.name for s in config.sinks])
+
+
+async def _linger(seconds: float, handle_signals: bool) -> None:
+    """Serve metrics a while longer after a fatal error; a signal cuts it short."""
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if handle_signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, done.set)
+    log.info("serving /metrics and /readyz before exiting", seconds=seconds)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), timeout=seconds)
+
+
+async def run_daemon(
+    config: AppConfig,
+    plan: RunPlan,
+    engine: Engine | None = None,
+    *,
+    handle_signals: bool = True,
+    notifier: SystemdNotifier | None = None,
+    fatal_linger: float = FATAL_LINGER_SECONDS,
+) -> int:
+    """Run until stopped; 0 after a clean stop, fatal errors re-raised (the CLI exits 1).
+
+    ``handle_signals=False`` is for running in-process (tests): stop with ``engine.stop``.
+    """
+    register_secrets(config_secrets(config))
     engine = engine or Engine(config, plan)
     engine.load_states()
-    notifier = SystemdNotifier()
-    runner = None
-    if config.metrics.listen:
-        runner = await start_server(engine, config.metrics.listen, config.metrics.max_lag)
-    install_signal_handlers(engine.stop)
+    notifier = notifier or SystemdNotifier()
+    status = DaemonStatus(engine, config.metrics.max_lag, stopping=engine.stop.is_set)
+    initialize_metrics(config, plan)
+    metrics.STATUS.set_source(status.snapshot)
+    runner = await start_server(status, config.metrics.listen) if config.metrics.listen else None
+    if handle_signals:
+        install_signal_handlers(engine.stop)
 
     async def announce_ready() -> None:
         await engine.first_poll.wait()
         notifier.ready()
         log.info("first poll succeeded; streaming", streams=len(plan.streams))
 
-    helpers = [asyncio.create_task(announce_ready()), asyncio.create_task(notifier.watchdog_loop())]
+    async def announce_stopping() -> None:
+        await engine.stop.wait()
+        notifier.stopping()
+
+    helpers = [
+        asyncio.create_task(announce_ready()),
+        asyncio.create_task(announce_stopping()),
+        asyncio.create_task(notifier.watchdog_loop()),
+    ]
     log.info(
         "auditstream starting",
         endpoint=config.source.endpoint,
@@ -41,7 +95,15 @@ async def run_daemon(config: AppConfig, plan: RunPlan, engine: Engine | None = N
         metrics=config.metrics.listen,
     )
     try:
-        await engine.run()
+        try:
+            await engine.run()
+        except Exception as exc:
+            status.stopped_by(exc)
+            notifier.status(f"stopped on an error: {exc}")
+            log.error("stopped on an error", error=str(exc), error_type=type(exc).__name__)
+            if runner is not None and fatal_linger > 0:
+                await _linger(fatal_linger, handle_signals)
+            raise
     finally:
         notifier.stopping()
         for task in helpers:
@@ -50,5 +112,6 @@ async def run_daemon(config: AppConfig, plan: RunPlan, engine: Engine | None = N
                 await task
         if runner is not None:
             await runner.cleanup()
+        metrics.STATUS.set_source(None)
     log.info("auditstream stopped; checkpoints saved", delivered=engine.records_delivered())
     return 0

@@ -1,7 +1,10 @@
 """The systemd notify protocol over ``NOTIFY_SOCKET``, without a dependency.
 
-READY=1 once the first poll succeeded, WATCHDOG=1 at half of ``WATCHDOG_USEC`` while the
-event loop turns, STOPPING=1 on shutdown. Outside systemd (no socket) every call is a no-op.
+READY=1 once the first poll succeeded (so ``systemctl start`` returns when data flows, and
+a key that is refused fails the start), WATCHDOG=1 at half of ``WATCHDOG_USEC`` while the
+event loop turns (a wedged loop gets restarted), STOPPING=1 as soon as shutdown begins.
+Outside systemd (no socket) every call is a no-op; a failed send is ignored, because the
+notification socket going away must not take the daemon with it.
 """
 
 from __future__ import annotations
@@ -26,18 +29,19 @@ class SystemdNotifier:
         self.watchdog_interval: float | None = (
             int(usec) / 2_000_000 if usec.isdigit() and int(usec) > 0 and watchdog_for_us else None
         )
+        self._stopping_sent = False
 
     @property
     def enabled(self) -> bool:
         return self._address is not None
 
     def notify(self, message: str) -> bool:
+        """Send one datagram; True if it went out."""
         if self._address is None:
             return False
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             try:
-                sock.connect(self._address)
-                sock.sendall(message.encode())
+                sock.sendto(message.encode(), self._address)
             except OSError:
                 return False
         return True
@@ -45,8 +49,14 @@ class SystemdNotifier:
     def ready(self) -> None:
         self.notify("READY=1\nSTATUS=streaming audit records")
 
+    def status(self, text: str) -> None:
+        self.notify("STATUS=" + " ".join(text.split()))
+
     def stopping(self) -> None:
-        self.notify("STOPPING=1")
+        """STOPPING=1, once, however many paths lead to shutdown."""
+        if not self._stopping_sent:
+            self._stopping_sent = True
+            self.notify("STOPPING=1")
 
     async def watchdog_loop(self) -> None:
         """Pet the watchdog while the event loop is alive; a stuck loop gets restarted."""

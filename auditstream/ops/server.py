@@ -1,51 +1,37 @@
-"""``/metrics``, ``/healthz`` and ``/readyz`` on one port (``[metrics] listen``)."""
+"""``/metrics``, ``/healthz`` and ``/readyz`` on one port (``[metrics] listen``).
+
+``/healthz`` only proves the event loop answers (a liveness probe must not restart a daemon
+because its SIEM is down); ``/readyz`` applies :class:`~auditstream.ops.status.DaemonStatus`
+and says why in its JSON body.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from auditstream.engine.engine import Engine
-from auditstream.sinks.base import SinkState
+from auditstream.ops.status import DaemonStatus
 
 
-def readiness(engine: Engine, max_lag: float) -> tuple[bool, dict[str, Any]]:
-    """Ready = authenticated to the API, no sink failed, every stream's lag under max_lag."""
-    reasons: list[str] = []
-    if not engine.authenticated:
-        reasons.append("no successful poll of the StrongDM API yet")
-    sinks = {}
-    for name, health in engine.sink_health().items():
-        sinks[name] = {"state": health.state.value, "error": health.last_error}
-        if health.state is SinkState.FAILED:
-            reasons.append(f"sink {name} failed: {health.last_error}")
-    lag = engine.lag_seconds()
-    for stream, seconds in lag.items():
-        if seconds > max_lag:
-            reasons.append(f"stream {stream} is {seconds:.0f}s behind (max_lag {max_lag:.0f}s)")
-    body = {"ready": not reasons, "reasons": reasons, "sinks": sinks, "lag_seconds": lag}
-    return not reasons, body
+def _json(body: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def build_app(engine: Engine, max_lag: float) -> web.Application:
-    started = time.time()
+def build_app(status: DaemonStatus) -> web.Application:
+    started = time.monotonic()
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
-        body = {"ok": True, "uptime_seconds": round(time.time() - started, 3)}
-        return web.Response(body=orjson.dumps(body), content_type="application/json")
+        return _json({"ok": True, "uptime_seconds": round(time.monotonic() - started, 3)})
 
     async def readyz(_: web.Request) -> web.Response:
-        ok, body = readiness(engine, max_lag)
-        return web.Response(
-            body=orjson.dumps(body), status=200 if ok else 503, content_type="application/json"
-        )
+        ok, body = status.readiness()
+        return _json(body, 200 if ok else 503)
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
@@ -54,10 +40,20 @@ def build_app(engine: Engine, max_lag: float) -> web.Application:
     return app
 
 
-async def start_server(engine: Engine, listen: str, max_lag: float) -> web.AppRunner:
+def split_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9464`` for IPv6; an empty host means every interface)."""
     host, _, port = listen.rpartition(":")
-    runner = web.AppRunner(build_app(engine, max_lag), access_log=None)
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+async def start_server(status: DaemonStatus, listen: str) -> web.AppRunner:
+    host, port = split_listen(listen)
+    runner = web.AppRunner(build_app(status), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host.strip("[]") or "0.0.0.0", int(port))
-    await site.start()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise OSError(exc.errno, f"cannot listen on [metrics] listen = {listen!r}: {exc.strerror}") from None
     return runner

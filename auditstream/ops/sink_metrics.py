@@ -1,4 +1,9 @@
-"""Sink events -> Prometheus: the one observer the daemon hands every sink."""
+"""Sink events -> Prometheus: the one observer the daemon hands every sink.
+
+A sink's health state is not counted here: ``auditstream_sink_state`` is read from the sink
+at scrape time (see :class:`~auditstream.ops.metrics.StatusCollector`), so it is exactly
+what ``/readyz`` reports.
+"""
 
 from __future__ import annotations
 
@@ -24,5 +29,4 @@ class PrometheusSinkObserver:
         log.error("records rejected permanently; written to the dead-letter file", sink=sink, records=count)
 
     def health_changed(self, sink: str, state: SinkState) -> None:
-        metrics.SINK_UP.labels(sink).set(1 if state is SinkState.OK else 0)
         log.info("sink health changed", sink=sink, state=state.value)

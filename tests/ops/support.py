@@ -1,0 +1,114 @@
+"""Running the daemon in-process with its HTTP server, and reading what it serves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from auditstream.config import AppConfig
+from auditstream.engine.engine import Engine
+from auditstream.ops.runtime import run_daemon
+from auditstream.ops.sdnotify import SystemdNotifier
+from tests.e2e.support import live_engine
+from tests.helpers import async_wait_until, free_port
+
+Labels = frozenset[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One /metrics answer: every sample by name and labels."""
+
+    samples: dict[tuple[str, Labels], float]
+
+    def value(self, name: str, **labels: str) -> float:
+        """The one sample with exactly these labels (KeyError if there is none)."""
+        return self.samples[(name, frozenset(labels.items()))]
+
+    def get(self, name: str, default: float = 0.0, **labels: str) -> float:
+        return self.samples.get((name, frozenset(labels.items())), default)
+
+    def total(self, name: str, **labels: str) -> float:
+        """Sum over every sample of ``name`` whose labels include ``labels``."""
+        wanted = set(labels.items())
+        return sum(v for (n, ls), v in self.samples.items() if n == name and wanted <= ls)
+
+    def names(self) -> set[str]:
+        return {name for name, _ in self.samples}
+
+
+def parse_metrics(text: str) -> Scrape:
+    samples: dict[tuple[str, Labels], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return Scrape(samples)
+
+
+def scrape_registry() -> Scrape:
+    """What /metrics would answer now (the registry is per process: take it as a baseline)."""
+    return parse_metrics(generate_latest(REGISTRY).decode())
+
+
+@dataclass
+class Daemon:
+    engine: Engine
+    base_url: str
+    task: asyncio.Task[int]
+    http: aiohttp.ClientSession
+
+    async def scrape(self) -> Scrape:
+        async with self.http.get(self.base_url + "/metrics") as response:
+            assert response.status == 200
+            return parse_metrics(await response.text())
+
+    async def readyz(self) -> tuple[int, dict[str, Any]]:
+        async with self.http.get(self.base_url + "/readyz") as response:
+            return response.status, await response.json()
+
+    async def healthz(self) -> tuple[int, dict[str, Any]]:
+        async with self.http.get(self.base_url + "/healthz") as response:
+            return response.status, await response.json()
+
+
+def with_metrics_listen(config: AppConfig, **metrics: Any) -> AppConfig:
+    """``config`` serving /metrics on a free loopback port (plus other [metrics] keys)."""
+    settings = config.metrics.model_copy(update={"listen": f"127.0.0.1:{free_port()}", **metrics})
+    return config.model_copy(update={"metrics": settings})
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(config: AppConfig, notifier: SystemdNotifier | None = None) -> AsyncIterator[Daemon]:
+    """``run_daemon`` on this loop without signal handlers; stopped (and checked) on exit."""
+    assert config.metrics.listen, "use with_metrics_listen()"
+    engine = live_engine(config)
+    task = asyncio.create_task(
+        run_daemon(
+            config, engine.plan, engine, handle_signals=False, notifier=notifier or SystemdNotifier({})
+        )
+    )
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        daemon = Daemon(engine, f"http://{config.metrics.listen}", task, http)
+
+        async def serving() -> bool:
+            if task.done():
+                task.result()
+            try:
+                status, _ = await daemon.healthz()
+            except aiohttp.ClientConnectionError:
+                return False
+            return status == 200
+
+        await async_wait_until(serving, 10, "the daemon's HTTP server")
+        try:
+            yield daemon
+        finally:
+            engine.stop.set()
+            assert await asyncio.wait_for(task, timeout=30) == 0
