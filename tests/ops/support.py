@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,7 @@ from auditstream.config import AppConfig
 from auditstream.engine.engine import Engine
 from auditstream.ops.runtime import run_daemon
 from auditstream.ops.sdnotify import SystemdNotifier
-from tests.e2e.support import live_engine
+from tests.e2e.support import live_engine, toml_value
 from tests.helpers import async_wait_until, free_port
 
 Labels = frozenset[tuple[str, str]]
@@ -112,3 +113,24 @@ async def running_daemon(config: AppConfig, notifier: SystemdNotifier | None = N
         finally:
             engine.stop.set()
             assert await asyncio.wait_for(task, timeout=30) == 0
+
+
+def _toml(value: Any) -> str:
+    """``toml_value`` plus inline tables, and lists of them."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return toml_value(value)
+
+
+def write_config(path: Path, document: dict[str, Any]) -> Path:
+    """A config document (tables and arrays of tables of any values) as a TOML file."""
+    lines: list[str] = []
+    for section, body in document.items():
+        for item in body if isinstance(body, list) else [body]:
+            lines.append(f"[[{section}]]" if isinstance(body, list) else f"[{section}]")
+            lines.extend(f"{k} = {_toml(v)}" for k, v in item.items() if v is not None)
+            lines.append("")
+    path.write_text("\n".join(lines))
+    return path
