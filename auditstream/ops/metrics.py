@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -235,3 +236,38 @@ def initialize_series(routes: Mapping[str, Iterable[str]], sinks: Iterable[str])
             RECORDS_DELIVERED.labels(stream, sink)
             RECORDS_FAILED.labels(stream, sink)
         API_REQUESTS.labels(stream, "OK")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """One exported metric family, as documented in docs/operations.md."""
+
+    name: str  # the family name (a counter's without ``_total``)
+    type: str  # counter, gauge, histogram, info
+    help: str
+    labels: tuple[str, ...]
+
+    @property
+    def samples(self) -> tuple[str, ...]:
+        """The sample names a scrape shows for this family."""
+        suffixes = {
+            "counter": ("_total",),
+            "histogram": ("_bucket", "_count", "_sum"),
+            "summary": ("_count", "_sum"),
+            "info": ("_info",),
+        }
+        return tuple(self.name + suffix for suffix in suffixes.get(self.type, ("",)))
+
+
+def catalogue() -> list[MetricInfo]:
+    """Every ``auditstream_`` metric family of this module, for docs and drift tests."""
+    found: dict[str, MetricInfo] = {}
+    for value in list(globals().values()):
+        if isinstance(value, MetricWrapperBase):
+            labels = tuple(value._labelnames)
+            for metric in value.describe():
+                found[metric.name] = MetricInfo(metric.name, metric.type, metric.documentation, labels)
+    for family in StatusCollector._families().values():
+        labels = tuple(getattr(family, "_labelnames", ()))
+        found[family.name] = MetricInfo(family.name, family.type, family.documentation, labels)
+    return sorted(found.values(), key=lambda info: info.name)
