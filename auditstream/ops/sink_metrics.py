@@ -1,8 +1,10 @@
 """Sink events -> Prometheus: the one observer the daemon hands every sink.
 
-A sink's health state is not counted here: ``auditstream_sink_state`` is read from the sink
-at scrape time (see :class:`~auditstream.ops.metrics.StatusCollector`), so it is exactly
-what ``/readyz`` reports.
+The delivery machinery already logs each retry and dead letter (with the attempt, the delay,
+the reason and the file), so the observer only counts them; it logs health transitions,
+which nothing else does. A sink's health *state* is not exported from here:
+``auditstream_sink_state`` is read from the sink at scrape time (see
+:class:`~auditstream.ops.metrics.StatusCollector`), so it is exactly what ``/readyz`` says.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ class PrometheusSinkObserver:
 
     def retried(self, sink: str, error: str) -> None:
         metrics.SINK_RETRIES.labels(sink).inc()
-        log.warning("sink delivery failed; retrying", sink=sink, error=error)
 
     def dead_lettered(self, sink: str, count: int) -> None:
         metrics.RECORDS_DEAD_LETTERED.labels(sink).inc(count)
-        log.error("records rejected permanently; written to the dead-letter file", sink=sink, records=count)
 
     def health_changed(self, sink: str, state: SinkState) -> None:
-        log.info("sink health changed", sink=sink, state=state.value)
+        # Failed holds its streams back (and turns /readyz 503): worth an error line.
+        emit = log.error if state is SinkState.FAILED else log.info
+        emit("sink health changed", sink=sink, state=state.value)
