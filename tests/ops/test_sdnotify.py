@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import socket
@@ -129,3 +130,7 @@ async def test_daemon_notifies_ready_after_first_poll_pets_the_watchdog_and_says
     assert kinds.index("READY=1") < kinds.index("STOPPING=1")
     assert all(t >= ready_at for t, m in messages if m.startswith("STOPPING"))
     assert messages[0][1] == "WATCHDOG=1"
+    # Half of WATCHDOG_USEC (0.2 s): not slower (systemd would kill us), not a busy loop.
+    pets = [t for t, m in messages if m == "WATCHDOG=1"]
+    gaps = sorted(b - a for a, b in itertools.pairwise(pets))
+    assert 0.09 <= gaps[len(gaps) // 2] <= 0.19, gaps
