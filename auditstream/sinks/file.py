@@ -8,7 +8,8 @@ started; with ``rotate_gzip`` the rotated file is compressed in the background t
 are finished at start). ``rotate_keep`` bounds how many rotated files are kept.
 
 A failed write (disk full, I/O error) is cut back to where it started, so a retry does not
-leave half a batch behind: a line is either written once or not at all.
+leave half a batch behind: a line is either written once or not at all. An unfinished last
+line left by a crash is cut off when the file is opened again.
 """
 
 from __future__ import annotations
@@ -97,10 +98,32 @@ class RotatingFile:
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
         os.fchmod(self._fd, FILE_MODE)
-        self._size = os.fstat(self._fd).st_size
+        self._size = self._cut_torn_tail(self._fd, os.fstat(self._fd).st_size)
         self._opened_at = time.time()
+
+    def _cut_torn_tail(self, fd: int, size: int) -> int:
+        """Drop a last line without its newline: a write cut short by a crash (SIGKILL can
+        stop a large write() part-way). That batch was never acknowledged, so it is sent
+        again; appending after the torn half would glue the next event onto it."""
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return size
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            newline = os.pread(fd, end - start, start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        os.ftruncate(fd, end)
+        log.warning(
+            "cut an unfinished last line (from an interrupted write; its events are sent again)",
+            path=str(self.path),
+            bytes=size - end,
+        )
+        return end
 
     def close(self) -> None:
         if self._fd is not None:

@@ -130,6 +130,17 @@ async def test_a_failing_disk_is_retried_without_duplicate_or_partial_lines(tmp_
     assert_delivered([lines(config.path)], batch, allow_retried_copies=False)
 
 
+async def test_an_unfinished_last_line_left_by_a_crash_is_cut_at_start(tmp_path, state_dir):
+    config = settings(tmp_path)
+    config.path.parent.mkdir(parents=True)
+    config.path.write_bytes(b'{"before": 1}\n' + b'{"torn": "by a kill in the middle of a wr')
+    sink = await started(config, state_dir)
+    batch = envelopes("activities", 3)
+    await sink.send(batch)
+    await sink.close()
+    assert lines(config.path) == [{"before": 1}] + [e.event for e in batch]
+
+
 async def test_probe_reports_writability(tmp_path, state_dir):
     assert (await FileSink(settings(tmp_path), state_dir=state_dir).probe()).ok
     blocker = tmp_path / "not-a-dir"
