@@ -122,6 +122,8 @@ class CheckpointSettings(StrictModel):
 class MetricsSettings(StrictModel):
     listen: str | None = "127.0.0.1:9464"
     max_lag: Duration = 600.0
+    # After a fatal error, keep /metrics and /readyz up this long so Prometheus scrapes why.
+    linger_after_error: Duration = 30.0
 
     @field_validator("listen")
     @classmethod

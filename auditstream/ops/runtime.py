@@ -2,8 +2,9 @@
 
 After a fatal error (the API refused the key, its certificate is not trusted, the checkpoint
 cannot be written) the daemon keeps ``/metrics`` and ``/readyz`` up for
-``FATAL_LINGER_SECONDS`` before exiting 1, so that Prometheus scrapes *why* it stopped
-(``auditstream_api_credentials_rejected``) instead of seeing only a target that vanished.
+``[metrics] linger_after_error`` (30 s by default) before exiting 1, so that Prometheus
+scrapes *why* it stopped (``auditstream_api_credentials_rejected``) instead of seeing only
+a target that vanished.
 A signal ends that wait at once.
 """
 
@@ -26,8 +27,6 @@ from auditstream.ops.server import start_server
 from auditstream.ops.status import DaemonStatus
 
 log = structlog.get_logger("auditstream")
-
-FATAL_LINGER_SECONDS = 30.0
 
 
 def initialize_metrics(config: AppConfig, plan: RunPlan) -> None:
@@ -54,7 +53,7 @@ async def run_daemon(
     *,
     handle_signals: bool = True,
     notifier: SystemdNotifier | None = None,
-    fatal_linger: float = FATAL_LINGER_SECONDS,
+    fatal_linger: float | None = None,
 ) -> int:
     """Run until stopped; 0 after a clean stop, fatal errors re-raised (the CLI exits 1).
 
@@ -101,8 +100,9 @@ async def run_daemon(
             status.stopped_by(exc)
             notifier.status(f"stopped on an error: {exc}")
             log.error("stopped on an error", error=str(exc), error_type=type(exc).__name__)
-            if runner is not None and fatal_linger > 0:
-                await _linger(fatal_linger, handle_signals)
+            linger = config.metrics.linger_after_error if fatal_linger is None else fatal_linger
+            if runner is not None and linger > 0:
+                await _linger(linger, handle_signals)
             raise
     finally:
         notifier.stopping()
