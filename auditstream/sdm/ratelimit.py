@@ -20,6 +20,11 @@ from auditstream.sdm.errors import RateLimitInfo
 UNKNOWN_BUCKET = ""
 
 
+def bucket_label(bucket: str | None) -> str:
+    """The metrics label of a bucket: ``unknown`` until the API has named it."""
+    return bucket or "unknown"
+
+
 class RateLimitGate:
     def __init__(
         self,
@@ -47,7 +52,7 @@ class RateLimitGate:
             delay = self._until(bucket) - self._wall_clock()
             if delay <= 0:
                 return waited
-            label = bucket or UNKNOWN_BUCKET
+            label = bucket_label(bucket)
             metrics.RATE_LIMIT_WAITS.labels(label).inc()
             metrics.RATE_LIMIT_WAIT_SECONDS.labels(label).inc(delay)
             await asyncio.sleep(delay)
@@ -66,7 +71,7 @@ class RateLimitGate:
             self._pause(UNKNOWN_BUCKET, None)
             return
         self._pause(info.bucket or UNKNOWN_BUCKET, info.reset_at)
-        metrics.RATE_LIMIT_REMAINING.labels(info.bucket).set(info.remaining)
+        metrics.RATE_LIMIT_REMAINING.labels(bucket_label(info.bucket)).set(info.remaining)
 
     def observe(self, info: RateLimitInfo) -> None:
         """Budget from a successful response: when it is spent, pause before being refused.
@@ -76,7 +81,7 @@ class RateLimitGate:
         at most: right for a bucket, and for a fixed window the next refusal then carries
         the exact reset time.
         """
-        metrics.RATE_LIMIT_REMAINING.labels(info.bucket).set(info.remaining)
+        metrics.RATE_LIMIT_REMAINING.labels(bucket_label(info.bucket)).set(info.remaining)
         if info.limit > 0 and info.remaining <= 0 and info.reset_at is not None:
             one_token = dt.timedelta(seconds=60.0 / info.limit)
             now = dt.datetime.fromtimestamp(self._wall_clock(), dt.UTC)
