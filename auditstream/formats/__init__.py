@@ -44,10 +44,5 @@ def make_encoder(fmt: Format, cef: CefSettings | None = None) -> Encoder:
     if fmt == "json":
         return orjson.dumps  # exactly encode_json, minus one Python call per event
     if fmt == "cef":
-        encode = CefEncoder(cef).encode
-
-        def encode_cef(event: Event) -> bytes:
-            return encode(event).encode("utf-8")
-
-        return encode_cef
+        return CefEncoder(cef).encode_bytes
     raise ValueError(f"unknown event format {fmt!r}; expected one of {', '.join(FORMATS)}")

@@ -17,31 +17,75 @@ from typing import Any
 
 import orjson
 
-from auditstream.formats.cef_escape import DEFAULT_LIMIT, EXTENSION_LIMITS, escape_extension
+from auditstream.formats.cef_escape import DEFAULT_LIMIT, EXTENSION_LIMITS, escape_extension, short_id
 from auditstream.formats.protovalues import epoch_ms
 
 Pairs = list[tuple[str, Any]]
+Values = tuple[Any, ...]
 
 
 class Layout:
-    """How each extension key of one mapper is written: its length limit and its rendered
-    ``[<key>Label=<label> ]<key>=`` prefix, computed once instead of once per event."""
+    """How one mapper's extension is written, computed once instead of once per event.
 
-    __slots__ = ("fields",)
+    ``numbers`` are the numeric keys in output order; ``strings`` the string keys in output
+    order, in groups: a tuple of keys is a group whose values repeat across events together
+    (the actor's email and id, the verb and its outcome) and whose rendered text is cached
+    per distinct combination of values; a bare key is a value that differs on nearly every
+    event (ids, descriptions), rendered each time. A mapper returns its values as tuples in
+    exactly the order of ``number_keys`` and ``string_keys``. For every key the layout also
+    holds its length limit and its rendered ``[<key>Label=<label> ]<key>=`` prefix.
+    """
 
-    def __init__(self, labels: dict[str, str]) -> None:
+    __slots__ = (
+        "fields",
+        "groups",
+        "name",
+        "number_keys",
+        "number_prefixes",
+        "renderer",
+        "renderer_source",
+        "string_keys",
+        "string_limits",
+        "string_prefixes",
+    )
+
+    def __init__(
+        self,
+        labels: dict[str, str],
+        numbers: tuple[str, ...] = (),
+        strings: tuple[str | tuple[str, ...], ...] = (),
+        name: str = "plain",
+    ) -> None:
+        self.name = name
+        self.renderer: Callable[[Values, Values], str] | None = None  # cef_render.renderer_for
+        self.renderer_source: str | None = None
         self.fields: dict[str, tuple[int, str]] = {}
         for key, limit in EXTENSION_LIMITS.items():
             label = labels.get(key)
             prefix = f"{key}=" if label is None else f"{key}Label={escape_extension(label)} {key}="
             self.fields[key] = (limit or DEFAULT_LIMIT, prefix)
+        self.number_keys = numbers
+        self.string_keys = tuple(
+            k for group in strings for k in ((group,) if isinstance(group, str) else group)
+        )
+        self.number_prefixes = tuple(self.field(key)[1] for key in numbers)
+        self.string_prefixes = tuple(self.field(key)[1] for key in self.string_keys)
+        self.string_limits = tuple(self.field(key)[0] for key in self.string_keys)
+        # (start, stop, cache) per group over the string values; cache None: rendered each time.
+        self.groups: list[tuple[int, int, dict[Values, str] | None]] = []
+        start = 0
+        for group in strings:
+            stop = start + (1 if isinstance(group, str) else len(group))
+            self.groups.append((start, stop, None if isinstance(group, str) else {}))
+            start = stop
 
     def field(self, key: str) -> tuple[int, str]:
         """(limit, prefix) of a key; a key outside the dictionary table gets the default."""
         return self.fields.get(key) or (DEFAULT_LIMIT, f"{key}=")
 
 
-Mapped = tuple[str, str, Pairs, Pairs, Layout]  # class id, name, strings, numbers, layout
+# class id, name, number values, string values (in the layout's key order), layout
+Mapped = tuple[str, str, Values, Values, Layout]
 Mapper = Callable[[dict[str, Any]], Mapped]
 
 SOURCE_IPV6_LABEL = "sourceIPv6Address"
@@ -50,30 +94,32 @@ FAILURE_VERBS = re.compile(
 )
 
 # Verbs, addresses and targets repeat across events: classify each distinct value once.
-_ip_cache: dict[str, str | None] = {}
+_ip_cache: dict[str, tuple[str | None, str | None]] = {}
 _outcomes: dict[str, str] = {}
 _targets: dict[str, tuple[str, int | None]] = {}
 _CACHE_LIMIT = 4096
 
 
-def source_address(value: Any) -> Pairs:
-    """``src`` for an IPv4 address, ``c6a2`` for IPv6, nothing for anything else.
+def source_address(value: Any) -> tuple[str | None, str | None]:
+    """(``src``, ``c6a2``): IPv4 addresses go to ``src``, IPv6 to ``c6a2``, anything else nowhere.
 
     CEF's ``src`` holds IPv4 only; ArcSight carries IPv6 sources in the custom IPv6 field
     ``c6a2``. A value that is not an IP address (or is a hash after redaction) is not
     guessed into a network field: JSON keeps it.
     """
     if not isinstance(value, str) or not value:
-        return []
-    key = _ip_cache.get(value, "")
-    if key == "":
+        return _NO_ADDRESS
+    slots = _ip_cache.get(value)
+    if slots is None:
         key = _classify_ip(value)
+        slots = (value, None) if key == "src" else (None, value) if key == "c6a2" else _NO_ADDRESS
         if len(_ip_cache) >= _CACHE_LIMIT:
             _ip_cache.clear()
-        _ip_cache[value] = key
-    if key is None:
-        return []
-    return [(key, value)]
+        _ip_cache[value] = slots
+    return slots
+
+
+_NO_ADDRESS: tuple[str | None, str | None] = (None, None)
 
 
 def _classify_ip(value: str) -> str | None:
@@ -123,21 +169,48 @@ def _split_target(target: str) -> tuple[str, int | None]:
     return host, int(port)
 
 
+def external_id(value: Any) -> Any:
+    """``externalId`` cut to its limit here, as the renderer would (``short_id``).
+
+    History ids (``<activityId>:<entity>``) are always over 40 characters; shortening ids in
+    the mapper keeps them on the renderer's fast path.
+    """
+    if type(value) is str and len(value) > EXTERNAL_ID_MAX:
+        return short_id(value, EXTERNAL_ID_MAX)
+    return value
+
+
+EXTERNAL_ID_MAX = EXTENSION_LIMITS["externalId"]
+
+
 def compact_json(value: Any) -> str | None:
     """A nested value for a ``cs`` field: compact JSON, None when there is nothing."""
-    if value is None or value == [] or value == {}:
+    if not value and (value is None or isinstance(value, list | dict)):
         return None
     return orjson.dumps(value).decode("utf-8")
 
 
 def _text(value: Any) -> str | None:
     """A string field of the event, None when missing or not a string."""
-    return value if type(value) is str else None
+    return value if isinstance(value, str) else None
 
 
 ACTIVITY_LAYOUT = Layout(
-    {"c6a2": SOURCE_IPV6_LABEL, "cs1": "actorName", "cs2": "actorExternalID", "cs3": "entities"}
+    {"c6a2": SOURCE_IPV6_LABEL, "cs1": "actorName", "cs2": "actorExternalID", "cs3": "entities"},
+    numbers=("rt",),
+    strings=(
+        ("cat",),
+        "externalId",
+        ("act", "outcome", "suser", "suid"),
+        ("src", "c6a2"),
+        ("duser", "duid", "dhost"),
+        "msg",
+        ("requestClientApplication", "cs1", "cs2"),
+        ("cs3",),
+    ),
+    name="activities",
 )
+ACTIVITY_VERB_SLOT = ACTIVITY_LAYOUT.string_keys.index("act")
 
 
 def map_activity(event: dict[str, Any]) -> Mapped:
@@ -146,7 +219,7 @@ def map_activity(event: dict[str, Any]) -> Mapped:
     get = event.get
     verb = _text(get("activity")) or ""
     details = get("entityDetails")
-    target_user: dict[str, Any] = {}
+    target_user: dict[str, Any] = _NO_ENTITY
     target_host = None
     if type(details) is list:
         for entity in details:
@@ -155,28 +228,34 @@ def map_activity(event: dict[str, Any]) -> Mapped:
             kind = entity.get("type")
             if kind == "user" and not target_user:
                 target_user = entity
-            elif kind in ("datasource", "node") and target_host is None:
+            elif kind in _HOST_ENTITY_TYPES and target_host is None:
                 target_host = entity.get("name")
     actor_name = get("actorName")
-    strings: Pairs = [
-        ("cat", get("logType")),
-        ("externalId", get("id")),
-        ("act", verb),
-        ("outcome", outcome(verb)),
-        ("suser", get("actorEmail") or actor_name),
-        ("suid", get("actorAccountID")),
-        *source_address(get("ipAddress")),
-        ("duser", target_user.get("email") or target_user.get("name")),
-        ("duid", target_user.get("id")),
-        ("dhost", target_host),
-        ("msg", get("description")),
-        ("requestClientApplication", get("userAgent")),
-        ("cs1", actor_name),
-        ("cs2", get("actorExternalID")),
-        ("cs3", compact_json(details if details is not None else get("entities"))),
-    ]
+    src, src6 = source_address(get("ipAddress"))
+    strings = (
+        get("logType"),
+        external_id(get("id")),
+        verb,
+        _outcomes.get(verb) or outcome(verb),
+        get("actorEmail") or actor_name,
+        get("actorAccountID"),
+        src,
+        src6,
+        target_user.get("email") or target_user.get("name"),
+        target_user.get("id"),
+        target_host,
+        get("description"),
+        get("userAgent"),
+        actor_name,
+        get("actorExternalID"),
+        compact_json(details if details is not None else get("entities")),
+    )
     name = verb or "activity"
-    return name, name, strings, [("rt", epoch_ms(get("timestamp")))], ACTIVITY_LAYOUT
+    return name, name, (epoch_ms(get("timestamp")),), strings, ACTIVITY_LAYOUT
+
+
+_NO_ENTITY: dict[str, Any] = {}
+_HOST_ENTITY_TYPES = ("datasource", "node")
 
 
 QUERY_LAYOUT = Layout(
@@ -190,7 +269,22 @@ QUERY_LAYOUT = Layout(
         "cs4": "queryId",
         "cs5": "queryState",
         "cs6": "queryHash",
-    }
+    },
+    numbers=("rt", "start", "end", "dpt", "cn1", "cn2"),
+    strings=(
+        ("cat",),
+        "externalId",
+        ("act", "suser", "suid"),
+        ("src", "c6a2"),
+        ("duser", "dhost"),
+        "msg",
+        ("request", "requestMethod", "fname"),
+        ("cs1", "cs2", "cs3"),
+        "cs4",
+        ("cs5",),
+        "cs6",
+    ),
+    name="queries",
 )
 
 
@@ -202,40 +296,35 @@ def map_query(event: dict[str, Any]) -> Mapped:
     state = _text(get("queryState")) or ""
     host, port = split_target(get("target"))
     capture = get("capture")
-    capture = capture if type(capture) is dict else {}
+    capture = capture if type(capture) is dict else _NO_ENTITY
     resource_name, resource_type = get("resourceName"), get("resourceType")
     start = epoch_ms(get("timestamp"))
-    strings: Pairs = [
-        ("cat", get("logType")),
-        ("externalId", get("id")),
-        ("act", category),
-        ("suser", get("accountEmail") or _full_name(get("accountFirstName"), get("accountLastName"))),
-        ("suid", get("accountId")),
-        *source_address(get("clientIp") or get("sourceIp")),
-        ("duser", get("remoteIdentityUsername") or get("identityAliasUsername")),
-        ("dhost", host or resource_name),
-        ("msg", get("queryBody")),
-        ("request", capture.get("requestUri")),
-        ("requestMethod", capture.get("requestMethod")),
-        ("fname", capture.get("fileName")),
-        ("cs1", resource_name),
-        ("cs2", resource_type),
-        ("cs3", get("resourceId")),
-        ("cs4", get("queryId")),
-        ("cs5", state),
-        ("cs6", get("queryHash")),
-    ]
-    numbers: Pairs = [
-        ("rt", start),
-        ("start", start),
-        ("end", epoch_ms(get("completedAt"))),
-        ("dpt", port),
-        ("cn1", get("durationMs")),
-        ("cn2", get("recordCount")),
-    ]
+    src, src6 = source_address(get("clientIp") or get("sourceIp"))
+    strings = (
+        get("logType"),
+        external_id(get("id")),
+        category,
+        get("accountEmail") or _full_name(get("accountFirstName"), get("accountLastName")),
+        get("accountId"),
+        src,
+        src6,
+        get("remoteIdentityUsername") or get("identityAliasUsername"),
+        host or resource_name,
+        get("queryBody"),
+        capture.get("requestUri"),
+        capture.get("requestMethod"),
+        capture.get("fileName"),
+        resource_name,
+        resource_type,
+        get("resourceId"),
+        get("queryId"),
+        state,
+        get("queryHash"),
+    )
+    numbers = (start, start, epoch_ms(get("completedAt")), port, get("durationMs"), get("recordCount"))
     what = _text(resource_type) or category or "resource"
     class_id = f"query:{category}" if category else "query"
-    return class_id, f"{what} query {state}".strip(), strings, numbers, QUERY_LAYOUT
+    return class_id, f"{what} query {state}".strip(), numbers, strings, QUERY_LAYOUT
 
 
 def _full_name(first: Any, last: Any) -> str:
@@ -263,44 +352,58 @@ def history_mapper(log_type: str, entity_key: str, polymorphic: bool) -> Mapper:
             "cs4": "entityName",
             "cs5": entity_key,
             "cs6": "id",
-        }
+        },
+        numbers=("rt", "deviceCustomDate1"),
+        strings=(
+            ("cat",),
+            "externalId",
+            ("act", "duser", "duid", "dhost"),
+            "cs1",
+            ("cs2", "cs3", "cs4"),
+            "cs5",
+            "cs6",
+        ),
+        name=log_type,
     )
+    is_account = entity_key == "account"
+    is_host = entity_key in _HOST_KEYS
 
     def map_history(event: dict[str, Any]) -> Mapped:
         get = event.get
         entity = get(entity_key)
-        entity = entity if type(entity) is dict else {}
+        entity = entity if type(entity) is dict else _NO_ENTITY
+        entity_get = entity.get
         deleted = epoch_ms(get("deletedAt"))
         change = "changed" if deleted is None else "deleted"
-        target_id = entity.get("accountId") or (entity.get("id") if entity_key == "account" else None)
-        host = entity.get("hostname") or (entity.get("name") if entity_key in _HOST_KEYS else None)
         record_id = get("id")
-        strings: Pairs = [
-            ("cat", get("logType")),
-            ("externalId", record_id),
-            ("act", change),
-            ("duser", entity.get("email") or (entity.get("name") if entity_key == "account" else None)),
-            ("duid", target_id),
-            ("dhost", host),
-            ("cs1", get("activityId")),
-            ("cs2", (entity.get("type") if polymorphic else None) or entity_key),
-            ("cs3", entity.get("id")),
-            ("cs4", entity.get("name")),
-            ("cs5", compact_json(entity)),
-            ("cs6", record_id),
-        ]
-        numbers: Pairs = [("rt", epoch_ms(get("timestamp"))), ("deviceCustomDate1", deleted)]
-        return log_type, f"{label} {change}", strings, numbers, layout
+        strings = (
+            get("logType"),
+            external_id(record_id),
+            change,
+            entity_get("email") or (entity_get("name") if is_account else None),
+            entity_get("accountId") or (entity_get("id") if is_account else None),
+            entity_get("hostname") or (entity_get("name") if is_host else None),
+            get("activityId"),
+            (entity_get("type") if polymorphic else None) or entity_key,
+            entity_get("id"),
+            entity_get("name"),
+            compact_json(entity),
+            record_id,
+        )
+        numbers = (epoch_ms(get("timestamp")), deleted)
+        return log_type, f"{label} {change}", numbers, strings, layout
 
     return map_history
 
 
-GENERIC_LAYOUT = Layout({"cs6": "id"})
+GENERIC_LAYOUT = Layout(
+    {"cs6": "id"}, numbers=("rt",), strings=(("cat",), "externalId", "cs6"), name="generic"
+)
 
 
 def map_generic(event: dict[str, Any]) -> Mapped:
     """A stream this build has no mapping for: time, category and id, nothing guessed."""
     log_type = _text(event.get("logType")) or "event"
     record_id = event.get("id")
-    strings: Pairs = [("cat", log_type), ("externalId", record_id), ("cs6", record_id)]
-    return log_type, log_type, strings, [("rt", epoch_ms(event.get("timestamp")))], GENERIC_LAYOUT
+    numbers = (epoch_ms(event.get("timestamp")),)
+    return log_type, log_type, numbers, (log_type, external_id(record_id), record_id), GENERIC_LAYOUT

@@ -38,7 +38,9 @@ QUERY_STARTED = "started"
 QUERY_COMPLETED = "completed"
 
 RecordConverter = Callable[[Message], Event]
-_converters: dict[tuple[str, bool], RecordConverter] = {}
+# Built converters, one table per credentials choice, keyed by stream name (plain dict
+# lookups: to_event runs once per record).
+_converters: dict[bool, dict[str, RecordConverter]] = {False: {}, True: {}}
 
 
 def to_event(spec: StreamSpec, record: Message, *, keep_credentials: bool = False) -> Event:
@@ -47,15 +49,19 @@ def to_event(spec: StreamSpec, record: Message, *, keep_credentials: bool = Fals
     Credential fields of history entities (``credentials``) read ``"[redacted]"`` when set,
     unless ``keep_credentials`` (``[normalize] keep_credentials``) is true.
     """
-    return event_converter(spec, keep_credentials=keep_credentials)(record)
+    convert = _converters[keep_credentials].get(spec.name)
+    if convert is None:
+        convert = event_converter(spec, keep_credentials=keep_credentials)
+    return convert(record)
 
 
 def event_converter(spec: StreamSpec, *, keep_credentials: bool = False) -> RecordConverter:
     """The record -> event function of a stream, built once; callers on a hot path keep it."""
-    convert = _converters.get((spec.name, keep_credentials))
+    table = _converters[keep_credentials]
+    convert = table.get(spec.name)
     if convert is None:
         convert = _build(spec, keep_credentials)
-        _converters[(spec.name, keep_credentials)] = convert
+        table[spec.name] = convert
     return convert
 
 

@@ -14,7 +14,8 @@ the same in every stream:
 
 The hot paths read a Timestamp once per record and format it: formatting dominated the
 profile, so the ``YYYY-MM-DDTHH:MM:SS.`` prefix is cached per second (records of one page are
-close in time) and tags are cached per serialized form (the same few tag sets repeat).
+close in time; a new second costs integer arithmetic on a per-day date cache, no datetime)
+and tags are cached per serialized form (the same few tag sets repeat).
 """
 
 from __future__ import annotations
@@ -33,19 +34,33 @@ NANOS_PER_MILLI = 1_000_000
 _EPOCH = _dt.datetime(1970, 1, 1)
 _CACHE_LIMIT = 1 << 16
 
+SECONDS_PER_DAY = 86_400
+
 _seconds_nanos: Callable[[Any], tuple[int, int]] = attrgetter("seconds", "nanos")
-_prefix_cache: dict[int, str] = {}
+_prefix_cache: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS."
+_day_cache: dict[int, str] = {}  # epoch day -> "YYYY-MM-DDT"
 
 
 def _second_prefix(seconds: int) -> str | None:
-    """``YYYY-MM-DDTHH:MM:SS.`` for an epoch second, or None outside years 1..9999."""
-    prefix = _prefix_cache.get(seconds)
-    if prefix is None:
+    """``YYYY-MM-DDTHH:MM:SS.`` for an epoch second, or None outside years 1..9999.
+
+    Integer arithmetic on top of a per-day cache of the date (no datetime per second).
+    Second 0 is never cached, so a cached prefix implies a set timestamp (``timestamp``).
+    """
+    day, second_of_day = divmod(seconds, SECONDS_PER_DAY)
+    date = _day_cache.get(day)
+    if date is None:
         try:
-            moment = _EPOCH + _dt.timedelta(seconds=seconds)
+            moment = _EPOCH + _dt.timedelta(days=day)
         except OverflowError:
             return None
-        prefix = f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}."
+        date = f"{moment.year:04d}-{moment:%m-%d}T"
+        if len(_day_cache) >= _CACHE_LIMIT:
+            _day_cache.clear()
+        _day_cache[day] = date
+    hour, rest = divmod(second_of_day, 3600)
+    prefix = f"{date}{hour:02d}:{rest // 60:02d}:{rest % 60:02d}."
+    if seconds:
         if len(_prefix_cache) >= _CACHE_LIMIT:
             _prefix_cache.clear()
         _prefix_cache[seconds] = prefix
@@ -62,7 +77,7 @@ def rfc3339(seconds: int, nanos: int) -> str:
     if not 0 <= nanos < NANOS_PER_SECOND:
         extra, nanos = divmod(nanos, NANOS_PER_SECOND)
         seconds += extra
-    prefix = _second_prefix(seconds)
+    prefix = _prefix_cache.get(seconds) or _second_prefix(seconds)
     if prefix is None:
         return f"invalid-timestamp:{seconds}s{nanos}ns"
     return f"{prefix}{str(NANOS_PER_SECOND + nanos)[1:]}Z"
@@ -71,6 +86,9 @@ def rfc3339(seconds: int, nanos: int) -> str:
 def timestamp(ts: Message) -> str | None:
     """A ``google.protobuf.Timestamp`` as RFC 3339, None when unset (seconds and nanos 0)."""
     seconds, nanos = _seconds_nanos(ts)
+    prefix = _prefix_cache.get(seconds)  # never holds second 0: a hit means "set"
+    if prefix is not None and 0 <= nanos < NANOS_PER_SECOND:
+        return f"{prefix}{str(NANOS_PER_SECOND + nanos)[1:]}Z"  # str(): cheaper than :09d
     if not (seconds or nanos):
         return None
     return rfc3339(seconds, nanos)
@@ -113,14 +131,23 @@ def epoch_ms(value: object) -> int | None:
     """Milliseconds since the epoch of an event timestamp string, None if it is not one.
 
     The CEF encoder works on event dicts (after redaction), so it reads times back from the
-    strings this module wrote; the ``...T..:..:..`` prefix is cached like on the way out.
+    strings this module wrote. Our own nine-digit form is answered from a cache of its
+    ``YYYY-MM-DDTHH:MM:SS.`` prefix (one dict lookup); anything else is parsed.
     """
+    if value is None:
+        return None
+    try:
+        base = _epoch_cache[value[:20]]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return _parse_epoch_ms(value)
+    if len(value) == 30 and value[29] == "Z":  # type: ignore[arg-type,index]
+        return base + int(value[20:23])  # type: ignore[index]
+    return _parse_epoch_ms(value)
+
+
+def _parse_epoch_ms(value: object) -> int | None:
     if not isinstance(value, str):
         return None
-    if len(value) == 30 and value[19] == "." and value[29] == "Z":  # our own nine-digit form
-        base = _epoch_cache.get(value[:19])
-        if base is not None:
-            return base + int(value[20:23])
     match = _RFC3339.match(value)
     if match is None:
         return None
@@ -135,5 +162,5 @@ def epoch_ms(value: object) -> int | None:
     if zone == "Z" and len(value) == 30:
         if len(_epoch_cache) >= _CACHE_LIMIT:
             _epoch_cache.clear()
-        _epoch_cache[value[:19]] = base_ms
+        _epoch_cache[value[:20]] = base_ms
     return base_ms + int((fraction or "0").ljust(3, "0")[:3])
