@@ -11,6 +11,7 @@ for the verb or stream (``severity``), then ``default_severity``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +20,8 @@ import auditstream
 from auditstream.formats import cef_escape, compiled, severity
 from auditstream.formats.cef_escape import escape_header
 from auditstream.formats.cef_mapping import (
-    ACTIVITY_VERB_SLOT,
+    ACTIVITY_LAYOUT,
+    ACTIVITY_VERB_GROUP,
     Mapper,
     history_mapper,
     map_activity,
@@ -68,6 +70,7 @@ class CefEncoder:
         self._default = settings.default_severity
         self._verb_severity: dict[str, int] = {}
         self._headers: dict[tuple[str, str], str] = {}  # class id and name repeat: escape once
+        self._activity_heads: dict[str, str] = {}  # activity verb -> line head up to the extension
         self._mappers: dict[str, Mapper] = {}
         for spec in STREAMS.values():
             if spec.kind is StreamKind.ACTIVITY:
@@ -79,6 +82,13 @@ class CefEncoder:
                 self._mappers[spec.name] = history_mapper(
                     spec.name, history_entity_key(spec), compiled.is_polymorphic(entity)
                 )
+        # One encoding function per stream, its mapper and renderer bound in: the hot path
+        # dispatches once on logType and calls straight through.
+        self._encoders: dict[str, Callable[[Event], bytes]] = {
+            name: self._activity_encoder() if mapper is map_activity else self._stream_encoder(mapper)
+            for name, mapper in self._mappers.items()
+        }
+        self._generic_encoder = self._stream_encoder(map_generic)
 
     def encode(self, event: Event) -> str:
         """One CEF line for one event."""
@@ -87,17 +97,40 @@ class CefEncoder:
     def encode_bytes(self, event: Event) -> bytes:
         """One CEF line for one event as UTF-8 bytes, what sinks write (the hot path)."""
         log_type = event.get("logType")
-        mapper = self._mappers.get(log_type, map_generic) if type(log_type) is str else map_generic
-        class_id, name, numbers, strings, layout = mapper(event)
+        encode = self._encoders.get(log_type) if type(log_type) is str else None
+        return (encode or self._generic_encoder)(event)
+
+    def _stream_encoder(self, mapper: Mapper) -> Callable[[Event], bytes]:
+        headers, header_of, prefix, severity_of = self._headers, self._header, self._prefix, self.severity_of
+
+        def encode(event: Event) -> bytes:
+            class_id, name, numbers, strings, layout = mapper(event)
+            header = headers.get((class_id, name)) or header_of(class_id, name)
+            extension = (layout.renderer or renderer_for(layout))(numbers, strings)
+            return f"{prefix}{header}{severity_of(event, mapper)}|{extension}".encode()
+
+        return encode
+
+    def _activity_encoder(self) -> Callable[[Event], bytes]:
+        """Activities: header and severity both follow from the verb, one lookup per event."""
+        heads, head_of, render = self._activity_heads, self._activity_head, renderer_for(ACTIVITY_LAYOUT)
+
+        def encode(event: Event) -> bytes:
+            class_id, name, numbers, strings, _ = map_activity(event)
+            verb = strings[ACTIVITY_VERB_GROUP][0]
+            head = heads.get(verb) or head_of(event, class_id, name, verb)
+            return (head + render(numbers, strings)).encode("utf-8")
+
+        return encode
+
+    def _activity_head(self, event: Event, class_id: str, name: str, verb: str) -> str:
+        """``CEF:0|...|<class id>|<name>|<severity>|`` of an activity verb, remembered."""
         header = self._headers.get((class_id, name)) or self._header(class_id, name)
-        severity = None
-        if mapper is map_activity:  # the verb (act) decides; same value as severity_of reads
-            severity = self._verb_severity.get(strings[ACTIVITY_VERB_SLOT])
-        if severity is None:
-            severity = self.severity_of(event, mapper)
-        extension = (layout.renderer or renderer_for(layout))(numbers, strings)
-        line = f"{self._prefix}{header}{severity}|{extension}"
-        return line.encode("utf-8")
+        head = f"{self._prefix}{header}{self.severity_of(event, map_activity)}|"
+        if len(self._activity_heads) >= _HEADER_CACHE_LIMIT:
+            self._activity_heads.clear()
+        self._activity_heads[verb] = head
+        return head
 
     def _header(self, class_id: str, name: str) -> str:
         """``<class id>|<name>|``, escaped once per distinct pair (they repeat)."""

@@ -27,16 +27,22 @@ Values = tuple[Any, ...]
 class Layout:
     """How one mapper's extension is written, computed once instead of once per event.
 
-    ``numbers`` are the numeric keys in output order; ``strings`` the string keys in output
-    order, in groups: a tuple of keys is a group whose values repeat across events together
-    (the actor's email and id, the verb and its outcome) and whose rendered text is cached
-    per distinct combination of values; a bare key is a value that differs on nearly every
-    event (ids, descriptions), rendered each time. A mapper returns its values as tuples in
-    exactly the order of ``number_keys`` and ``string_keys``. For every key the layout also
-    holds its length limit and its rendered ``[<key>Label=<label> ]<key>=`` prefix.
+    ``numbers`` are the numeric keys in output order. ``strings`` are the string keys in
+    output order, in groups: a tuple of keys is a group whose values repeat across events
+    together (the actor's email and id, the verb and its outcome), rendered once per
+    distinct combination and cached; a bare key is a value that differs on nearly every
+    event (ids, descriptions), rendered each time. ``constants`` are leading string keys
+    whose value is fixed for the mapper (``cat``: the stream a mapper is chosen for).
+
+    A mapper returns the number values as a tuple in ``number_keys`` order and the string
+    values as a tuple with one item per group: the value of a bare key, the value of a
+    one-key group, or a tuple of values for a larger group (``flatten`` gives them back in
+    ``string_keys`` order, constants included). For every key the layout also holds its
+    length limit and its rendered ``[<key>Label=<label> ]<key>=`` prefix.
     """
 
     __slots__ = (
+        "constants",
         "fields",
         "groups",
         "name",
@@ -55,6 +61,7 @@ class Layout:
         numbers: tuple[str, ...] = (),
         strings: tuple[str | tuple[str, ...], ...] = (),
         name: str = "plain",
+        constants: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.name = name
         self.renderer: Callable[[Values, Values], str] | None = None  # cef_render.renderer_for
@@ -64,20 +71,31 @@ class Layout:
             label = labels.get(key)
             prefix = f"{key}=" if label is None else f"{key}Label={escape_extension(label)} {key}="
             self.fields[key] = (limit or DEFAULT_LIMIT, prefix)
+        self.constants = constants
         self.number_keys = numbers
-        self.string_keys = tuple(
+        self.string_keys = tuple(key for key, _ in constants) + tuple(
             k for group in strings for k in ((group,) if isinstance(group, str) else group)
         )
         self.number_prefixes = tuple(self.field(key)[1] for key in numbers)
         self.string_prefixes = tuple(self.field(key)[1] for key in self.string_keys)
         self.string_limits = tuple(self.field(key)[0] for key in self.string_keys)
-        # (start, stop, cache) per group over the string values; cache None: rendered each time.
-        self.groups: list[tuple[int, int, dict[Values, str] | None]] = []
-        start = 0
+        # (start, stop, cache) per group, indices into string_keys; cache None: a bare key.
+        self.groups: list[tuple[int, int, dict[Any, str] | None]] = []
+        start = len(constants)
         for group in strings:
             stop = start + (1 if isinstance(group, str) else len(group))
             self.groups.append((start, stop, None if isinstance(group, str) else {}))
             start = stop
+
+    def flatten(self, strings: Values) -> Values:
+        """A mapper's grouped string values as one tuple in ``string_keys`` order."""
+        flat: list[Any] = [value for _, value in self.constants]
+        for (start, stop, _), value in zip(self.groups, strings, strict=True):
+            if stop - start > 1:
+                flat.extend(value)
+            else:
+                flat.append(value)
+        return tuple(flat)
 
     def field(self, key: str) -> tuple[int, str]:
         """(limit, prefix) of a key; a key outside the dictionary table gets the default."""
@@ -198,8 +216,8 @@ def _text(value: Any) -> str | None:
 ACTIVITY_LAYOUT = Layout(
     {"c6a2": SOURCE_IPV6_LABEL, "cs1": "actorName", "cs2": "actorExternalID", "cs3": "entities"},
     numbers=("rt",),
+    constants=(("cat", "activities"),),
     strings=(
-        ("cat",),
         "externalId",
         ("act", "outcome", "suser", "suid"),
         ("src", "c6a2"),
@@ -210,15 +228,44 @@ ACTIVITY_LAYOUT = Layout(
     ),
     name="activities",
 )
-ACTIVITY_VERB_SLOT = ACTIVITY_LAYOUT.string_keys.index("act")
+ACTIVITY_VERB_GROUP = 1  # strings[1][0] is the verb (act)
 
 
 def map_activity(event: dict[str, Any]) -> Mapped:
     """Activities: actor -> suser/suid/src, first user entity -> duser/duid, first
     datasource or node entity -> dhost, description -> msg."""
     get = event.get
-    verb = _text(get("activity")) or ""
+    verb = get("activity")
+    if not isinstance(verb, str):
+        verb = ""
     details = get("entityDetails")
+    if type(details) is list and details and _DICT_ONLY.issuperset(map(type, details)):
+        # The usual case: the entities' JSON (cs3) doubles as the key of their targets.
+        text = _dumps(details).decode("utf-8")
+        targets = _targets_by_json.get(text)
+        if targets is None:
+            targets = _remember(_targets_by_json, text, entity_targets(details))
+        entities_json: str | None = text
+    else:
+        targets = entity_targets(details)
+        entities_json = compact_json(details if details is not None else get("entities"))
+    actor_name = get("actorName")
+    strings = (
+        get("id"),
+        (verb, _outcomes.get(verb) or outcome(verb), get("actorEmail") or actor_name, get("actorAccountID")),
+        source_address(get("ipAddress")),
+        targets,
+        get("description"),
+        (get("userAgent"), actor_name, get("actorExternalID")),
+        entities_json,
+    )
+    name = verb or "activity"
+    return name, name, (epoch_ms(get("timestamp")),), strings, ACTIVITY_LAYOUT
+
+
+def entity_targets(details: Any) -> tuple[Any, Any, Any]:
+    """(duser, duid, dhost) of an activity: the first user entity's email (or name) and id,
+    the first datasource or node entity's name."""
     target_user: dict[str, Any] = _NO_ENTITY
     target_host = None
     if type(details) is list:
@@ -230,30 +277,19 @@ def map_activity(event: dict[str, Any]) -> Mapped:
                 target_user = entity
             elif kind in _HOST_ENTITY_TYPES and target_host is None:
                 target_host = entity.get("name")
-    actor_name = get("actorName")
-    src, src6 = source_address(get("ipAddress"))
-    strings = (
-        get("logType"),
-        external_id(get("id")),
-        verb,
-        _outcomes.get(verb) or outcome(verb),
-        get("actorEmail") or actor_name,
-        get("actorAccountID"),
-        src,
-        src6,
-        target_user.get("email") or target_user.get("name"),
-        target_user.get("id"),
-        target_host,
-        get("description"),
-        get("userAgent"),
-        actor_name,
-        get("actorExternalID"),
-        compact_json(details if details is not None else get("entities")),
-    )
-    name = verb or "activity"
-    return name, name, (epoch_ms(get("timestamp")),), strings, ACTIVITY_LAYOUT
+    return target_user.get("email") or target_user.get("name"), target_user.get("id"), target_host
 
 
+def _remember(cache: dict[str, Any], key: str, value: Any) -> Any:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+_dumps = orjson.dumps
+_DICT_ONLY = frozenset({dict})
+_targets_by_json: dict[str, tuple[Any, Any, Any]] = {}  # entities JSON -> entity_targets()
 _NO_ENTITY: dict[str, Any] = {}
 _HOST_ENTITY_TYPES = ("datasource", "node")
 
@@ -271,8 +307,8 @@ QUERY_LAYOUT = Layout(
         "cs6": "queryHash",
     },
     numbers=("rt", "start", "end", "dpt", "cn1", "cn2"),
+    constants=(("cat", "queries"),),
     strings=(
-        ("cat",),
         "externalId",
         ("act", "suser", "suid"),
         ("src", "c6a2"),
@@ -299,24 +335,18 @@ def map_query(event: dict[str, Any]) -> Mapped:
     capture = capture if type(capture) is dict else _NO_ENTITY
     resource_name, resource_type = get("resourceName"), get("resourceType")
     start = epoch_ms(get("timestamp"))
-    src, src6 = source_address(get("clientIp") or get("sourceIp"))
     strings = (
-        get("logType"),
-        external_id(get("id")),
-        category,
-        get("accountEmail") or _full_name(get("accountFirstName"), get("accountLastName")),
-        get("accountId"),
-        src,
-        src6,
-        get("remoteIdentityUsername") or get("identityAliasUsername"),
-        host or resource_name,
+        get("id"),
+        (
+            category,
+            get("accountEmail") or _full_name(get("accountFirstName"), get("accountLastName")),
+            get("accountId"),
+        ),
+        source_address(get("clientIp") or get("sourceIp")),
+        (get("remoteIdentityUsername") or get("identityAliasUsername"), host or resource_name),
         get("queryBody"),
-        capture.get("requestUri"),
-        capture.get("requestMethod"),
-        capture.get("fileName"),
-        resource_name,
-        resource_type,
-        get("resourceId"),
+        (capture.get("requestUri"), capture.get("requestMethod"), capture.get("fileName")),
+        (resource_name, resource_type, get("resourceId")),
         get("queryId"),
         state,
         get("queryHash"),
@@ -354,8 +384,8 @@ def history_mapper(log_type: str, entity_key: str, polymorphic: bool) -> Mapper:
             "cs6": "id",
         },
         numbers=("rt", "deviceCustomDate1"),
+        constants=(("cat", log_type),),
         strings=(
-            ("cat",),
             "externalId",
             ("act", "duser", "duid", "dhost"),
             "cs1",
@@ -377,16 +407,19 @@ def history_mapper(log_type: str, entity_key: str, polymorphic: bool) -> Mapper:
         change = "changed" if deleted is None else "deleted"
         record_id = get("id")
         strings = (
-            get("logType"),
             external_id(record_id),
-            change,
-            entity_get("email") or (entity_get("name") if is_account else None),
-            entity_get("accountId") or (entity_get("id") if is_account else None),
-            entity_get("hostname") or (entity_get("name") if is_host else None),
+            (
+                change,
+                entity_get("email") or (entity_get("name") if is_account else None),
+                entity_get("accountId") or (entity_get("id") if is_account else None),
+                entity_get("hostname") or (entity_get("name") if is_host else None),
+            ),
             get("activityId"),
-            (entity_get("type") if polymorphic else None) or entity_key,
-            entity_get("id"),
-            entity_get("name"),
+            (
+                (entity_get("type") if polymorphic else None) or entity_key,
+                entity_get("id"),
+                entity_get("name"),
+            ),
             compact_json(entity),
             record_id,
         )

@@ -104,51 +104,50 @@ def source_of(layout: Layout) -> str:
 
 
 def render_values(numbers: Values, strings: Values, layout: Layout) -> str:
-    """The extension of one event from a mapper's value tuples (``renderer_for``'s output)."""
+    """The extension of one event from a mapper's values (grouped as ``Layout`` says)."""
     return renderer_for(layout)(numbers, strings)
 
 
 def _generate(layout: Layout) -> tuple[str, dict[str, Any]]:
+    """Source of ``render(numbers, strings)``: one local per key or group, one join at the end."""
     namespace: dict[str, Any] = {"_layout": layout, "_group": _render_group, "_one": _render_one}
     lines = ["def render(numbers, strings):"]
+    segments: list[str] = []
     if layout.number_keys:
         names = [f"n{i}" for i in range(len(layout.number_keys))]
         lines.append(f"    {', '.join(names)}, = numbers")
-        lines.append("    parts = []")
         for name, prefix in zip(names, layout.number_prefixes, strict=True):
-            lines.append(f"    if type({name}) is int:")
-            lines.append(f"        parts.append({prefix!r} + str({name}))")
-    else:
-        lines.append("    parts = []")
+            lines.append(f"    {name} = {prefix!r} + str({name}) if type({name}) is int else None")
+            segments.append(name)
+    if layout.constants:
+        segments.append(repr(render_extension(list(layout.constants), [], layout)))
+    groups = [f"g{i}" for i in range(len(layout.groups))]
+    lines.append(f"    {', '.join(groups)}, = strings")
     for number, (start, stop, cache) in enumerate(layout.groups):
         keys = ", ".join(layout.string_keys[start:stop])
+        value, segment = groups[number], f"s{number}"
+        segments.append(segment)
         if cache is None:
             lines += [
-                f"    value = strings[{start}]  # {keys}",
-                "    if value:",
-                f"        if type(value) is str and len(value) <= {layout.string_limits[start]} and not (",
-                "            '\\\\' in value or '=' in value or '\\n' in value or '\\r' in value",
-                "        ):",
-                f"            parts.append({layout.string_prefixes[start]!r} + value)",
-                "        else:",
-                f"            parts.append(_one({start}, value, _layout))",
+                f"    if {value} and not (  # {keys}",
+                f"        type({value}) is str",
+                f"        and len({value}) <= {layout.string_limits[start]}",
+                f"        and not ('\\\\' in {value} or '=' in {value} or '\\n' in {value}"
+                f" or '\\r' in {value})",
+                "    ):",
+                f"        {segment} = _one({start}, {value}, _layout)",
+                "    else:",
+                f"        {segment} = {value} and {layout.string_prefixes[start]!r} + {value}",
             ]
             continue
-        cache_name = f"_cache{number}"
-        namespace[cache_name] = cache
-        key = f"strings[{start}]" if stop == start + 1 else f"strings[{start}:{stop}]"
+        namespace[f"_cache{number}"] = cache
         lines += [
-            f"    key = {key}  # {keys}",
-            "    try:",
-            f"        segment = {cache_name}.get(key)",
-            "    except TypeError:  # an unhashable value, e.g. a list where text was expected",
-            "        segment = None",
-            "    if segment is None:",
-            f"        segment = _group(key, {start}, {stop}, {cache_name}, _layout)",
-            "    if segment:",
-            "        parts.append(segment)",
+            f"    try:  # {keys}",
+            f"        {segment} = _cache{number}[{value}]",
+            "    except (KeyError, TypeError):  # new values, or unhashable ones (a list...)",
+            f"        {segment} = _group({value}, {start}, {stop}, _cache{number}, _layout)",
         ]
-    lines.append("    return ' '.join(parts)")
+    lines.append(f"    return ' '.join(filter(None, ({', '.join(segments)},)))")
     return "\n".join(lines) + "\n", namespace
 
 
