@@ -328,8 +328,12 @@ def map_query(event: dict[str, Any]) -> Mapped:
     """Queries: account -> suser/suid/src, target -> dhost/dpt, remote user -> duser,
     body -> msg, duration and record count -> cn1/cn2."""
     get = event.get
-    category = _text(get("queryCategory")) or ""
-    state = _text(get("queryState")) or ""
+    category = get("queryCategory")
+    if not isinstance(category, str):
+        category = ""
+    state = get("queryState")
+    if not isinstance(state, str):
+        state = ""
     host, port = split_target(get("target"))
     capture = get("capture")
     capture = capture if type(capture) is dict else _NO_ENTITY

@@ -14,9 +14,9 @@ the renderer saves bytecodes wherever it can:
   id; ``Layout``) is rendered by ``render_extension`` once per distinct combination and then
   looked up in a dict keyed by the values. Only combinations of plain strings (or None) are
   remembered, so a cached text never stands for a number or list that compares equal;
-- a value that differs on nearly every event (ids, descriptions) is written as
-  ``prefix + value`` when it is a plain string within its limit with nothing to escape, and
-  by ``render_extension`` otherwise;
+- a value that differs on nearly every event (ids, descriptions, query bodies) is written
+  as ``prefix + value`` (escaped when it holds a character to escape) when it is a plain
+  string within its limit, and by ``render_extension`` otherwise;
 - numbers are written only when they are integers (not booleans).
 
 The generated source is readable with ``source_of(layout)``.
@@ -110,7 +110,12 @@ def render_values(numbers: Values, strings: Values, layout: Layout) -> str:
 
 def _generate(layout: Layout) -> tuple[str, dict[str, Any]]:
     """Source of ``render(numbers, strings)``: one local per key or group, one join at the end."""
-    namespace: dict[str, Any] = {"_layout": layout, "_group": _render_group, "_one": _render_one}
+    namespace: dict[str, Any] = {
+        "_layout": layout,
+        "_group": _render_group,
+        "_one": _render_one,
+        "_escape": escape_extension,
+    }
     lines = ["def render(numbers, strings):"]
     segments: list[str] = []
     if layout.number_keys:
@@ -129,15 +134,12 @@ def _generate(layout: Layout) -> tuple[str, dict[str, Any]]:
         segments.append(segment)
         if cache is None:
             lines += [
-                f"    if {value} and not (  # {keys}",
-                f"        type({value}) is str",
-                f"        and len({value}) <= {layout.string_limits[start]}",
-                f"        and not ('\\\\' in {value} or '=' in {value} or '\\n' in {value}"
-                f" or '\\r' in {value})",
-                "    ):",
-                f"        {segment} = _one({start}, {value}, _layout)",
-                "    else:",
+                f"    if type({value}) is str and len({value}) <= {layout.string_limits[start]}:  # {keys}",
+                f"        if '\\\\' in {value} or '=' in {value} or '\\n' in {value} or '\\r' in {value}:",
+                f"            {value} = _escape({value})",
                 f"        {segment} = {value} and {layout.string_prefixes[start]!r} + {value}",
+                "    else:",
+                f"        {segment} = {value} and _one({start}, {value}, _layout)",
             ]
             continue
         namespace[f"_cache{number}"] = cache
