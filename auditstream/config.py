@@ -198,7 +198,7 @@ def _location(loc: tuple[int | str, ...], data: Any) -> str:
             parts.append(f"[{item}]")
             node = node[item] if isinstance(node, list) and item < len(node) else None
             continue
-        if isinstance(node, dict) and item not in node and parts and parts[-1].startswith("["):
+        if isinstance(node, dict) and parts and parts[-1].startswith("[") and item == node.get("type"):
             continue  # discriminated-union tag such as "http", not a key of the document
         parts.append(f".{item}" if parts else item)
         node = node.get(item) if isinstance(node, dict) else None

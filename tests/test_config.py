@@ -84,6 +84,10 @@ def test_secret_file_missing_is_named(tmp_path):
         (minimal(streams={"pol_interval": "5s"}), r"streams\.pol_interval: unknown key"),
         (minimal(sinks=[{"type": "stdout", "name": "a", "format": "xml"}]), r"sinks\[0\]\.format"),
         (minimal(sinks=[{"type": "carrier-pigeon", "name": "a"}]), r"sinks\[0\]"),
+        (
+            minimal(sinks=[{"type": "splunk_hec", "name": "a", "url": "https://x:8088"}]),
+            r"sinks\[0\]\.token: required key is missing",
+        ),
         ({"sinks": [{"type": "stdout"}]}, r"source: required key is missing"),
         (minimal(source={"access_key": "a", "secret_key": "not base64!"}), r"source\.secret_key: .*base64"),
         (
