@@ -85,7 +85,7 @@ class CefEncoder:
         # One encoding function per stream, its mapper and renderer bound in: the hot path
         # dispatches once on logType and calls straight through.
         self._encoders: dict[str, Callable[[Event], bytes]] = {
-            name: self._activity_encoder() if mapper is map_activity else self._stream_encoder(mapper)
+            name: self._activity_encoder() if mapper is map_activity else self._stream_encoder(mapper, name)
             for name, mapper in self._mappers.items()
         }
         self._generic_encoder = self._stream_encoder(map_generic)
@@ -100,16 +100,31 @@ class CefEncoder:
         encode = self._encoders.get(log_type) if type(log_type) is str else None
         return (encode or self._generic_encoder)(event)
 
-    def _stream_encoder(self, mapper: Mapper) -> Callable[[Event], bytes]:
-        headers, header_of, prefix, severity_of = self._headers, self._header, self._prefix, self.severity_of
+    def _stream_encoder(self, mapper: Mapper, log_type: str | None = None) -> Callable[[Event], bytes]:
+        """The encoding function of one stream (``log_type``), or of any unknown one (None)."""
+        headers, header_of, prefix = self._headers, self._header, self._prefix
+        severity_of = self._stream_severity(mapper, log_type)
 
         def encode(event: Event) -> bytes:
             class_id, name, numbers, strings, layout = mapper(event)
             header = headers.get((class_id, name)) or header_of(class_id, name)
             extension = (layout.renderer or renderer_for(layout))(numbers, strings)
-            return f"{prefix}{header}{severity_of(event, mapper)}|{extension}".encode()
+            return f"{prefix}{header}{severity_of(event)}|{extension}".encode()
 
         return encode
+
+    def _stream_severity(self, mapper: Mapper, log_type: str | None) -> Callable[[Event], int]:
+        """``severity_of`` for one known non-activity stream, with its constants resolved."""
+        if log_type is None:
+            return lambda event: self.severity_of(event, mapper)
+        override = self._overrides.get(log_type)
+        if override is not None:
+            return lambda event: override
+        if mapper is map_query:
+            return lambda event: severity.QUERY_SEVERITY
+        return lambda event: (
+            severity.HISTORY_SEVERITY if event.get("deletedAt") is None else severity.HISTORY_DELETED_SEVERITY
+        )
 
     def _activity_encoder(self) -> Callable[[Event], bytes]:
         """Activities: header and severity both follow from the verb, one lookup per event."""

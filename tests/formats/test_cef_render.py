@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from auditstream.formats.cef import CefEncoder
+from auditstream.formats.cef import CefEncoder, CefSettings
 from auditstream.formats.cef_mapping import (
     ACTIVITY_LAYOUT,
     GENERIC_LAYOUT,
@@ -113,3 +113,18 @@ def test_encoder_lines_do_not_depend_on_cache_state() -> None:
         first = encoder.encode(event)
         assert encoder.encode(event) == first
         assert CefEncoder(device_version="t").encode(dict(event)) == first
+
+
+def test_per_stream_encoders_agree_with_severity_of() -> None:
+    """The per-stream encoders resolve severity constants up front; severity_of is the rule."""
+    settings = CefSettings(
+        severity={"roles_history": 9, "queries": 1, "user suspended": 10}, default_severity=4
+    )
+    encoder = CefEncoder(settings, device_version="t")
+    for name in [*STREAMS, "not_a_stream"]:
+        event = to_event(STREAMS[name], samples.sample(name)) if name in STREAMS else {"logType": name}
+        for deleted in (None, "2024-05-01T00:00:00Z", "not a time"):
+            if "deletedAt" in event or name == "not_a_stream":
+                event = {**event, "deletedAt": deleted}
+            line = encoder.encode(event)
+            assert line.split("|")[6] == str(encoder.severity_of(event)), (name, deleted)
