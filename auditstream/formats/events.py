@@ -14,22 +14,19 @@ nine fractional digits, ``None`` if the record has no time).
 
 Activities and queries are the hot path and are converted by hand-written code (explicit
 field names, no descriptor lookups per record; ``json_format.MessageToDict`` was 30x slower);
-activities are read through a flattened copy of their type (``wire``) so the actor and the
-entities are cached by their bytes. History records go through converters generated once per
-message type (``compiled``). Unset timestamps and unset nested messages are ``null``, never
-absent.
+history records go through converters compiled once per message type (``compiled``). Unset
+timestamps and unset nested messages are ``null``, never absent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any
 
-from google.protobuf import message_factory
 from google.protobuf.message import Message
 
-from auditstream.formats import compiled, wire
+from auditstream.formats import compiled
 from auditstream.formats.protovalues import duration_ms, tags, timestamp
 from auditstream.sdm.registry import StreamKind, StreamSpec
 
@@ -77,73 +74,34 @@ def _build(spec: StreamSpec, keep_credentials: bool) -> RecordConverter:
 
 
 def _activity_converter(log_type: str) -> RecordConverter:
-    """Activities, read through ``wire.flat_class``: the actor and the entity list arrive as
-    their serialized bytes, and their converted forms are cached under those bytes (actors
-    and entity sets repeat). Every event still gets fresh lists and dicts."""
-    import strongdm.activities_pb2 as activities_pb2  # the SDK's generated module: stable names
-
-    fields = activities_pb2.Activity.DESCRIPTOR.fields_by_name
-    parse = wire.flat_class(activities_pb2.Activity.DESCRIPTOR, ("actor", "entities")).FromString
-    actor_class = message_factory.GetMessageClass(fields["actor"].message_type)
-    entity_class = message_factory.GetMessageClass(fields["entities"].message_type)
-    actors: dict[bytes, tuple[str, str, str, str, str, str]] = {}
-    entity_lists: dict[tuple[bytes, ...], tuple[list[dict[str, str]], list[str]]] = {}
-
-    def actor_of(raw: bytes) -> tuple[str, str, str, str, str, str]:
-        actor = actor_class.FromString(raw)
-        first, last = actor.first_name, actor.last_name
-        name = f"{first} {last}" if first and last else first or last
-        return _remember(actors, raw, (actor.id, actor.email, actor.activity_external_id, first, last, name))
-
-    def entities_of(raw: tuple[bytes, ...]) -> tuple[list[dict[str, str]], list[str]]:
-        details = []
-        for data in raw:
-            e = entity_class.FromString(data)
-            details.append(
-                {"id": e.id, "type": e.type, "name": e.name, "email": e.email, "externalId": e.external_id}
-            )
-        return _remember(entity_lists, raw, (details, [d["id"] for d in details]))
-
     def convert(activity: Any) -> Event:
-        flat = parse(activity.SerializeToString())
-        raw_actor = flat.actor
-        actor_id, email, external_id, first, last, name = actors.get(raw_actor) or actor_of(raw_actor)
-        raw_entities = tuple(flat.entities)
-        details, ids = entity_lists.get(raw_entities) or entities_of(raw_entities)
+        actor = activity.actor
+        first = actor.first_name
+        last = actor.last_name
+        details = [
+            {"id": e.id, "type": e.type, "name": e.name, "email": e.email, "externalId": e.external_id}
+            for e in activity.entities
+        ]
         return {
             "logType": log_type,
             "formatVersion": LOG_STREAM_FORMAT_VERSION,
-            "id": flat.id,
-            "timestamp": timestamp(flat.completed_at),
-            "activity": flat.verb,
-            "actorAccountID": actor_id,
-            "actorEmail": email,
-            "actorExternalID": external_id,
+            "id": activity.id,
+            "timestamp": timestamp(activity.completed_at),
+            "activity": activity.verb,
+            "actorAccountID": actor.id,
+            "actorEmail": actor.email,
+            "actorExternalID": actor.activity_external_id,
             "actorFirstName": first,
             "actorLastName": last,
-            "actorName": name,
-            "description": flat.description,
-            "entities": ids.copy(),
-            "entityDetails": [*map(_copy_dict, details)],
-            "ipAddress": flat.ip_address,
-            "userAgent": flat.user_agent,
+            "actorName": f"{first} {last}" if first and last else first or last,
+            "description": activity.description,
+            "entities": [d["id"] for d in details],
+            "entityDetails": details,
+            "ipAddress": activity.ip_address,
+            "userAgent": activity.user_agent,
         }
 
     return convert
-
-
-_copy_dict = dict.copy
-_CACHE_LIMIT = 4096
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
-    """Store ``value`` under ``key`` in a bounded cache (cleared when full) and return it."""
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
-    cache[key] = value
-    return value
 
 
 # Query fields copied as they are: (event key, Query field). Read with one attrgetter call,
