@@ -151,6 +151,8 @@ def toml_value(value: Any) -> str:
         return orjson.dumps(value).decode()
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table: [sinks.retry] inside a [[sinks]] item
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
     if value is None:
         raise ValueError("TOML has no null")
     raise TypeError(type(value))

@@ -1,0 +1,302 @@
+"""Storage going wrong: a corrupt checkpoint, a checkpoint directory that cannot be written
+(at start-up and mid-run), a full disk under the file sink.
+
+Each case asserts a clear error, that the checkpoint never claims a record the sink does not
+hold (for every stream: every record older than the watermark, and every key the checkpoint
+lists as delivered, is in the sink's file), and that once the fault is fixed the run ends
+with nothing missing. The size-limited and read-only filesystems are real tmpfs mounts
+(root, as CI runs); without that right those cases skip and the simulated full disk (ENOSPC
+from ``os.write``, half of each write landing first) runs in their place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from auditstream.emulator import Emulator, EmulatorOptions, running_emulator
+from auditstream.sdm.registry import ALL_STREAM_NAMES
+from auditstream.sinks import file as file_module
+from auditstream.sinks.base import SinkState
+from tests.e2e.support import (
+    daemon_config,
+    daemon_config_document,
+    live_engine,
+    missing,
+    read_events,
+    run_until_complete,
+    write_toml,
+)
+from tests.helpers import async_wait_until, wait_until
+from tests.reliability.support import (
+    MOUNT_SKIP,
+    can_mount,
+    duplicates,
+    remount,
+    start_daemon,
+    tail,
+    tmpfs,
+)
+
+pytestmark = pytest.mark.reliability
+
+STREAMS = list(ALL_STREAM_NAMES)
+MOUNTABLE = can_mount()
+needs_mount = pytest.mark.skipif(not MOUNTABLE, reason=MOUNT_SKIP)
+# Where mounting is not allowed the full disk is simulated instead (ENOSPC from os.write).
+# No late records here: every record is visible by the time the daemon lists past it, so
+# "older than the watermark" must mean "in the sink".
+LIVE: dict[str, Any] = {"live": 20, "live_for": 7, "live_session_seconds": (0.5, 2.0)}
+
+
+def checkpoint_claims(emu: Emulator, checkpoint: Path) -> set[tuple[str, str]]:
+    """Every record the checkpoint says is delivered: older than its stream's watermark, or
+    listed among the stream's delivered keys."""
+    states = orjson.loads(checkpoint.read_bytes())["streams"]
+    claimed: set[tuple[str, str]] = set()
+    for stream, state in states.items():
+        claimed |= {(stream, key) for key in state.get("delivered", {})}
+        claimed |= {(stream, key) for key, t in emu.filter_truth(stream) if t < state["watermark_ns"]}
+    return claimed
+
+
+def assert_checkpoint_holds(emu: Emulator, checkpoint: Path, out: Path) -> int:
+    claimed = checkpoint_claims(emu, checkpoint)
+    unheld = claimed - set(read_events(out))
+    assert not unheld, (
+        f"the checkpoint claims {len(unheld)} records the sink lacks, e.g. {sorted(unheld)[:3]}"
+    )
+    return len(claimed)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("auditstream: ")]
+
+
+def run_to_failure(config: Path, log: Path, timeout: float = 60) -> tuple[int, str]:
+    proc = start_daemon(config, log)
+    code = proc.wait(timeout)
+    return code, log.read_text()
+
+
+def finish(emu: Emulator, config: Path, out: Path, log: Path) -> Any:
+    """Start the daemon, wait for every record (live traffic included), stop it cleanly."""
+    daemon = start_daemon(config, log)
+    try:
+        wait_until(lambda: emu.live_finished and emu.store.pending_count() == 0, 60, "live traffic to end")
+        wait_until(lambda: not missing(emu, STREAMS, read_events(out)), 60, "every record")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0, tail(log)
+    return read_events(out)
+
+
+def test_corrupt_checkpoint_stops_with_the_way_out_and_the_backup_loses_nothing(tmp_path, figures):
+    options = EmulatorOptions(seed=41, records=300, **LIVE)
+    out, log = tmp_path / "out.jsonl", tmp_path / "daemon.log"
+    checkpoint = tmp_path / "state" / "checkpoints.json"
+    with running_emulator(options) as emu:
+        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
+        config = write_toml(tmp_path / "config.toml", doc)
+        daemon = start_daemon(config, log)
+        initial = {(s, k) for s in STREAMS for k, _ in emu.truth(s)}
+        wait_until(lambda: initial <= set(read_events(out)), 60, "the backlog")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0, tail(log)
+        # A torn write: the file cut in the middle (what atomic replacement prevents, and a
+        # disk or an operator may still do).
+        whole = checkpoint.read_bytes()
+        checkpoint.write_bytes(whole[: len(whole) // 2])
+        torn = checkpoint.read_bytes()
+        lines_before = out.read_bytes().count(b"\n")
+
+        code, stderr = run_to_failure(config, tmp_path / "corrupt.log")
+        assert code == 1, stderr
+        (message,) = error_lines(stderr)
+        assert f"checkpoint {checkpoint} is corrupt" in message
+        assert f"cp {checkpoint}.bak {checkpoint}" in message, "the way out is named"
+        assert "Traceback" not in stderr
+        assert checkpoint.read_bytes() == torn, "the evidence is left alone"
+        assert out.read_bytes().count(b"\n") == lines_before, "nothing delivered without a checkpoint"
+
+        shutil.copy(f"{checkpoint}.bak", checkpoint)  # the documented way out
+        delivered = finish(emu, config, out, log)
+        lost = missing(emu, STREAMS, delivered)
+    figures(
+        load=f"{options.live:g} records/s live across the failed start",
+        faults="checkpoint cut in half; exit 1 naming it and the .bak; restored from .bak",
+        records=len(delivered),
+        lost=len(lost),
+        duplicates=duplicates(delivered),
+    )
+    assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:5]}"
+
+
+def test_unwritable_checkpoint_directory_at_start_is_refused(tmp_path, figures):
+    options = EmulatorOptions(seed=42, records=50)
+    out = tmp_path / "out.jsonl"
+    state = tmp_path / "state"
+    with running_emulator(options) as emu:
+        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
+        config = write_toml(tmp_path / "config.toml", doc)
+        if MOUNTABLE:
+            how = "read-only filesystem"
+            with tmpfs(state, "1m"):
+                remount(state, "ro")
+                code, stderr = run_to_failure(config, tmp_path / "ro.log")
+        else:  # root ignores permission bits: a regular file where the directory should be
+            how = "a regular file in the directory's place"
+            state.write_text("not a directory")
+            code, stderr = run_to_failure(config, tmp_path / "ro.log")
+    assert code == 1, stderr
+    (message,) = error_lines(stderr)
+    assert f"checkpoint directory {state} is not writable" in message, message
+    assert "Traceback" not in stderr
+    assert not out.exists(), "nothing is delivered when progress cannot be kept"
+    figures(
+        load="50-record backlog",
+        faults=f"checkpoint directory unwritable at start ({how}): exit 1 before delivering",
+        records=0,
+        lost=0,
+        duplicates=0,
+    )
+
+
+@needs_mount
+def test_checkpoint_directory_turning_read_only_mid_run_stops_without_overclaiming(tmp_path, figures):
+    options = EmulatorOptions(seed=43, records=300, **LIVE)
+    out, log = tmp_path / "out.jsonl", tmp_path / "daemon.log"
+    state = tmp_path / "state"
+    checkpoint = state / "checkpoints.json"
+    with running_emulator(options) as emu, tmpfs(state, "4m"):
+        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
+        config = write_toml(tmp_path / "config.toml", doc)
+        daemon = start_daemon(config, log)
+        initial = {(s, k) for s in STREAMS for k, _ in emu.truth(s)}
+        wait_until(lambda: initial <= set(read_events(out)), 60, "the backlog")
+        remount(state, "ro")
+        code = daemon.wait(30)
+        stderr = log.read_text()
+        assert code == 1, stderr
+        (message,) = error_lines(stderr)
+        assert f"cannot write checkpoint {checkpoint}: Read-only file system" in message, message
+        assert "none are lost" in message
+        claimed = assert_checkpoint_holds(emu, checkpoint, out)
+        remount(state, "rw")
+        delivered = finish(emu, config, out, log)
+        lost = missing(emu, STREAMS, delivered)
+    figures(
+        load=f"{options.live:g} records/s live",
+        faults=f"checkpoint filesystem remounted read-only mid-run: exit 1, checkpoint claims "
+        f"{claimed:,} records, all in the sink; restarted once writable",
+        records=len(delivered),
+        lost=len(lost),
+        duplicates=duplicates(delivered),
+    )
+    assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:5]}"
+
+
+@needs_mount
+def test_full_disk_under_the_file_sink_holds_the_checkpoint_then_resumes(tmp_path, figures):
+    """The sink's file lives on a 512 KiB tmpfs, too small for the backlog."""
+    options = EmulatorOptions(seed=44, records=300, **LIVE)
+    log = tmp_path / "daemon.log"
+    disk = tmp_path / "disk"
+    out = disk / "out.jsonl"
+    checkpoint = tmp_path / "state" / "checkpoints.json"
+    with running_emulator(options) as emu, tmpfs(disk, "512k"):
+        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
+        doc["sinks"][0]["path"] = str(out)
+        doc["sinks"][0]["retry"] = {"initial": "100ms", "maximum": "500ms"}
+        config = write_toml(tmp_path / "config.toml", doc)
+        daemon = start_daemon(config, log)
+        try:
+            full = "No space left on device"
+            wait_until(lambda: log.read_text().count(full) >= 3, 60, "the disk to fill up and writes to fail")
+            retry_lines = [
+                json.loads(x) for x in log.read_text().splitlines() if full in x and x.startswith("{")
+            ]
+            assert retry_lines[0]["event"] == "sink delivery failed; retrying"
+            assert retry_lines[0]["error"] == f"cannot write {out}: {full}"
+            claimed = assert_checkpoint_holds(emu, checkpoint, out)
+            held_back = len(missing(emu, STREAMS, read_events(out)))
+            assert held_back > 0
+            remount(disk, "size=16m")  # space comes back
+            wait_until(
+                lambda: emu.live_finished and emu.store.pending_count() == 0, 60, "live traffic to end"
+            )
+            wait_until(lambda: not missing(emu, STREAMS, read_events(out)), 60, "every record")
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            code = daemon.wait(30)
+        assert code == 0, tail(log)
+        delivered = read_events(out)  # every line parses: no half-written line survived
+        lost = missing(emu, STREAMS, delivered)
+    figures(
+        load=f"{options.live:g} records/s live; {held_back:,} records held back while full",
+        faults=f"file sink on a full 512 KiB tmpfs (ENOSPC; checkpoint claimed {claimed:,} records, "
+        "all written), then grown",
+        records=len(delivered),
+        lost=len(lost),
+        duplicates=duplicates(delivered),
+    )
+    assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:5]}"
+    assert duplicates(delivered) == 0, "a failed write is cut back, never written twice"
+
+
+@pytest.mark.skipif(MOUNTABLE, reason="the fallback: a real full tmpfs is tested instead (the case above)")
+async def test_full_disk_simulated_enospc(tmp_path, monkeypatch, figures):
+    """The same with ENOSPC raised by ``os.write`` in-process, for machines that cannot mount:
+    half of each write lands, then the disk is "full"."""
+    options = EmulatorOptions(seed=45, records=300, **LIVE)
+    out = tmp_path / "out.jsonl"
+    real_write = file_module.os.write
+    disk = {"full": False, "refused": 0}
+
+    def write(fd: int, data: Any) -> int:
+        if disk["full"] and fd > 2 and len(data) > 1:
+            disk["refused"] += 1
+            real_write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(file_module.os, "write", write)
+    async with Emulator(options) as emu:
+        sink = {"type": "file", "name": "out", "path": str(out), "fsync": False}
+        retry = {"initial": "100ms", "maximum": "500ms"}
+        config = daemon_config(emu, tmp_path, sinks=[sink | {"retry": retry}])
+        engine = live_engine(config)
+
+        async def fill_then_free() -> tuple[int, str | None]:
+            await async_wait_until(lambda: sum(read_events(out).values()) >= 300, 30, "300 events")
+            disk["full"] = True
+            await async_wait_until(lambda: disk["refused"] >= 3, 30, "writes to fail")
+            sink = engine.sink_health()["out"]
+            assert sink.state is SinkState.RETRYING
+            claimed = await asyncio.to_thread(assert_checkpoint_holds, emu, engine.store.path, out)
+            disk["full"] = False
+            return claimed, sink.last_error
+
+        fault = asyncio.create_task(fill_then_free())
+        delivered = await run_until_complete(engine, emu, out, deadline_s=60)
+        claimed, error = await fault
+        lost = missing(emu, STREAMS, delivered)
+    figures(
+        load=f"{options.live:g} records/s live",
+        faults=f"simulated ENOSPC, {disk['refused']} writes refused half-way; checkpoint claimed "
+        f"{claimed:,} records, all written",
+        records=len(delivered),
+        lost=len(lost),
+        duplicates=duplicates(delivered),
+    )
+    assert error == f"cannot write {out}: No space left on device"
+    assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:5]}"
+    assert duplicates(delivered) == 0
