@@ -143,10 +143,13 @@ def _generate(layout: Layout) -> tuple[str, dict[str, Any]]:
             ]
             continue
         namespace[f"_cache{number}"] = cache
+        namespace[f"_get{number}"] = cache.get
         lines += [
             f"    try:  # {keys}",
-            f"        {segment} = _cache{number}[{value}]",
-            "    except (KeyError, TypeError):  # new values, or unhashable ones (a list...)",
+            f"        {segment} = _get{number}({value})",
+            "    except TypeError:  # an unhashable value, e.g. a list where text was expected",
+            f"        {segment} = None",
+            f"    if {segment} is None:  # not seen yet (no exception: misses must stay cheap)",
             f"        {segment} = _group({value}, {start}, {stop}, _cache{number}, _layout)",
         ]
     lines.append(f"    return ' '.join(filter(None, ({', '.join(segments)},)))")
@@ -159,11 +162,31 @@ def _render_one(index: int, value: Any, layout: Layout) -> str:
 
 
 def _render_group(key: Any, start: int, stop: int, cache: dict[Any, str], layout: Layout) -> str:
-    """Render one group with the reference rules; remember it if its values are plain text."""
+    """Render a group seen for the first time, and remember it if its values are plain text.
+
+    Text values within their limits (the usual case) are written here directly, as the
+    reference rules would write them; anything else (numbers, lists, text over its limit)
+    goes through ``render_extension``.
+    """
     values = (key,) if stop == start + 1 else key
-    segment = render_extension(list(zip(layout.string_keys[start:stop], values, strict=True)), [], layout)
-    if all(value is None or type(value) is str for value in values):
+    parts = []
+    for index, value in enumerate(values, start):
+        if not value:
+            continue
+        if type(value) is not str or len(value) > layout.string_limits[index]:
+            pairs = list(zip(layout.string_keys[start:stop], values, strict=True))
+            segment = render_extension(pairs, [], layout)
+            break
+        if "\\" in value or "=" in value or "\n" in value or "\r" in value:
+            value = escape_extension(value)
+        parts.append(layout.string_prefixes[index] + value)
+    else:
+        segment = " ".join(parts)
+    if _TEXT_OR_NONE.issuperset(map(type, values)):
         if len(cache) >= GROUP_CACHE_LIMIT:
             cache.clear()
         cache[key] = segment
     return segment
+
+
+_TEXT_OR_NONE = frozenset({str, type(None)})
