@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.support import RESULTS, Figures
+from tests.reliability.support import RESULTS, Figures, markdown_table
 
 REPORT_ENV = "AUDITSTREAM_RELIABILITY_REPORT"
 
@@ -34,19 +34,6 @@ def figures(request: pytest.FixtureRequest) -> Iterator[Callable[..., None]]:
         )
 
     yield record
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = [
-        "| case | load held | faults survived | records checked | lost | duplicates | seconds |",
-        "|---|---|---|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['case']} | {row['load']} | {row['faults']} | {row['records']:,} | {row['lost']} "
-            f"| {row['duplicates']:,} | {row['seconds']:.1f} |"
-        )
-    return lines
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

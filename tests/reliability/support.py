@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CLI = [sys.executable, "-m", "auditstream.cli"]
 
@@ -29,6 +30,20 @@ class Figures:
 
 
 RESULTS: list[Figures] = []
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The figures as a Markdown table (rows are ``asdict(Figures)``)."""
+    lines = [
+        "| case | load held | faults survived | records checked | lost | duplicates | seconds |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['case']} | {row['load']} | {row['faults']} | {row['records']:,} | {row['lost']} "
+            f"| {row['duplicates']:,} | {row['seconds']:.1f} |"
+        )
+    return lines
 
 
 def start_daemon(config: Path, log: Path, *extra: str, command: str = "run") -> subprocess.Popen[bytes]:

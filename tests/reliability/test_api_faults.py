@@ -77,7 +77,7 @@ async def test_rate_limit_storm_far_below_demand(tmp_path, figures):
 
 async def test_twenty_percent_transient_api_faults(tmp_path, figures):
     options = EmulatorOptions(
-        seed=32, records=200, live=30, live_for=4, fault_rate=0.2, slow_fault_seconds=0.3, **SHORT_SESSIONS
+        seed=32, records=200, live=30, live_for=4, fault_rate=0.2, slow_fault_seconds=0.2, **SHORT_SESSIONS
     )
     async with Emulator(options) as emu:
         engine = live_engine(daemon_config(emu, tmp_path, source={"timeout": "2s"}))

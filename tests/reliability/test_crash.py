@@ -34,14 +34,17 @@ def per_stream_duplicates(delivered: collections.Counter[tuple[str, str]]) -> co
     )
 
 
-@pytest.mark.parametrize("queries_time", [QueriesTime.COMPLETED, QueriesTime.START])
-def test_sigkill_during_live_traffic_loses_nothing(tmp_path, queries_time, figures):
+def test_sigkill_during_live_traffic_loses_nothing(tmp_path, figures):
+    """Under the harder reading of the Queries filter (start time): completions of sessions
+    open across the kills lie far behind the cursor and are found only through the open set
+    kept in the checkpoint. (tests/e2e/test_unknowns.py plays both readings without kills.)"""
+    queries_time = QueriesTime.START
     rng = random.Random(f"crash-{queries_time.value}")
     options = EmulatorOptions(
         seed=7,
         records=300,
         live=60,
-        live_for=10,
+        live_for=15,
         late_rate=0.2,
         late_max_seconds=30,
         queries_time=queries_time,
@@ -51,6 +54,7 @@ def test_sigkill_during_live_traffic_loses_nothing(tmp_path, queries_time, figur
     )
     out = tmp_path / "out.jsonl"
     log = tmp_path / "daemon.log"
+    during_traffic = 0
     with running_emulator(options) as emu:
         doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
         config = write_toml(tmp_path / "config.toml", doc)
@@ -64,14 +68,14 @@ def test_sigkill_during_live_traffic_loses_nothing(tmp_path, queries_time, figur
                 assert daemon.poll() is None, f"daemon died on its own:\n{tail(log)}"
                 daemon.send_signal(signal.SIGKILL)
                 daemon.wait(10)
+                during_traffic += not emu.live_finished
                 daemon = start_daemon(config, log)
-            assert not emu.live_finished, "every kill must land while records still arrive"
+            assert during_traffic > 0, "kills must land while records still arrive"
             wait_until(
                 lambda: emu.live_finished and emu.store.pending_count() == 0, 60, "live generation to end"
             )
-            wait_until(
-                lambda: not missing(emu, STREAMS, read_events(out)), 90, "every record after the kills"
-            )
+            complete = lambda: not missing(emu, STREAMS, read_events(out))  # noqa: E731
+            wait_until(complete, 90, "every record after the kills")
         finally:
             daemon.send_signal(signal.SIGTERM)
             code = daemon.wait(30)
@@ -82,7 +86,8 @@ def test_sigkill_during_live_traffic_loses_nothing(tmp_path, queries_time, figur
     figures(
         load=f"{options.live:g} records/s live for {options.live_for:g}s ({produced:,} records), "
         f"{options.late_rate:.0%} late, {options.long_sessions} long sessions",
-        faults=f"SIGKILL x{KILLS} (Queries filter on {queries_time.value} time)",
+        faults=f"SIGKILL x{KILLS}, {during_traffic} while records were being generated "
+        f"(Queries filter on {queries_time.value} time)",
         records=len(delivered),
         lost=len(lost),
         duplicates=duplicates(delivered),
