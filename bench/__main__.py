@@ -1,0 +1,145 @@
+"""Every benchmark, one after the other: ``make bench`` (= ``.venv/bin/python -m bench``).
+
+    .venv/bin/python -m bench [--quick] [--only NAME,...] [--write | --no-write]
+
+Full runs write each benchmark's table into BENCHMARKS.md (a block per benchmark, stamped
+with the machine and the exact command); ``--quick`` runs smaller sizes and only prints,
+unless ``--write`` is given. Names: formats, sinks, emulator, longqueries, sdk, live,
+reliability (the reliability suite, ``pytest -m reliability``, for its figures table).
+
+Full sizes take about half an hour on 2 cores (the SDK comparison over 1,000,000 records
+and 3 minutes of live traffic per live configuration are most of it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.machine import replace_block
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    module: str
+    full: list[str]
+    quick: list[str]
+
+
+BENCHES = [
+    Bench("formats", "bench.bench_formats", [], ["--records", "1000", "--rounds", "2"]),
+    Bench("sinks", "bench.bench_sinks", [], ["--events", "5000", "--repeat", "1"]),
+    Bench("emulator", "bench.bench_emulator", [], ["--records", "100000"]),
+    Bench("longqueries", "bench.bench_longqueries", [], ["--sessions", "10,100"]),
+    Bench("sdk", "bench.bench_vs_sdk", [], ["--records", "100000", "--mixed-records", "20000"]),
+    Bench("live", "bench.bench_live", [], ["--seconds", "30", "--configs", "tight"]),
+]
+
+
+class Tee(io.TextIOBase):
+    """Print as usual and keep a copy."""
+
+    def __init__(self, target: io.TextIOBase | object) -> None:
+        self.target = target
+        self.copy = io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.target.write(text)  # type: ignore[attr-defined,no-any-return]
+
+    def flush(self) -> None:
+        self.target.flush()  # type: ignore[attr-defined]
+
+
+def command(module: str, args: list[str]) -> str:
+    return " ".join([".venv/bin/python", "-m", module, *args])
+
+
+def run_bench(bench: Bench, args: list[str]) -> list[str]:
+    import importlib
+
+    main: Callable[[list[str]], None] = importlib.import_module(bench.module).main
+    tee = Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):  # type: ignore[type-var]
+        main(args)
+    text = tee.copy.getvalue().rstrip("\n")
+    # Plain-text tables go in a code block; Markdown tables are kept as they are.
+    if text.lstrip().startswith("|") or text.lstrip().startswith("#"):
+        return text.splitlines()
+    return ["```", *text.splitlines(), "```"]
+
+
+def run_reliability() -> list[str]:
+    """The reliability suite as ``make test`` runs it, then its figures as a table."""
+    from tests.reliability.support import markdown_table
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "figures.json"
+        env = {**os.environ, "AUDITSTREAM_RELIABILITY_REPORT": str(report)}
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-m", "reliability", "-q", "-p", "no:cacheprovider"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        elapsed = time.monotonic() - started
+        rows = json.loads(report.read_text()) if report.exists() else []
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "no output"
+    print(proc.stdout[-3000:])
+    lost = sum(row["lost"] for row in rows)
+    lines = [
+        f"Suite: `{summary}` in {elapsed:.0f} s (exit {proc.returncode}); records lost over all cases: "
+        f"**{lost}**.",
+        "",
+        *markdown_table(rows),
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes; print only unless --write")
+    parser.add_argument("--only", help="comma-separated names (default: all)")
+    parser.add_argument("--write", action="store_true", default=None, help="write into BENCHMARKS.md")
+    parser.add_argument("--no-write", dest="write", action="store_false")
+    opts = parser.parse_args(argv)
+    write = (not opts.quick) if opts.write is None else opts.write
+    names = opts.only.split(",") if opts.only else [b.name for b in BENCHES] + ["reliability"]
+    unknown = set(names) - {b.name for b in BENCHES} - {"reliability"}
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    for bench in BENCHES:
+        if bench.name not in names:
+            continue
+        args = bench.quick if opts.quick else bench.full
+        print(f"\n== {bench.name}: {command(bench.module, args)}", flush=True)
+        lines = run_bench(bench, args)
+        if write:
+            replace_block(bench.name, lines, command(bench.module, args), " (part of `make bench`)")
+    if "reliability" in names and not opts.quick:
+        cmd = ".venv/bin/python -m pytest -m reliability -q"
+        print(f"\n== reliability: {cmd}", flush=True)
+        lines = run_reliability()
+        if write:
+            replace_block(
+                "reliability", lines, cmd, " (part of `make bench`; `make test` runs the same suite)"
+            )
+
+
+if __name__ == "__main__":
+    main()
