@@ -161,7 +161,7 @@ class Engine:
                     self.store,
                     self.states,
                     self._policy(state),
-                    Normalizer(spec, redactor),
+                    Normalizer(spec, redactor, keep_credentials=self.config.normalize.keep_credentials),
                     options,
                     self.stop,
                     clock=self.clock,

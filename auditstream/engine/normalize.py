@@ -7,7 +7,7 @@ from typing import Any
 
 import structlog
 
-from auditstream.formats.events import FORMAT_VERSION, Event, to_event
+from auditstream.formats.events import FORMAT_VERSION, Event, event_converter
 from auditstream.formats.redaction import Redactor
 from auditstream.formats.settings import NormalizeSettings
 from auditstream.ops import metrics
@@ -19,13 +19,16 @@ log = structlog.get_logger("auditstream.normalize")
 class Normalizer:
     """Callable turning one protobuf record of one stream into the event every sink encodes."""
 
-    def __init__(self, spec: StreamSpec, redactor: Redactor | None = None) -> None:
+    def __init__(
+        self, spec: StreamSpec, redactor: Redactor | None = None, *, keep_credentials: bool = False
+    ) -> None:
         self._spec = spec
         self._redactor = redactor
+        self._convert = event_converter(spec, keep_credentials=keep_credentials)
 
     def __call__(self, record: Any) -> Event:
         try:
-            event = to_event(self._spec, record)
+            event = self._convert(record)
         except Exception as exc:  # one odd record must neither stop the stream nor be lost
             event = self._fallback(record, exc)
         if self._redactor is not None:

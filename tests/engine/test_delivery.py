@@ -181,9 +181,24 @@ def test_a_record_that_cannot_be_normalized_is_sent_raw_not_dropped(monkeypatch)
     def broken(spec, record):
         raise ValueError("unexpected field")
 
-    monkeypatch.setattr(normalize, "to_event", broken)
     record = activities_pb2.Activity(id="a-1", description="x")
-    event = normalize.Normalizer(STREAMS["activities"])(record)
+    normalizer = normalize.Normalizer(STREAMS["activities"])
+    monkeypatch.setattr(normalizer, "_convert", lambda record: broken(None, record))
+    event = normalizer(record)
     assert event["id"] == "a-1" and event["logType"] == "activities"
     assert "unexpected field" in event["normalizationError"]
     assert activities_pb2.Activity.FromString(b64.b64decode(event["rawProtobuf"])) == record
+
+
+def test_keep_credentials_reaches_the_events():
+    from strongdm import resources_history_pb2
+
+    from auditstream.engine.normalize import Normalizer
+    from auditstream.sdm.registry import STREAMS
+
+    record = resources_history_pb2.ResourceHistory(activity_id="act")
+    record.resource.postgres.id = "rs-1"
+    record.resource.postgres.password = "hunter2-db-password"
+    spec = STREAMS["resources_history"]
+    assert "hunter2-db-password" not in str(Normalizer(spec)(record))
+    assert "hunter2-db-password" in str(Normalizer(spec, keep_credentials=True)(record))
