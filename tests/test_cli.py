@@ -112,9 +112,14 @@ def test_sigterm_drains_saves_and_exits_0(emulator, tmp_path):
     out = tmp_path / "out.jsonl"
     log = tmp_path / "log"
     proc = start_run(config, log)
-    wait_until(lambda: out.exists() and out.stat().st_size > 0, 30, "first events")
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
+    try:
+        wait_until(lambda: out.exists() and out.stat().st_size > 0, 30, "first events")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     err = log.read_bytes()
     assert proc.returncode == 0, err.decode()[-2000:]
     assert b"checkpoints saved" in err
@@ -128,11 +133,16 @@ def test_second_signal_exits_at_once(emulator, tmp_path):
     config = config_for(emulator, tmp_path, sinks=[blackhole], engine={"shutdown_timeout": "60s"})
     log = tmp_path / "log"
     proc = start_run(config, log)
-    wait_until(lambda: b"first poll succeeded" in log.read_bytes(), 30, "running")
-    proc.send_signal(signal.SIGTERM)
-    wait_until(lambda: b"stopping: flushing" in log.read_bytes(), 10, "the first signal handled")
-    proc.send_signal(signal.SIGTERM)  # unix signals do not queue: the second goes once the first is seen
-    proc.wait(timeout=10)
+    try:
+        wait_until(lambda: b"first poll succeeded" in log.read_bytes(), 30, "running")
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: b"stopping: flushing" in log.read_bytes(), 10, "the first signal handled")
+        proc.send_signal(signal.SIGTERM)  # unix signals do not queue: the second goes once the first is seen
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 1
 
 
