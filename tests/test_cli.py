@@ -160,9 +160,14 @@ def test_demo_prints_events_and_stops_cleanly(tmp_path):
     )
     lines: list[bytes] = []
     assert proc.stdout is not None
-    wait_until(lambda: lines.append(proc.stdout.readline()) or len(lines) >= 5, 60, "five events")  # type: ignore[union-attr]
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        wait_until(lambda: lines.append(proc.stdout.readline()) or len(lines) >= 5, 60, "five events")  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 0, err.decode()[-2000:]
     events = [orjson.loads(line) for line in lines]
     assert all({"logType", "id", "timestamp"} <= set(event) for event in events)
