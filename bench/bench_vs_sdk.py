@@ -100,8 +100,13 @@ class Result:
         return self.records / self.wall if self.wall else 0.0
 
     def rss_at(self, records: int) -> int | None:
-        """RSS when the output first held ``records`` records (None if it never did)."""
-        return next((rss for count, rss in self.samples if count >= records), None)
+        """RSS when the output first held ``records`` records (None if it never did). A
+        process that wrote its last lines and exited between two samples is read at its
+        last sample."""
+        found = next((rss for count, rss in self.samples if count >= records), None)
+        if found is None and self.samples and self.records >= records:
+            return self.samples[-1][1]
+        return found
 
 
 def _vm_rss(pid: int) -> int | None:
