@@ -7,7 +7,7 @@ with the machine and the exact command); ``--quick`` runs smaller sizes and only
 unless ``--write`` is given. Names: formats, sinks, emulator, longqueries, sdk, live,
 reliability (the reliability suite, ``pytest -m reliability``, for its figures table).
 
-Full sizes take about half an hour on 2 cores (the SDK comparison over 1,000,000 records
+Full sizes take about 20 minutes on 2 cores (the SDK comparison over 1,000,000 records
 and 3 minutes of live traffic per live configuration are most of it).
 """
 

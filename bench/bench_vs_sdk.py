@@ -16,10 +16,11 @@ everything from 8 days ago to now into a file:
 A second, mixed run does the same over all 28 streams (``--mixed-records`` activities and
 queries, a tenth of that per history stream; the SDK loop lists the 28 services in turn).
 
-Measured per contender: records written (checked against the emulator's ground truth),
-wall time, records/s, CPU seconds (user + system of that process, from ``wait4``), peak
-RSS (``ru_maxrss``) and RSS sampled from ``/proc/PID/status`` as the output grows, to read
-memory at 100k, 500k and 1M records. ``--write`` puts the tables into BENCHMARKS.md.
+Measured per contender: lines written (against the emulator's count of records in the
+period), wall time, records/s, CPU seconds (user + system of that process, from ``wait4``),
+peak RSS (``ru_maxrss``; contenders are started from a small launcher process, as the peak
+survives fork + exec) and RSS sampled from ``/proc/PID/status`` as the output grows, to read
+memory at 100k, 250k, 500k and 1M records. ``--write`` puts the tables into BENCHMARKS.md.
 
 The emulator's serving thread shares the machine: on 2 cores the client process gets one
 core and the emulator most of the other. Both contenders see the same emulator.
