@@ -85,7 +85,7 @@ class StreamSettings(StrictModel):
     exclude: list[str] = Field(default_factory=list)
     poll_interval: Duration = 30.0
     overlap: Duration = 300.0
-    settle: Duration = 10.0
+    settle: Duration = 0.0
     slice: Duration = 3600.0
     start_at: dt.datetime | None = None
     long_query_recheck: Duration = 60.0

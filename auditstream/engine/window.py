@@ -2,8 +2,9 @@
 
 Each cycle lists ``[watermark - overlap, min(now - settle, watermark + slice)]``: the overlap
 re-reads the recent past (late records, bounds that may be exclusive, page boundaries inside
-groups of equal timestamps), the settle margin leaves records the API has not finished
-processing for the next cycle, and the slice keeps a catch-up or backfill listing bounded.
+groups of equal timestamps), the optional settle margin (0 by default: the overlap already
+re-reads the newest records, and a margin delays every record by its length) leaves them to
+the next cycle, and the slice keeps a catch-up or backfill listing bounded.
 """
 
 from __future__ import annotations
