@@ -16,6 +16,7 @@ from auditstream import __version__
 from auditstream.config import AppConfig, ConfigError, load_config, parse_start_at
 from auditstream.engine.checkpoint import CheckpointError
 from auditstream.engine.engine import RunPlan
+from auditstream.ops.gctune import tune_for_pipeline
 from auditstream.ops.logging import configure_logging
 from auditstream.sdm.errors import ApiError
 from auditstream.sdm.registry import NANOS_PER_SECOND, select_streams
@@ -64,6 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     from auditstream.ops.runtime import run_daemon
 
+    tune_for_pipeline()
     return asyncio.run(run_daemon(config, plan))
 
 
@@ -94,6 +96,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     )
     from auditstream.engine.backfill import run_backfill
 
+    tune_for_pipeline()
     return asyncio.run(run_backfill(config, plan, progress=sys.stderr.isatty() or args.progress))
 
 

@@ -26,9 +26,16 @@ class DeliveredKeys:
     def was_delivered(self, key: str) -> bool:
         return key in self._delivered
 
-    def claim(self, key: str) -> None:
-        """The record is on its way to the sinks: a second listing of it is a duplicate."""
+    def claim(self, key: str) -> bool:
+        """Put the record on its way to the sinks unless it was ``seen``; whether it was new.
+
+        Once claimed, a second listing of the record is a duplicate. Checking and claiming
+        in one call: it runs for every record listed.
+        """
+        if key in self._delivered or key in self._in_flight:
+            return False
         self._in_flight.add(key)
+        return True
 
     def acknowledge(self, keys: Iterable[tuple[str, int]]) -> None:
         for key, relist_until_ns in keys:

@@ -126,24 +126,32 @@ class StreamPoller:
     # -- listing -----------------------------------------------------------------------
 
     def _select_new(self, records: list[Any]) -> Batch | None:
-        envelopes: list[Envelope] = []
-        acks: list[tuple[str, int]] = []
+        """The page's records not delivered or in flight yet, claimed and normalized.
+
+        Runs once per record listed, so it works a page at a time: one ``record_facts``
+        call per record, then the whole page normalized at once.
+        """
+        facts_of = self.spec.record_facts
+        claim = self._keys.claim
         kept: list[Any] = []
-        duplicates = 0
-        spec = self.spec
+        facts: list[tuple[str, int, int]] = []
         for record in records:
-            key = spec.record_key(record)
-            if self._keys.seen(key):
-                duplicates += 1
-                continue
-            self._keys.claim(key)
-            envelopes.append(Envelope(spec.name, key, spec.record_time_ns(record), self._normalizer(record)))
-            acks.append((key, spec.relist_time_ns(record)))
-            kept.append(record)
+            fact = facts_of(record)
+            if claim(fact[0]):
+                kept.append(record)
+                facts.append(fact)
+        duplicates = len(records) - len(kept)
         if duplicates:
-            metrics.RECORDS_DUPLICATE.labels(spec.name).inc(duplicates)
-        if not envelopes:
+            metrics.RECORDS_DUPLICATE.labels(self.spec.name).inc(duplicates)
+        if not kept:
             return None
+        name = self.spec.name
+        events = self._normalizer.batch(kept)
+        envelopes = [
+            Envelope(name, key, time_ns, event)
+            for (key, time_ns, _), event in zip(facts, events, strict=True)
+        ]
+        acks = [(key, relist_ns) for key, _, relist_ns in facts]
         return Batch(envelopes, acks, kept if self._tracker is not None else [])
 
     async def _list_window(self, window: Window) -> bool:

@@ -29,7 +29,7 @@ from typing import Literal
 import structlog
 from pydantic import Field
 
-from auditstream.formats import make_encoder
+from auditstream.formats import make_line_encoder
 from auditstream.formats.cef import CefSettings
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkSettingsBase
@@ -181,16 +181,13 @@ class FileTransport:
 
     def __init__(self, settings: FileSinkSettings, cef: CefSettings | None) -> None:
         self.settings = settings
-        self._encode_event = make_encoder(settings.format, cef)
+        self._encode_line = make_line_encoder(settings.format, cef)
         self._file = RotatingFile(settings)
         self._compressing: set[asyncio.Task[None]] = set()
         self._compress_lock = asyncio.Lock()
 
     def encode(self, envelope: Envelope) -> bytes:
-        line = self._encode_event(envelope.event)
-        if b"\n" in line:  # one line per event, whatever the encoder did
-            line = line.replace(b"\n", b"\\n")
-        return line + b"\n"
+        return self._encode_line(envelope.event)
 
     async def open(self) -> None:
         try:

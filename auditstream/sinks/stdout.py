@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Literal
 
-from auditstream.formats import make_encoder
+from auditstream.formats import make_line_encoder
 from auditstream.formats.cef import CefSettings
 from auditstream.sinks.base import Envelope, ProbeResult, SinkSettingsBase
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
@@ -27,10 +27,10 @@ class StdoutTransport:
     max_in_flight = 1
 
     def __init__(self, settings: StdoutSinkSettings, cef: CefSettings | None) -> None:
-        self._encode_event = make_encoder(settings.format, cef)
+        self._encode_line = make_line_encoder(settings.format, cef)
 
     def encode(self, envelope: Envelope) -> bytes:
-        return self._encode_event(envelope.event).replace(b"\n", b"\\n") + b"\n"
+        return self._encode_line(envelope.event)
 
     @staticmethod
     def _emit(data: bytes) -> None:

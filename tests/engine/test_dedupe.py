@@ -4,11 +4,13 @@ from auditstream.engine.dedupe import DeliveredKeys
 def test_claimed_keys_are_seen_but_not_delivered_until_acknowledged():
     store: dict[str, int] = {}
     keys = DeliveredKeys(store)
-    keys.claim("a")
+    assert keys.claim("a") is True
     assert keys.seen("a") and not keys.was_delivered("a")
+    assert keys.claim("a") is False, "a second listing of a record in flight is a duplicate"
     assert store == {}
     keys.acknowledge([("a", 50)])
     assert keys.was_delivered("a") and store == {"a": 50}
+    assert keys.claim("a") is False, "a delivered record listed again is a duplicate"
 
 
 def test_release_lets_a_later_listing_take_the_record_again():

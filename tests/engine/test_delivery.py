@@ -202,3 +202,33 @@ def test_keep_credentials_reaches_the_events():
     spec = STREAMS["resources_history"]
     assert "hunter2-db-password" not in str(Normalizer(spec)(record))
     assert "hunter2-db-password" in str(Normalizer(spec, keep_credentials=True)(record))
+
+
+def test_a_page_with_one_record_that_cannot_be_normalized_keeps_every_other_record_whole():
+    from strongdm import activities_pb2
+
+    from auditstream.engine.normalize import Normalizer
+    from auditstream.formats.redaction import RedactionRule, Redactor
+    from auditstream.sdm.registry import STREAMS
+
+    spec = STREAMS["activities"]
+    redactor = Redactor([RedactionRule(field="actorEmail", action="drop")], None)
+    normalizer = Normalizer(spec, redactor)
+    convert = normalizer._convert
+
+    def fails_on_bad(record):
+        if record.id == "bad":
+            raise ValueError("unexpected field")
+        return convert(record)
+
+    normalizer._convert = fails_on_bad
+    page = [activities_pb2.Activity(id=i, verb="user deleted") for i in ("a-1", "bad", "a-2")]
+    for record in page:
+        record.actor.email = "alice@example.com"
+    events = normalizer.batch(page)
+    assert [event["id"] for event in events] == ["a-1", "bad", "a-2"]
+    assert "normalizationError" in events[1] and "rawProtobuf" in events[1]
+    for whole in (events[0], events[2]):
+        assert "normalizationError" not in whole and whole["activity"] == "user deleted"
+    assert all("actorEmail" not in event for event in events), "redaction applies on both paths"
+    assert normalizer.batch(page[::2]) == [events[0], events[2]], "a page without failures: same events"

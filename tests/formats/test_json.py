@@ -74,3 +74,18 @@ def test_history_json_roundtrip(name: str, password: str) -> None:
 def test_every_sample_roundtrips() -> None:
     for stream, record in samples.all_samples().items():
         _roundtrip(to_event(STREAMS[stream], record))
+
+
+@given(hostile, hostile)
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+def test_line_encoders_end_every_event_in_exactly_one_newline(verb: str, description: str) -> None:
+    from auditstream.formats import make_encoder, make_line_encoder
+
+    record = samples.sample("activities")
+    record.verb, record.description = verb, description  # type: ignore[attr-defined]
+    event = to_event(STREAMS["activities"], record)
+    for fmt in ("json", "cef"):
+        line = make_line_encoder(fmt)(event)  # type: ignore[arg-type]
+        assert line.endswith(b"\n") and line.count(b"\n") == 1, fmt
+        assert line[:-1] == make_encoder(fmt)(event), "the same encoding, plus the newline"  # type: ignore[arg-type]
+    assert orjson.loads(make_line_encoder("json")(event)) == event

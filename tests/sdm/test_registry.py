@@ -87,3 +87,21 @@ def test_select_streams_globs_and_typos():
     assert len(select_streams(["*_history"])) == 26
     with pytest.raises(ValueError, match="matches no stream"):
         select_streams(["activity"])
+
+
+@pytest.mark.parametrize("name", ALL_STREAM_NAMES)
+def test_record_facts_equal_the_three_separate_readings(name):
+    from tests.formats import samples
+
+    spec = STREAMS[name]
+    records = [samples.sample(name)]
+    if spec.kind is StreamKind.QUERY:
+        records += list(samples.query_pair())  # an open start record and its completion
+    empty = spec.record_class()  # no time, no id: keys and times still agree
+    for record in [*records, empty]:
+        facts = spec.record_facts(record)
+        assert facts == (spec.record_key(record), spec.record_time_ns(record), spec.relist_time_ns(record))
+    if spec.kind is StreamKind.QUERY:
+        start, done = samples.query_pair()
+        assert spec.record_facts(start)[0].endswith(":start")
+        assert spec.record_facts(done)[2] > spec.record_facts(done)[1]
