@@ -38,16 +38,14 @@ SECONDS_PER_DAY = 86_400
 
 _seconds_nanos: Callable[[Any], tuple[int, int]] = attrgetter("seconds", "nanos")
 _prefix_cache: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS."
+_minute_cache: dict[int, str] = {}  # epoch minute -> "YYYY-MM-DDTHH:MM:"
 _day_cache: dict[int, str] = {}  # epoch day -> "YYYY-MM-DDT"
+_SECOND_TEXT = tuple(f"{second:02d}." for second in range(60))
 
 
-def _second_prefix(seconds: int) -> str | None:
-    """``YYYY-MM-DDTHH:MM:SS.`` for an epoch second, or None outside years 1..9999.
-
-    Integer arithmetic on top of a per-day cache of the date (no datetime per second).
-    Second 0 is never cached, so a cached prefix implies a set timestamp (``timestamp``).
-    """
-    day, second_of_day = divmod(seconds, SECONDS_PER_DAY)
+def _minute_head(minute: int) -> str | None:
+    """``YYYY-MM-DDTHH:MM:`` for an epoch minute, or None outside years 1..9999."""
+    day, minute_of_day = divmod(minute, 1440)
     date = _day_cache.get(day)
     if date is None:
         try:
@@ -58,8 +56,26 @@ def _second_prefix(seconds: int) -> str | None:
         if len(_day_cache) >= _CACHE_LIMIT:
             _day_cache.clear()
         _day_cache[day] = date
-    hour, rest = divmod(second_of_day, 3600)
-    prefix = f"{date}{hour:02d}:{rest // 60:02d}:{rest % 60:02d}."
+    head = f"{date}{minute_of_day // 60:02d}:{minute_of_day % 60:02d}:"
+    if len(_minute_cache) >= _CACHE_LIMIT:
+        _minute_cache.clear()
+    _minute_cache[minute] = head
+    return head
+
+
+def _second_prefix(seconds: int) -> str | None:
+    """``YYYY-MM-DDTHH:MM:SS.`` for an epoch second, or None outside years 1..9999.
+
+    Built from a per-minute cache (records listed in a backfill are often seconds apart,
+    so the per-second cache misses while the minute repeats) with the date from a per-day
+    cache: no datetime, no formatting per second. Second 0 is never cached, so a cached
+    prefix implies a set timestamp (``timestamp``).
+    """
+    minute, second = divmod(seconds, 60)
+    head = _minute_cache.get(minute) or _minute_head(minute)
+    if head is None:
+        return None
+    prefix = head + _SECOND_TEXT[second]
     if seconds:
         if len(_prefix_cache) >= _CACHE_LIMIT:
             _prefix_cache.clear()
