@@ -137,7 +137,9 @@ class Engine:
     def _build_pollers(self, client: AuditClient, fanout: FanOut) -> list[StreamPoller]:
         streams = self.config.streams
         options = PollerOptions(
-            poll_interval=streams.poll_interval, queue_batches=self.config.engine.queue_batches
+            poll_interval=streams.poll_interval,
+            queue_batches=self.config.engine.queue_batches,
+            slices_ahead=self.config.engine.slices_ahead,
         )
         redactor = build_redactor(self.config.normalize)
         pollers = []

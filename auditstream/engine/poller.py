@@ -22,6 +22,7 @@ from auditstream.engine.dedupe import DeliveredKeys
 from auditstream.engine.fanout import FanOut
 from auditstream.engine.longqueries import LongQueryTracker
 from auditstream.engine.normalize import Normalizer
+from auditstream.engine.prefetch import SliceLister, slices_ahead
 from auditstream.engine.window import Window, WindowPolicy, is_finished, next_window
 from auditstream.ops import metrics
 from auditstream.sdm.client import AuditClient
@@ -58,6 +59,7 @@ QueueItem = Batch | WindowDone | _Finished
 class PollerOptions:
     poll_interval: float
     queue_batches: int
+    slices_ahead: int = 0  # slices listed ahead while catching up (engine.prefetch)
     error_backoff_initial: float = 1.0
     error_backoff_max: float = 60.0
 
@@ -92,6 +94,7 @@ class StreamPoller:
         self._tracker = tracker
         self._on_success = on_success
         self._keys = DeliveredKeys(self.state.delivered)
+        self._slices = SliceLister(client, spec, options.slices_ahead)
         self._queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=options.queue_batches)
         self.records_delivered = 0
         self.last_success_ns: int | None = None
@@ -156,13 +159,15 @@ class StreamPoller:
 
     async def _list_window(self, window: Window) -> bool:
         """Queue every new record of the window; False when stopped part-way."""
-        async for page in self._client.pages(self.spec, window.start_ns, window.end_ns):
-            batch = self._select_new(page.records)
-            if batch is not None:
-                await self._queue.put(batch)
-                metrics.QUEUE_DEPTH.labels(self.spec.name).set(self._queue.qsize())
-            if self._stop.is_set():
-                return False
+        upcoming = slices_ahead(window, self._clock(), self._policy, self._slices.ahead)
+        async with contextlib.aclosing(self._slices.pages(window, upcoming)) as pages:
+            async for page in pages:
+                batch = self._select_new(page.records)
+                if batch is not None:
+                    await self._queue.put(batch)
+                    metrics.QUEUE_DEPTH.labels(self.spec.name).set(self._queue.qsize())
+                if self._stop.is_set():
+                    return False
         return True
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
@@ -170,6 +175,13 @@ class StreamPoller:
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
     async def _list_loop(self) -> None:
+        try:
+            await self._list_windows()
+        finally:
+            await self._slices.discard()
+        await self._queue.put(FINISHED)
+
+    async def _list_windows(self) -> None:
         listed_to = self.state.watermark_ns
         backoff = self._options.error_backoff_initial
         while not self._stop.is_set():
@@ -184,6 +196,7 @@ class StreamPoller:
             except ApiError as exc:
                 if exc.fatal:
                     raise
+                await self._slices.discard()  # listed again after the backoff: nothing skipped
                 metrics.POLL_ERRORS.labels(self.spec.name).inc()
                 self.log.warning(
                     "listing failed; retrying the window", error=str(exc), retry_in_seconds=backoff
@@ -202,7 +215,6 @@ class StreamPoller:
             caught_up = window.end_ns >= self._clock() - self._policy.settle_ns - NANOS_PER_SECOND
             if caught_up and not is_finished(listed_to, self._policy):
                 await self._sleep_unless_stopped(self._options.poll_interval)
-        await self._queue.put(FINISHED)
 
     # -- delivery ----------------------------------------------------------------------
 
