@@ -45,7 +45,12 @@ BENCHES = [
     Bench("sinks", "bench.bench_sinks", [], ["--events", "5000", "--repeat", "1"]),
     Bench("emulator", "bench.bench_emulator", [], ["--records", "100000"]),
     Bench("longqueries", "bench.bench_longqueries", [], ["--sessions", "10,100"]),
-    Bench("sdk", "bench.bench_vs_sdk", [], ["--records", "100000", "--mixed-records", "20000"]),
+    Bench(
+        "sdk",
+        "bench.bench_vs_sdk",
+        [],
+        ["--records", "100000", "--mixed-records", "20000", "--latency-records", "20000"],
+    ),
     Bench("live", "bench.bench_live", [], ["--seconds", "30", "--configs", "tight"]),
 ]
 

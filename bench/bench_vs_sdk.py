@@ -15,6 +15,9 @@ everything from 8 days ago to now into a file:
 
 A second, mixed run does the same over all 28 streams (``--mixed-records`` activities and
 queries, a tenth of that per history stream; the SDK loop lists the 28 services in turn).
+A third run (``--latency-records`` activities) adds ``--latency-ms`` to every API call, as a
+remote API has: there the SDK loop waits for every page in turn, while the daemon lists
+``[engine] slices_ahead`` slices concurrently; without latency both are CPU-bound.
 
 Measured per contender: lines written (against the emulator's count of records in the
 period), wall time, records/s, CPU seconds (user + system of that process, from ``wait4``),
@@ -313,8 +316,10 @@ def rss_table(results: list[Result]) -> list[str]:
     return lines
 
 
-def measure(launcher: Launcher, records: int, streams: list[str], label: str) -> list[str]:
-    options = EmulatorOptions(records=records, streams=tuple(streams), seed=11)
+def measure(
+    launcher: Launcher, records: int, streams: list[str], label: str, latency_ms: float = 0.0
+) -> list[str]:
+    options = EmulatorOptions(records=records, streams=tuple(streams), seed=11, latency_ms=latency_ms)
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=8)).replace(microsecond=0)
     print(f"[{label}] building the emulator ({records:,} records per main stream)...", file=sys.stderr)
     with running_emulator(options, timeout=600) as emu, tempfile.TemporaryDirectory() as tmp:
@@ -349,6 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--mixed-records", type=int, default=100_000)
+    parser.add_argument("--latency-records", type=int, default=200_000)
+    parser.add_argument("--latency-ms", type=float, default=100.0, help="per API call, for that run")
     parser.add_argument("--write", action="store_true", help="write the tables into BENCHMARKS.md")
     opts = parser.parse_args(args)
     launcher = Launcher()
@@ -356,6 +363,9 @@ def main(argv: list[str] | None = None) -> None:
         lines = measure(launcher, opts.records, ["activities"], f"{opts.records:,} activities")
         if opts.mixed_records:
             lines += ["", *measure(launcher, opts.mixed_records, list(ALL_STREAM_NAMES), "all 28 streams")]
+        if opts.latency_records and opts.latency_ms:
+            label = f"{opts.latency_records:,} activities, {opts.latency_ms:g} ms per API call"
+            lines += ["", *measure(launcher, opts.latency_records, ["activities"], label, opts.latency_ms)]
     finally:
         launcher.close()
     print("\n".join(lines))

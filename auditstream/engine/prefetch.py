@@ -10,8 +10,9 @@ checkpoints see exactly the sequence of pages they would see without it.
 
 Only slices that are already complete are listed ahead (their end lies behind now - settle,
 so the window the poller computes next is exactly that one); the last, still growing
-window is listed when its turn comes. Memory is bounded by ``ahead`` x ``buffer_pages``
-pages per stream. A failed slice fails when its turn comes, and the poller then discards
+window is listed when its turn comes. Memory is bounded by ``ahead`` x (``buffer_pages``
++ 1) pages per stream: a listing ahead stops once its buffer is full and it holds the next
+page. A failed slice fails when its turn comes, and the poller then discards
 every listing ahead (they are redone after the backoff, so nothing is skipped).
 """
 
@@ -66,7 +67,7 @@ def slices_ahead(after: Window, now_ns: int, policy: WindowPolicy, count: int) -
 class SliceLister:
     """The pages of one stream's windows, some of them listed before their turn."""
 
-    def __init__(self, client: AuditClient, spec: StreamSpec, ahead: int, buffer_pages: int = 2) -> None:
+    def __init__(self, client: AuditClient, spec: StreamSpec, ahead: int, buffer_pages: int = 1) -> None:
         self._client = client
         self._spec = spec
         self._ahead = ahead
