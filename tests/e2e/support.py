@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,8 @@ import orjson
 from auditstream.config import AppConfig, parse_config
 from auditstream.emulator import Emulator
 from auditstream.engine.engine import Engine, RunPlan
+from auditstream.sdm.client import AuditClient, ClientSettings
+from auditstream.sdm.registry import STREAMS
 
 S = 1_000_000_000
 
@@ -111,30 +116,47 @@ async def run_until_complete(
     return read_events(out)
 
 
-async def noisy_neighbour(emu: Emulator, stop: asyncio.Event) -> int:
-    """Another tool spending the same API key's budget, so the daemon really gets refused."""
-    from auditstream.sdm.client import AuditClient, ClientSettings
-    from auditstream.sdm.registry import STREAMS
+def client_settings(emu: Emulator, **overrides: Any) -> ClientSettings:
+    """Our API client's settings for ``emu``: its address and key, plain gRPC, then ``overrides``."""
+    base: dict[str, Any] = {
+        "endpoint": emu.address,
+        "access_key": emu.options.access_key,
+        "secret_key": emu.options.secret_key,
+        "insecure": True,
+    }
+    return ClientSettings(**(base | overrides))
 
-    settings = ClientSettings(
-        endpoint=emu.address,
-        access_key=emu.options.access_key,
-        secret_key=emu.options.secret_key,
-        insecure=True,
-        page_size=1,
-        max_transient_retries=0,
-    )
-    calls = 0
-    now = time.time_ns()
-    async with AuditClient(settings) as client:
-        while not stop.is_set():
-            try:
-                async for _ in client.pages(STREAMS["activities"], now - 3600 * S, now):
-                    break
-            except Exception:
-                pass
-            calls += 1
-    return calls
+
+@dataclass
+class Neighbour:
+    calls: int = 0  # listing calls made so far
+
+
+@contextlib.asynccontextmanager
+async def noisy_neighbour(emu: Emulator) -> AsyncIterator[Neighbour]:
+    """Another tool spending the same API key's budget while the block runs, so the daemon
+    really gets refused."""
+    neighbour = Neighbour()
+    stop = asyncio.Event()
+
+    async def spend_the_budget() -> None:
+        now = time.time_ns()
+        settings = client_settings(emu, page_size=1, max_transient_retries=0)
+        async with AuditClient(settings) as client:
+            while not stop.is_set():
+                try:
+                    async for _ in client.pages(STREAMS["activities"], now - 3600 * S, now):
+                        break
+                except Exception:
+                    pass
+                neighbour.calls += 1
+
+    task = asyncio.create_task(spend_the_budget())
+    try:
+        yield neighbour
+    finally:
+        stop.set()
+        await task
 
 
 def live_engine(config: AppConfig) -> Engine:
@@ -201,3 +223,20 @@ def daemon_config_document(
         "metrics": {"listen": ""},
         "logging": {"format": "json"},
     }
+
+
+def write_daemon_config(
+    emu: Emulator,
+    tmp_path: Path,
+    *,
+    source: dict[str, Any] | None = None,
+    sinks: list[dict[str, Any]] | None = None,
+) -> Path:
+    """``tmp_path/config.toml`` for the daemon as its own process against ``emu``:
+    ``daemon_config_document`` with ``source`` keys changed and ``sinks`` replacing its file sink
+    (``tmp_path/out.jsonl``)."""
+    doc = daemon_config_document(emu.address, emu.options.access_key, emu.options.secret_key, tmp_path)
+    doc["source"].update(source or {})
+    if sinks is not None:
+        doc["sinks"] = sinks
+    return write_toml(tmp_path / "config.toml", doc)

@@ -13,7 +13,7 @@ import pytest
 
 from auditstream.emulator import EmulatorOptions, running_emulator
 from auditstream.sdm.registry import ALL_STREAM_NAMES
-from tests.e2e.support import daemon_config_document, missing, read_events, write_toml
+from tests.e2e.support import daemon_config_document, missing, read_events, write_daemon_config, write_toml
 from tests.helpers import wait_until
 
 
@@ -47,8 +47,7 @@ def test_backfill_of_100k_records_is_complete_with_progress(tmp_path, since):
     # 22,000 activities + 22,000 queries + 26 x 2,200 history records = 101,200
     options = EmulatorOptions(seed=3, records=22_000)
     with running_emulator(options) as emu:
-        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
-        config = write_toml(tmp_path / "config.toml", doc)
+        config = write_daemon_config(emu, tmp_path)
         proc = backfill(config, since)
         _, stderr = proc.communicate(timeout=300)
         text = stderr.decode()
@@ -65,9 +64,7 @@ def test_backfill_of_100k_records_is_complete_with_progress(tmp_path, since):
 def test_interrupted_backfill_resumes_where_it_stopped(tmp_path, since):
     options = EmulatorOptions(seed=5, records=6000, latency_ms=2)
     with running_emulator(options) as emu:
-        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
-        doc["source"]["page_size"] = 50
-        config = write_toml(tmp_path / "config.toml", doc)
+        config = write_daemon_config(emu, tmp_path, source={"page_size": 50})
         out = tmp_path / "out.jsonl"
         first = backfill(config, since)
         wait_until(

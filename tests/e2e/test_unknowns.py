@@ -7,7 +7,7 @@ faults, late records and rate limits, and compares the file sink with the emulat
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 
 import pytest
 
@@ -93,14 +93,8 @@ async def test_every_record_delivered_exactly_once(scenario, tmp_path):
     async with Emulator(options) as emu:
         config = daemon_config(emu, tmp_path, **DAEMON_OVERRIDES.get(scenario, {}))
         engine = live_engine(config)
-        neighbour_stop = asyncio.Event()
-        neighbour = asyncio.create_task(noisy_neighbour(emu, neighbour_stop)) if options.rate_limit else None
-        try:
+        async with noisy_neighbour(emu) if options.rate_limit else contextlib.nullcontext():
             delivered = await run_until_complete(engine, emu, tmp_path / "out.jsonl", deadline_s=90)
-        finally:
-            neighbour_stop.set()
-            if neighbour is not None:
-                await neighbour
     duplicates = {key: n for key, n in delivered.items() if n > 1}
     assert not duplicates, (
         f"{len(duplicates)} records delivered twice in a clean run, e.g. {list(duplicates)[:5]}"

@@ -1,17 +1,23 @@
-"""What the reliability cases share: the daemon as a process, counting, small filesystems."""
+"""What the reliability cases share: the daemon as a process (started, run until the sink holds
+the ground truth, stopped), counting, small filesystems."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
 import datetime as dt
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from auditstream.emulator import Emulator
+from tests.e2e.support import missing, read_events
+from tests.helpers import wait_until
 
 CLI = [sys.executable, "-m", "auditstream.cli"]
 
@@ -57,6 +63,51 @@ def start_daemon(config: Path, log: Path, *extra: str, command: str = "run") -> 
         )
 
 
+@dataclass
+class Daemon:
+    """``auditstream run`` as its own process; ``restart`` starts it again on the same config
+    and log (after a kill)."""
+
+    config: Path
+    log: Path
+    proc: subprocess.Popen[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.proc = start_daemon(self.config, self.log)
+
+
+@contextlib.contextmanager
+def daemon_running(config: Path, log: Path) -> Iterator[Daemon]:
+    """The daemon for the duration of the block; stopped with SIGTERM at its end, where it must
+    exit 0."""
+    daemon = Daemon(config, log)
+    try:
+        yield daemon
+    finally:
+        daemon.proc.send_signal(signal.SIGTERM)
+        code = daemon.proc.wait(30)
+    assert code == 0, tail(log)
+
+
+def wait_for_every_record(emu: Emulator, streams: list[str], out: Path, timeout: float = 60) -> None:
+    """Wait until live traffic has ended and the file sink at ``out`` holds every record."""
+    wait_until(lambda: emu.live_finished and emu.store.pending_count() == 0, 60, "live traffic to end")
+    wait_until(lambda: not missing(emu, streams, read_events(out)), timeout, "every record")
+
+
+def run_daemon_until_complete(
+    emu: Emulator, streams: list[str], config: Path, out: Path, log: Path
+) -> collections.Counter[tuple[str, str]]:
+    """Start the daemon, wait for every record (live traffic included), stop it cleanly; what
+    the file sink holds then."""
+    with daemon_running(config, log):
+        wait_for_every_record(emu, streams, out)
+    return read_events(out)
+
+
 def backfill_args(since: dt.datetime, until: dt.datetime) -> list[str]:
     return ["--from", since.isoformat(), "--to", until.isoformat()]
 
@@ -71,6 +122,11 @@ def line_count(path: Path) -> int:
 def duplicates(delivered: collections.Counter[tuple[str, str]]) -> int:
     """Deliveries beyond the first, over every record."""
     return sum(n - 1 for n in delivered.values() if n > 1)
+
+
+def tally(delivered: collections.Counter[tuple[str, str]], lost: Collection[Any]) -> dict[str, int]:
+    """The counts of a ``figures`` line for one sink: records delivered, lost, duplicates."""
+    return {"records": len(delivered), "lost": len(lost), "duplicates": duplicates(delivered)}
 
 
 def tail(path: Path, chars: int = 3000) -> str:

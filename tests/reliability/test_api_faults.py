@@ -20,7 +20,7 @@ from auditstream.engine.engine import Engine
 from auditstream.sdm.registry import ALL_STREAM_NAMES, NANOS_PER_SECOND
 from tests.e2e.support import daemon_config, live_engine, missing, noisy_neighbour, run_until_complete
 from tests.helpers import async_wait_until
-from tests.reliability.support import duplicates
+from tests.reliability.support import duplicates, tally
 
 pytestmark = pytest.mark.reliability
 
@@ -49,14 +49,9 @@ async def test_rate_limit_storm_far_below_demand(tmp_path, figures):
             source={"page_size": 1000},
         )
         engine = live_engine(config)
-        stop = asyncio.Event()
-        neighbour = asyncio.create_task(noisy_neighbour(emu, stop))
         started = time.monotonic()
-        try:
+        async with noisy_neighbour(emu) as neighbour:
             delivered = await run_until_complete(engine, emu, tmp_path / "out.jsonl", deadline_s=90)
-        finally:
-            stop.set()
-            neighbour_calls = await neighbour
         minutes = (time.monotonic() - started) / 60
         lost = missing(emu, streams, delivered)
         demand = len(streams) * 60 / poll
@@ -64,10 +59,8 @@ async def test_rate_limit_storm_far_below_demand(tmp_path, figures):
     figures(
         load=f"{options.live:g} records/s live; {len(streams)} streams wanting ~{demand:,.0f} requests/min",
         faults=f"rate limit {limit}/min ({limit / demand:.0%} of demand), {emu.stats.rate_limited:,} "
-        f"refusals, a noisy neighbour on the same key ({neighbour_calls:,} calls)",
-        records=len(delivered),
-        lost=len(lost),
-        duplicates=duplicates(delivered),
+        f"refusals, a noisy neighbour on the same key ({neighbour.calls:,} calls)",
+        **tally(delivered, lost),
     )
     assert emu.stats.rate_limited > 0, "the limit must actually bite"
     assert answered / minutes < limit * 1.5, "the emulator enforced the limit"
@@ -88,9 +81,7 @@ async def test_twenty_percent_transient_api_faults(tmp_path, figures):
     figures(
         load=f"{options.live:g} records/s live for {options.live_for:g}s, 28 streams",
         faults=f"{emu.stats.faults_injected:,} of {calls:,} calls failed ({kinds})",
-        records=len(delivered),
-        lost=len(lost),
-        duplicates=duplicates(delivered),
+        **tally(delivered, lost),
     )
     assert emu.stats.faults_injected >= 0.1 * calls, "about one call in five fails"
     assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:5]}"
@@ -140,9 +131,7 @@ async def test_late_records_inside_the_overlap_are_delivered(tmp_path, figures):
         f"{options.late_max_seconds:g}s late",
         faults=f"{late_live:,} late live records + {len(behind_watermark)} inserted up to "
         f"{overlap - 20:g}s behind the watermark (overlap {overlap:g}s)",
-        records=len(delivered),
-        lost=len(lost),
-        duplicates=duplicates(delivered),
+        **tally(delivered, lost),
     )
     assert len(behind_watermark) == len(inserted) >= 20, "each inserted record was behind the watermark"
     assert late_live > 0

@@ -27,7 +27,7 @@ import pytest
 
 from auditstream import cli
 from auditstream.emulator import Emulator, EmulatorOptions, running_emulator
-from tests.e2e.support import daemon_config_document, write_toml
+from tests.e2e.support import write_daemon_config
 from tests.peers.hec import HecReceiver
 from tests.peers.tls import make_pki
 from tests.reliability.support import CLI, RESULTS, Figures
@@ -60,11 +60,12 @@ class Case:
     write: Callable[[Path, Emulator, Emulator], Path] | None = None  # makes the config file
 
 
-def doc_for(emu: Emulator, tmp: Path, **source: Any) -> dict[str, Any]:
-    doc = daemon_config_document(emu.address, emu.options.access_key, emu.options.secret_key, tmp)
-    doc["source"].update(source)
-    doc["source"]["max_transient_retries"] = 1
-    return doc
+def config_for(
+    emu: Emulator, tmp: Path, source: dict[str, Any] | None = None, sinks: list[dict[str, Any]] | None = None
+) -> Path:
+    """The daemon's config against ``emu``, retrying a failed API call once."""
+    source = (source or {}) | {"max_transient_retries": 1}
+    return write_daemon_config(emu, tmp, source=source, sinks=sinks)
 
 
 def text_config(text: str) -> Callable[[Path, Emulator, Emulator], Path]:
@@ -95,25 +96,25 @@ def base(source: str = 'secret_key = "c2VjcmV0"', streams: str = "") -> str:
     return BASE.format(source=source, streams=streams)
 
 
-def with_doc(change: Callable[[dict[str, Any], Path, Emulator, Emulator], None]) -> Callable[..., Path]:
+def with_api(change: Callable[[Emulator], dict[str, Any]]) -> Callable[..., Path]:
+    """The config against the plain emulator with the ``[source]`` keys ``change(tls_emu)`` gives."""
+
     def write(tmp: Path, emu: Emulator, tls_emu: Emulator) -> Path:
-        doc = doc_for(emu, tmp)
-        change(doc, tmp, emu, tls_emu)
-        return write_toml(tmp / "config.toml", doc)
+        return config_for(emu, tmp, change(tls_emu))
 
     return write
 
 
-def _wrong_secret(doc: dict[str, Any], tmp: Path, emu: Emulator, tls: Emulator) -> None:
-    doc["source"]["secret_key"] = WRONG_SECRET
+def _wrong_secret(tls: Emulator) -> dict[str, Any]:
+    return {"secret_key": WRONG_SECRET}
 
 
-def _unknown_key(doc: dict[str, Any], tmp: Path, emu: Emulator, tls: Emulator) -> None:
-    doc["source"]["access_key"] = "auth-nobody0here"
+def _unknown_key(tls: Emulator) -> dict[str, Any]:
+    return {"access_key": "auth-nobody0here"}
 
 
-def _tls_api(doc: dict[str, Any], tmp: Path, emu: Emulator, tls: Emulator) -> None:
-    doc["source"].update(endpoint=tls.address.replace("127.0.0.1", "localhost"), insecure=False)
+def _tls_api(tls: Emulator) -> dict[str, Any]:
+    return {"endpoint": tls.address.replace("127.0.0.1", "localhost"), "insecure": False}
 
 
 CASES: dict[str, Case] = {
@@ -160,9 +161,9 @@ CASES: dict[str, Case] = {
             base().replace('type = "stdout"', 'type = "splunk_hec"\nname = "hec"\nurl = "https://x:8088"')
         ),
     ),
-    "wrong secret": Case("run", 1, ["auth-demo0emulator0key"], [WRONG_SECRET], write=with_doc(_wrong_secret)),
-    "unknown access key": Case("run", 1, ["auth-nobody0here"], write=with_doc(_unknown_key)),
-    "self-signed API without a CA": Case("run", 1, ["TLS", "ca_file"], write=with_doc(_tls_api)),
+    "wrong secret": Case("run", 1, ["auth-demo0emulator0key"], [WRONG_SECRET], write=with_api(_wrong_secret)),
+    "unknown access key": Case("run", 1, ["auth-nobody0here"], write=with_api(_unknown_key)),
+    "self-signed API without a CA": Case("run", 1, ["TLS", "ca_file"], write=with_api(_tls_api)),
 }
 
 
@@ -222,10 +223,9 @@ async def test_self_signed_sink_without_a_ca_fails_its_check(tmp_path):
         Emulator(EmulatorOptions(records=10)) as emu,
         HecReceiver(token=HEC_TOKEN, ssl_context=pki.server_context()) as hec,
     ):
-        doc = doc_for(emu, tmp_path)
         url = hec.base_url.replace("127.0.0.1", "localhost")
-        doc["sinks"] = [{"type": "splunk_hec", "name": "hec", "url": url, "token": HEC_TOKEN}]
-        config = write_toml(tmp_path / "config.toml", doc)
+        sinks = [{"type": "splunk_hec", "name": "hec", "url": url, "token": HEC_TOKEN}]
+        config = config_for(emu, tmp_path, sinks=sinks)
         proc = await asyncio.create_subprocess_exec(
             *CLI,
             "check",

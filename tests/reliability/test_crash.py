@@ -11,15 +11,26 @@ import collections
 import datetime as dt
 import random
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from auditstream.emulator import EmulatorOptions, QueriesTime, running_emulator
 from auditstream.sdm.registry import ALL_STREAM_NAMES
-from tests.e2e.support import daemon_config_document, missing, read_events, write_toml
+from tests.e2e.support import missing, read_events, write_daemon_config
 from tests.helpers import wait_until
-from tests.reliability.support import backfill_args, duplicates, line_count, start_daemon, tail
+from tests.reliability.support import (
+    backfill_args,
+    daemon_running,
+    duplicates,
+    line_count,
+    run_daemon_until_complete,
+    start_daemon,
+    tail,
+    tally,
+    wait_for_every_record,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -32,6 +43,17 @@ def per_stream_duplicates(delivered: collections.Counter[tuple[str, str]]) -> co
     return collections.Counter({stream: 0 for stream, _ in delivered}) + collections.Counter(
         stream for (stream, _), n in delivered.items() for _ in range(n - 1)
     )
+
+
+def sigkill_after_more_lines(
+    proc: subprocess.Popen[bytes], out: Path, more: int, log: Path, ended_early: str
+) -> None:
+    """SIGKILL ``proc`` once the file sink holds ``more`` lines beyond what it holds now."""
+    target = line_count(out) + more
+    wait_until(lambda: line_count(out) >= target or proc.poll() is not None, 60, "more output")
+    assert proc.poll() is None, f"{ended_early}:\n{tail(log)}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
 
 
 def test_sigkill_during_live_traffic_loses_nothing(tmp_path, figures):
@@ -56,30 +78,15 @@ def test_sigkill_during_live_traffic_loses_nothing(tmp_path, figures):
     log = tmp_path / "daemon.log"
     during_traffic = 0
     with running_emulator(options) as emu:
-        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
-        config = write_toml(tmp_path / "config.toml", doc)
-        daemon = start_daemon(config, log)
-        try:
+        config = write_daemon_config(emu, tmp_path)
+        with daemon_running(config, log) as daemon:
             for _ in range(KILLS):
-                target = line_count(out) + rng.randint(50, 400)
-                wait_until(
-                    lambda t=target, d=daemon: line_count(out) >= t or d.poll() is not None, 60, "more output"
-                )
-                assert daemon.poll() is None, f"daemon died on its own:\n{tail(log)}"
-                daemon.send_signal(signal.SIGKILL)
-                daemon.wait(10)
+                more = rng.randint(50, 400)
+                sigkill_after_more_lines(daemon.proc, out, more, log, "daemon died on its own")
                 during_traffic += not emu.live_finished
-                daemon = start_daemon(config, log)
+                daemon.restart()
             assert during_traffic > 0, "kills must land while records still arrive"
-            wait_until(
-                lambda: emu.live_finished and emu.store.pending_count() == 0, 60, "live generation to end"
-            )
-            complete = lambda: not missing(emu, STREAMS, read_events(out))  # noqa: E731
-            wait_until(complete, 90, "every record after the kills")
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            code = daemon.wait(30)
-        assert code == 0, tail(log)
+            wait_for_every_record(emu, STREAMS, out, 90)
         delivered = read_events(out)
         lost = missing(emu, STREAMS, delivered)
         produced = emu.live.stats.produced if emu.live else 0
@@ -88,9 +95,7 @@ def test_sigkill_during_live_traffic_loses_nothing(tmp_path, figures):
         f"{options.late_rate:.0%} late, {options.long_sessions} long sessions",
         faults=f"SIGKILL x{KILLS}, {during_traffic} while records were being generated "
         f"(Queries filter on {queries_time.value} time)",
-        records=len(delivered),
-        lost=len(lost),
-        duplicates=duplicates(delivered),
+        **tally(delivered, lost),
     )
     assert not lost, f"{len(lost)} records lost across {KILLS} kills, e.g. {sorted(lost)[:5]}"
     # Only what was delivered but not yet checkpointed when a kill landed is sent again: at
@@ -106,20 +111,15 @@ def test_sigkill_during_a_backfill_then_resuming_loses_nothing(tmp_path, figures
     out = tmp_path / "out.jsonl"
     log = tmp_path / "backfill.log"
     with running_emulator(options) as emu:
-        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
-        doc["source"]["page_size"] = PAGE_SIZE
-        config = write_toml(tmp_path / "config.toml", doc)
+        config = write_daemon_config(emu, tmp_path, source={"page_size": PAGE_SIZE})
         since = dt.datetime.now(dt.UTC) - dt.timedelta(days=8)
         until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)  # the same period on every resume
         expected = sum(len(emu.truth(stream)) for stream in STREAMS)
         kills_at: list[int] = []
         for _ in range(KILLS):
             proc = start_daemon(config, log, *backfill_args(since, until), command="backfill")
-            target = line_count(out) + rng.randint(500, 3000)
-            wait_until(lambda t=target, p=proc: line_count(out) >= t or p.poll() is not None, 60, "output")
-            assert proc.poll() is None, f"the backfill ended before the kill:\n{tail(log)}"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
+            more = rng.randint(500, 3000)
+            sigkill_after_more_lines(proc, out, more, log, "the backfill ended before the kill")
             kills_at.append(line_count(out))
         proc = start_daemon(config, log, *backfill_args(since, until), command="backfill")
         code = proc.wait(120)
@@ -130,9 +130,7 @@ def test_sigkill_during_a_backfill_then_resuming_loses_nothing(tmp_path, figures
     figures(
         load=f"backfill of {expected:,} records, 28 streams",
         faults=f"SIGKILL x{KILLS} at {', '.join(f'{n:,}' for n in kills_at)} lines, then resumed",
-        records=len(delivered),
-        lost=len(lost),
-        duplicates=duplicates(delivered),
+        **tally(delivered, lost),
     )
     assert kills_at[-1] < expected, "every kill landed before the end"
     assert not lost, f"{len(lost)} records lost across {KILLS} kills, e.g. {sorted(lost)[:5]}"
@@ -151,15 +149,9 @@ def test_a_torn_last_line_from_a_killed_write_is_cut_at_the_next_start(tmp_path,
     torn = b'{"logType":"activities","id":"torn-by-a-kill","timestamp":"2024-05-01T12:'
     out.write_bytes(b'{"logType":"activities","id":"written-before"}\n' + torn)
     with running_emulator(options) as emu:
-        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
-        config = write_toml(tmp_path / "config.toml", doc)
-        daemon = start_daemon(config, log)
-        try:
-            wait_until(lambda: not missing(emu, STREAMS, read_events(out)), 60, "every record")
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            assert daemon.wait(30) == 0, tail(log)
-        delivered = read_events(out)  # parses every line: a glued line would fail here
+        config = write_daemon_config(emu, tmp_path)
+        # read_events parses every line: a glued line would fail here
+        delivered = run_daemon_until_complete(emu, STREAMS, config, out, log)
         lost = missing(emu, STREAMS, delivered)
     figures(
         load=f"{len(delivered) - 1:,} records",

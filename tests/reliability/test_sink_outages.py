@@ -24,12 +24,13 @@ import signal
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from auditstream.emulator import Emulator, EmulatorOptions
 from auditstream.sdm.registry import ALL_STREAM_NAMES
-from tests.e2e.support import daemon_config_document, write_toml
+from tests.e2e.support import truth_keys, write_daemon_config
 from tests.helpers import async_wait_until
 from tests.peers.hec import HecReceiver
 from tests.peers.http_receiver import HttpReceiver
@@ -68,10 +69,6 @@ def received(events: list[dict]) -> collections.Counter[tuple[str, str]]:
     return collections.Counter((event["logType"], event["id"]) for event in events)
 
 
-def truth(emu: Emulator) -> set[tuple[str, str]]:
-    return {(stream, key) for stream in STREAMS for key, _ in emu.truth(stream)}
-
-
 def truth_between(emu: Emulator, start_ns: int, end_ns: int) -> int:
     return sum(1 for s in STREAMS for _, t in emu.truth(s) if start_ns <= t < end_ns)
 
@@ -85,8 +82,7 @@ async def test_every_sink_down_for_30s_then_back_loses_nothing(tmp_path, figures
     retry = {"initial": "200ms", "maximum": "2s"}
     async with Emulator(options) as emu, http, hec:
         await asyncio.to_thread(rsyslog.start)
-        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
-        doc["sinks"] = [
+        sinks: list[dict[str, Any]] = [
             {"type": "http", "name": "http", "url": http.url, "retry": retry},
             {"type": "splunk_hec", "name": "hec", "url": hec.base_url, "token": HEC_TOKEN, "retry": retry},
             {
@@ -97,7 +93,7 @@ async def test_every_sink_down_for_30s_then_back_loses_nothing(tmp_path, figures
                 "retry": retry,
             },
         ]
-        config = write_toml(tmp_path / "config.toml", doc)
+        config = write_daemon_config(emu, tmp_path, sinks=sinks)
         daemon = start_daemon(config, log)
 
         def holdings() -> dict[str, collections.Counter[tuple[str, str]]]:
@@ -108,7 +104,7 @@ async def test_every_sink_down_for_30s_then_back_loses_nothing(tmp_path, figures
             }
 
         try:
-            initial = truth(emu)
+            initial = truth_keys(emu, STREAMS)
             await async_wait_until(
                 lambda: all(initial <= set(h) for h in holdings().values()), 60, "the backlog at every sink"
             )
@@ -144,7 +140,7 @@ async def test_every_sink_down_for_30s_then_back_loses_nothing(tmp_path, figures
 
             await emu.live_done()
             await async_wait_until(lambda: emu.store.pending_count() == 0, 30, "open sessions to close")
-            complete = truth(emu)
+            complete = truth_keys(emu, STREAMS)
             await async_wait_until(
                 lambda: all(complete <= set(h) for h in holdings().values()), 90, "every record at every sink"
             )

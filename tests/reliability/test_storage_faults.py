@@ -15,7 +15,6 @@ import asyncio
 import errno
 import json
 import shutil
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +27,25 @@ from auditstream.sinks import file as file_module
 from auditstream.sinks.base import SinkState
 from tests.e2e.support import (
     daemon_config,
-    daemon_config_document,
     live_engine,
     missing,
     read_events,
     run_until_complete,
-    write_toml,
+    truth_keys,
+    write_daemon_config,
 )
 from tests.helpers import async_wait_until, wait_until
 from tests.reliability.support import (
     MOUNT_SKIP,
     can_mount,
+    daemon_running,
     duplicates,
     remount,
+    run_daemon_until_complete,
     start_daemon,
-    tail,
+    tally,
     tmpfs,
+    wait_for_every_record,
 )
 
 pytestmark = pytest.mark.reliability
@@ -87,16 +89,9 @@ def run_to_failure(config: Path, log: Path, timeout: float = 60) -> tuple[int, s
     return code, log.read_text()
 
 
-def finish(emu: Emulator, config: Path, out: Path, log: Path) -> Any:
-    """Start the daemon, wait for every record (live traffic included), stop it cleanly."""
-    daemon = start_daemon(config, log)
-    try:
-        wait_until(lambda: emu.live_finished and emu.store.pending_count() == 0, 60, "live traffic to end")
-        wait_until(lambda: not missing(emu, STREAMS, read_events(out)), 60, "every record")
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(30) == 0, tail(log)
-    return read_events(out)
+def wait_for_the_backlog(emu: Emulator, out: Path) -> None:
+    initial = truth_keys(emu, STREAMS)
+    wait_until(lambda: initial <= set(read_events(out)), 60, "the backlog")
 
 
 def test_corrupt_checkpoint_stops_with_the_way_out_and_the_backup_loses_nothing(tmp_path, figures):
@@ -104,13 +99,9 @@ def test_corrupt_checkpoint_stops_with_the_way_out_and_the_backup_loses_nothing(
     out, log = tmp_path / "out.jsonl", tmp_path / "daemon.log"
     checkpoint = tmp_path / "state" / "checkpoints.json"
     with running_emulator(options) as emu:
-        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
-        config = write_toml(tmp_path / "config.toml", doc)
-        daemon = start_daemon(config, log)
-        initial = {(s, k) for s in STREAMS for k, _ in emu.truth(s)}
-        wait_until(lambda: initial <= set(read_events(out)), 60, "the backlog")
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(30) == 0, tail(log)
+        config = write_daemon_config(emu, tmp_path)
+        with daemon_running(config, log):
+            wait_for_the_backlog(emu, out)
         # A torn write: the file cut in the middle (what atomic replacement prevents, and a
         # disk or an operator may still do).
         whole = checkpoint.read_bytes()
@@ -128,14 +119,12 @@ def test_corrupt_checkpoint_stops_with_the_way_out_and_the_backup_loses_nothing(
         assert out.read_bytes().count(b"\n") == lines_before, "nothing delivered without a checkpoint"
 
         shutil.copy(f"{checkpoint}.bak", checkpoint)  # the documented way out
-        delivered = finish(emu, config, out, log)
+        delivered = run_daemon_until_complete(emu, STREAMS, config, out, log)
         lost = missing(emu, STREAMS, delivered)
     figures(
         load=f"{options.live:g} records/s live across the failed start",
         faults="checkpoint cut in half; exit 1 naming it and the .bak; restored from .bak",
-        records=len(delivered),
-        lost=len(lost),
-        duplicates=duplicates(delivered),
+        **tally(delivered, lost),
     )
     assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:5]}"
 
@@ -145,8 +134,7 @@ def test_unwritable_checkpoint_directory_at_start_is_refused(tmp_path, figures):
     out = tmp_path / "out.jsonl"
     state = tmp_path / "state"
     with running_emulator(options) as emu:
-        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
-        config = write_toml(tmp_path / "config.toml", doc)
+        config = write_daemon_config(emu, tmp_path)
         if MOUNTABLE:
             how = "read-only filesystem"
             with tmpfs(state, "1m"):
@@ -177,11 +165,9 @@ def test_checkpoint_directory_turning_read_only_mid_run_stops_without_overclaimi
     state = tmp_path / "state"
     checkpoint = state / "checkpoints.json"
     with running_emulator(options) as emu, tmpfs(state, "4m"):
-        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
-        config = write_toml(tmp_path / "config.toml", doc)
+        config = write_daemon_config(emu, tmp_path)
         daemon = start_daemon(config, log)
-        initial = {(s, k) for s in STREAMS for k, _ in emu.truth(s)}
-        wait_until(lambda: initial <= set(read_events(out)), 60, "the backlog")
+        wait_for_the_backlog(emu, out)
         remount(state, "ro")
         code = daemon.wait(30)
         stderr = log.read_text()
@@ -191,15 +177,13 @@ def test_checkpoint_directory_turning_read_only_mid_run_stops_without_overclaimi
         assert "none are lost" in message
         claimed = assert_checkpoint_holds(emu, checkpoint, out)
         remount(state, "rw")
-        delivered = finish(emu, config, out, log)
+        delivered = run_daemon_until_complete(emu, STREAMS, config, out, log)
         lost = missing(emu, STREAMS, delivered)
     figures(
         load=f"{options.live:g} records/s live",
         faults=f"checkpoint filesystem remounted read-only mid-run: exit 1, checkpoint claims "
         f"{claimed:,} records, all in the sink; restarted once writable",
-        records=len(delivered),
-        lost=len(lost),
-        duplicates=duplicates(delivered),
+        **tally(delivered, lost),
     )
     assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:5]}"
 
@@ -213,12 +197,10 @@ def test_full_disk_under_the_file_sink_holds_the_checkpoint_then_resumes(tmp_pat
     out = disk / "out.jsonl"
     checkpoint = tmp_path / "state" / "checkpoints.json"
     with running_emulator(options) as emu, tmpfs(disk, "512k"):
-        doc = daemon_config_document(emu.address, options.access_key, options.secret_key, tmp_path)
-        doc["sinks"][0]["path"] = str(out)
-        doc["sinks"][0]["retry"] = {"initial": "100ms", "maximum": "500ms"}
-        config = write_toml(tmp_path / "config.toml", doc)
-        daemon = start_daemon(config, log)
-        try:
+        sink = {"type": "file", "name": "out", "path": str(out)}
+        retry = {"initial": "100ms", "maximum": "500ms"}
+        config = write_daemon_config(emu, tmp_path, sinks=[sink | {"retry": retry}])
+        with daemon_running(config, log):
             full = "No space left on device"
             wait_until(lambda: log.read_text().count(full) >= 3, 60, "the disk to fill up and writes to fail")
             retry_lines = [
@@ -230,23 +212,14 @@ def test_full_disk_under_the_file_sink_holds_the_checkpoint_then_resumes(tmp_pat
             held_back = len(missing(emu, STREAMS, read_events(out)))
             assert held_back > 0
             remount(disk, "size=16m")  # space comes back
-            wait_until(
-                lambda: emu.live_finished and emu.store.pending_count() == 0, 60, "live traffic to end"
-            )
-            wait_until(lambda: not missing(emu, STREAMS, read_events(out)), 60, "every record")
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            code = daemon.wait(30)
-        assert code == 0, tail(log)
+            wait_for_every_record(emu, STREAMS, out)
         delivered = read_events(out)  # every line parses: no half-written line survived
         lost = missing(emu, STREAMS, delivered)
     figures(
         load=f"{options.live:g} records/s live; {held_back:,} records held back while full",
         faults=f"file sink on a full 512 KiB tmpfs (ENOSPC; checkpoint claimed {claimed:,} records, "
         "all written), then grown",
-        records=len(delivered),
-        lost=len(lost),
-        duplicates=duplicates(delivered),
+        **tally(delivered, lost),
     )
     assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:5]}"
     assert duplicates(delivered) == 0, "a failed write is cut back, never written twice"
@@ -293,9 +266,7 @@ async def test_full_disk_simulated_enospc(tmp_path, monkeypatch, figures):
         load=f"{options.live:g} records/s live",
         faults=f"simulated ENOSPC, {disk['refused']} writes refused half-way; checkpoint claimed "
         f"{claimed:,} records, all written",
-        records=len(delivered),
-        lost=len(lost),
-        duplicates=duplicates(delivered),
+        **tally(delivered, lost),
     )
     assert error == f"cannot write {out}: No space left on device"
     assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:5]}"

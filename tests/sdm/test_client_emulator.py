@@ -6,6 +6,7 @@ import asyncio
 import base64
 import collections
 import time
+from typing import Any
 
 import pytest
 
@@ -14,26 +15,21 @@ from auditstream.ops import metrics
 from auditstream.sdm.client import AuditClient, ClientSettings
 from auditstream.sdm.errors import AuthenticationFailed, TlsVerificationFailed, TransientApiError
 from auditstream.sdm.registry import ALL_STREAM_NAMES, STREAMS
+from tests.e2e.support import client_settings
 from tests.peers.tls import make_pki
 
 S = 1_000_000_000
 EVERYTHING = (0, 2**62)
 
 
-def settings(emu: Emulator, **overrides) -> ClientSettings:
-    base = dict(
-        endpoint=emu.address,
-        access_key=emu.options.access_key,
-        secret_key=emu.options.secret_key,
-        insecure=True,
-        page_size=40,
-        timeout=2.0,
-        max_transient_retries=8,
-        retry_initial=0.01,
-        retry_max=0.05,
-    )
-    base.update(overrides)
-    return ClientSettings(**base)
+# Small pages and quick retries: many calls, and a fault costs little time.
+CLIENT: dict[str, Any] = dict(
+    page_size=40, timeout=2.0, max_transient_retries=8, retry_initial=0.01, retry_max=0.05
+)
+
+
+def settings(emu: Emulator, **overrides: Any) -> ClientSettings:
+    return client_settings(emu, **(CLIENT | overrides))
 
 
 async def full_listing(client: AuditClient, stream: str) -> collections.Counter[str]:
