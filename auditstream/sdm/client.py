@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from auditstream.ops import metrics
 from auditstream.sdm.errors import ApiError, RateLimitError, RateLimitInfo, TransientApiError, from_rpc_error
-from auditstream.sdm.ratelimit import RateLimitGate
+from auditstream.sdm.ratelimit import RateLimitGate, Turn
 from auditstream.sdm.registry import NANOS_PER_SECOND, StreamSpec
 from auditstream.sdm.signing import decode_secret, request_metadata
 
@@ -130,7 +130,11 @@ class AuditClient:
         return response
 
     async def _call(self, spec: StreamSpec, request: Any) -> Any:
-        """A call with the bucket's shared pause, rate-limit waits and bounded transient retries."""
+        """A call through the bucket's turns and pauses, with bounded transient retries.
+
+        Each attempt takes its own turn, so tenacity's backoff sleeps outside it: a stream
+        retrying a fault never holds up the streams queued behind it.
+        """
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_transient),
             wait=wait_exponential_jitter(
@@ -143,22 +147,45 @@ class AuditClient:
         )
         async for attempt in retrying:
             with attempt:
-                while True:
-                    await self._gate.wait(self._bucket_of.get(spec.name))
-                    try:
-                        response = await self._call_once(spec, request)
-                    except RateLimitError as exc:
-                        if exc.info is not None and exc.info.bucket:
-                            self._bucket_of[spec.name] = exc.info.bucket
-                        self._gate.refused(exc.info)
-                        continue
-                    break
-        if response.HasField("rate_limit"):
-            info = RateLimitInfo.from_proto(response.rate_limit)
-            if info.bucket:
-                self._bucket_of[spec.name] = info.bucket
-            self._gate.observe(info)
+                response = await self._call_granted(spec, request)
         return response
+
+    async def _call_granted(self, spec: StreamSpec, request: Any) -> Any:
+        """Call until the rate limit lets the call through; other failures propagate.
+
+        A caller refused on the free path leaves its turn to join the queue the refusal has
+        just started (first come, first served); a queued one is served within its turn.
+        """
+        while True:
+            async with self._gate.turn(self._bucket_of.get(spec.name)) as turn:
+                response = await self._call_in_turn(spec, request, turn)
+                if response is not None:
+                    return response
+
+    async def _call_in_turn(self, spec: StreamSpec, request: Any, turn: Turn) -> Any | None:
+        """The calls one turn allows: the response, or None when refused and told to queue.
+
+        Outcomes are reported to the gate inside the turn, so the next holder sees the pause
+        they imply.
+        """
+        while True:
+            try:
+                response = await self._call_once(spec, request)
+            except RateLimitError as exc:
+                self._learn_bucket(spec, exc.info)
+                self._gate.refused(exc.info)
+                if await turn.keep(self._bucket_of.get(spec.name)):
+                    continue
+                return None
+            info = RateLimitInfo.from_proto(response.rate_limit) if response.HasField("rate_limit") else None
+            self._learn_bucket(spec, info)
+            self._gate.observe(info, self._bucket_of.get(spec.name))
+            return response
+
+    def _learn_bucket(self, spec: StreamSpec, info: RateLimitInfo | None) -> None:
+        """Remember the stream's bucket once the API names it, so it waits only on that one."""
+        if info is not None and info.bucket:
+            self._bucket_of[spec.name] = info.bucket
 
     async def pages(
         self, spec: StreamSpec, after_ns: int, before_ns: int, extra_filter: str = ""
