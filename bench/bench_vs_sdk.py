@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--mixed-records", type=int, default=100_000)
-    parser.add_argument("--latency-records", type=int, default=200_000)
+    parser.add_argument("--latency-records", type=int, default=500_000)
     parser.add_argument("--latency-ms", type=float, default=100.0, help="per API call, for that run")
     parser.add_argument("--write", action="store_true", help="write the tables into BENCHMARKS.md")
     opts = parser.parse_args(args)
