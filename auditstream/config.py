@@ -137,8 +137,9 @@ class MetricsSettings(StrictModel):
 
 class EngineSettings(StrictModel):
     queue_batches: int = Field(default=4, ge=1)
-    # While a stream catches up (backfill, after downtime): complete slices listed
-    # concurrently ahead of the one being delivered, so API latency overlaps (engine.prefetch).
+    # While streams catch up (backfill, after downtime): complete slices listed concurrently
+    # ahead of the ones being delivered, over all streams, so API latency overlaps
+    # (engine.prefetch).
     slices_ahead: int = Field(default=4, ge=0, le=32)
     shutdown_timeout: Duration = 20.0
     sink_failure_pause: Duration = 30.0

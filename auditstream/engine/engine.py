@@ -18,6 +18,7 @@ from auditstream.engine.fanout import FanOut
 from auditstream.engine.longqueries import LongQueryTracker
 from auditstream.engine.normalize import Normalizer, build_redactor
 from auditstream.engine.poller import PollerOptions, StreamPoller
+from auditstream.engine.prefetch import AheadBudget
 from auditstream.engine.window import WindowPolicy
 from auditstream.sdm.client import AuditClient, ClientSettings
 from auditstream.sdm.registry import NANOS_PER_SECOND, STREAMS, StreamKind
@@ -139,7 +140,7 @@ class Engine:
         options = PollerOptions(
             poll_interval=streams.poll_interval,
             queue_batches=self.config.engine.queue_batches,
-            slices_ahead=self.config.engine.slices_ahead,
+            ahead=AheadBudget(self.config.engine.slices_ahead),
         )
         redactor = build_redactor(self.config.normalize)
         pollers = []

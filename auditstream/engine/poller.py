@@ -22,7 +22,7 @@ from auditstream.engine.dedupe import DeliveredKeys
 from auditstream.engine.fanout import FanOut
 from auditstream.engine.longqueries import LongQueryTracker
 from auditstream.engine.normalize import Normalizer
-from auditstream.engine.prefetch import SliceLister, slices_ahead
+from auditstream.engine.prefetch import AheadBudget, SliceLister, slices_ahead
 from auditstream.engine.window import Window, WindowPolicy, is_finished, next_window
 from auditstream.ops import metrics
 from auditstream.sdm.client import AuditClient
@@ -59,7 +59,8 @@ QueueItem = Batch | WindowDone | _Finished
 class PollerOptions:
     poll_interval: float
     queue_batches: int
-    slices_ahead: int = 0  # slices listed ahead while catching up (engine.prefetch)
+    # Slices listed ahead while catching up, a budget shared by every poller (engine.prefetch).
+    ahead: AheadBudget = field(default_factory=lambda: AheadBudget(0))
     error_backoff_initial: float = 1.0
     error_backoff_max: float = 60.0
 
@@ -94,7 +95,7 @@ class StreamPoller:
         self._tracker = tracker
         self._on_success = on_success
         self._keys = DeliveredKeys(self.state.delivered)
-        self._slices = SliceLister(client, spec, options.slices_ahead)
+        self._slices = SliceLister(client, spec, options.ahead)
         self._queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=options.queue_batches)
         self.records_delivered = 0
         self.last_success_ns: int | None = None

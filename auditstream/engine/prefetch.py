@@ -10,10 +10,12 @@ checkpoints see exactly the sequence of pages they would see without it.
 
 Only slices that are already complete are listed ahead (their end lies behind now - settle,
 so the window the poller computes next is exactly that one); the last, still growing
-window is listed when its turn comes. Memory is bounded by ``ahead`` x (``buffer_pages``
-+ 1) pages per stream: a listing ahead stops once its buffer is full and it holds the next
-page. A failed slice fails when its turn comes, and the poller then discards
-every listing ahead (they are redone after the backoff, so nothing is skipped).
+window is listed when its turn comes. Listings ahead take a slot of one budget shared by
+every stream of the process (``AheadBudget``, ``[engine] slices_ahead``), so memory is
+bounded by slots x (``buffer_pages`` + 1) pages however many streams catch up at once: a
+listing ahead stops once its buffer is full and it holds the next page. A failed slice
+fails when its turn comes, and the poller then discards every listing ahead (they are redone
+after the backoff, so nothing is skipped).
 """
 
 from __future__ import annotations
@@ -64,19 +66,48 @@ def slices_ahead(after: Window, now_ns: int, policy: WindowPolicy, count: int) -
     return upcoming
 
 
+class AheadBudget:
+    """Slices that may be listed ahead at once, over every stream of the process.
+
+    One budget for all streams rather than one per stream: a backfill of 28 streams then
+    holds no more listings ahead in memory than a backfill of one, and the slots go to
+    whichever streams still have slices to list.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._free = slots
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+    def take(self) -> bool:
+        if self._free <= 0:
+            return False
+        self._free -= 1
+        return True
+
+    def give_back(self) -> None:
+        self._free = min(self._free + 1, self.slots)
+
+
 class SliceLister:
     """The pages of one stream's windows, some of them listed before their turn."""
 
-    def __init__(self, client: AuditClient, spec: StreamSpec, ahead: int, buffer_pages: int = 1) -> None:
+    def __init__(
+        self, client: AuditClient, spec: StreamSpec, budget: AheadBudget, buffer_pages: int = 4
+    ) -> None:
         self._client = client
         self._spec = spec
-        self._ahead = ahead
+        self._budget = budget
         self._buffer_pages = buffer_pages
         self._listings: dict[Window, _Listing] = {}
 
     @property
     def ahead(self) -> int:
-        return self._ahead
+        """The most slices this stream may list ahead (when the budget has them free)."""
+        return self._budget.slots
 
     @property
     def listing_ahead(self) -> int:
@@ -85,7 +116,7 @@ class SliceLister:
 
     async def pages(self, window: Window, upcoming: Sequence[Window] = ()) -> AsyncGenerator[Page, None]:
         """``window``'s pages in API order; meanwhile ``upcoming`` windows start listing."""
-        listing = self._listings.pop(window, None)
+        listing = self._forget(window)
         self._start(upcoming)
         if listing is None:
             async with contextlib.aclosing(self._listing(window)) as pages:
@@ -103,12 +134,23 @@ class SliceLister:
         finally:
             await _cancel(listing.task)
 
+    def _forget(self, window: Window) -> _Listing | None:
+        """Take a listing ahead out of the table, giving its slot back to the budget."""
+        listing = self._listings.pop(window, None)
+        if listing is not None:
+            self._budget.give_back()
+        return listing
+
     def _start(self, upcoming: Sequence[Window]) -> None:
-        wanted = set(upcoming[: self._ahead])
+        wanted = upcoming[: self.ahead]
         for stale in [w for w in self._listings if w not in wanted]:  # no longer what comes next
-            self._listings.pop(stale).task.cancel()
-        for window in upcoming[: self._ahead]:
+            listing = self._forget(stale)
+            assert listing is not None
+            listing.task.cancel()
+        for window in wanted:
             if window not in self._listings:
+                if not self._budget.take():
+                    return  # every slot is busy: the rest is listed in its turn
                 pages: asyncio.Queue[_Item] = asyncio.Queue(maxsize=self._buffer_pages)
                 task = asyncio.create_task(
                     self._fill(window, pages), name=f"list-ahead-{self._spec.name}-{window.end_ns}"
@@ -130,8 +172,9 @@ class SliceLister:
 
     async def discard(self) -> None:
         """Stop and forget every listing ahead (after an error, and when the poller stops)."""
-        listings, self._listings = list(self._listings.values()), {}
-        for listing in listings:
+        for window in list(self._listings):
+            listing = self._forget(window)
+            assert listing is not None
             await _cancel(listing.task)
 
 

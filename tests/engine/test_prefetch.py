@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from auditstream.engine.prefetch import SliceLister, slices_ahead
+from auditstream.engine.prefetch import AheadBudget, SliceLister, slices_ahead
 from auditstream.engine.window import Window, WindowPolicy, next_window
 from auditstream.sdm.client import Page
 from auditstream.sdm.errors import TransientApiError
@@ -99,7 +99,7 @@ def hour_windows(count: int) -> list[Window]:
 
 async def test_windows_come_out_in_order_while_the_next_ones_list_concurrently():
     client = FakeClient()
-    lister = SliceLister(client, STREAMS["activities"], ahead=3)  # type: ignore[arg-type]
+    lister = SliceLister(client, STREAMS["activities"], AheadBudget(3))  # type: ignore[arg-type]
     windows = hour_windows(6)
     client.gate.clear()
     first = asyncio.create_task(consume(lister, windows, 0))
@@ -116,7 +116,7 @@ async def test_windows_come_out_in_order_while_the_next_ones_list_concurrently()
 
 async def test_buffers_bound_what_is_listed_ahead():
     client = FakeClient(pages_per_window=50)
-    lister = SliceLister(client, STREAMS["activities"], ahead=2, buffer_pages=2)  # type: ignore[arg-type]
+    lister = SliceLister(client, STREAMS["activities"], AheadBudget(2), buffer_pages=2)  # type: ignore[arg-type]
     windows = hour_windows(3)
     pages = lister.pages(windows[0], windows[1:])
     await anext(pages)
@@ -131,7 +131,7 @@ async def test_buffers_bound_what_is_listed_ahead():
 async def test_a_failed_slice_fails_in_its_turn_and_discard_forgets_the_rest():
     windows = hour_windows(4)
     client = FakeClient(fail={windows[2].end_ns})
-    lister = SliceLister(client, STREAMS["activities"], ahead=3)  # type: ignore[arg-type]
+    lister = SliceLister(client, STREAMS["activities"], AheadBudget(3))  # type: ignore[arg-type]
     assert len(await consume(lister, windows, 0)) == 3
     assert len(await consume(lister, windows, 1)) == 3, "the failure ahead does not touch this slice"
     with pytest.raises(TransientApiError):
@@ -145,7 +145,7 @@ async def test_a_failed_slice_fails_in_its_turn_and_discard_forgets_the_rest():
 async def test_windows_no_longer_upcoming_are_cancelled():
     client = FakeClient()
     client.gate.clear()
-    lister = SliceLister(client, STREAMS["activities"], ahead=2)  # type: ignore[arg-type]
+    lister = SliceLister(client, STREAMS["activities"], AheadBudget(2))  # type: ignore[arg-type]
     windows = hour_windows(3)
     pages = lister.pages(windows[0], windows[1:])
     task = asyncio.create_task(anext(pages))
@@ -163,8 +163,31 @@ async def test_windows_no_longer_upcoming_are_cancelled():
 
 async def test_ahead_zero_lists_each_window_in_its_turn_only():
     client = FakeClient()
-    lister = SliceLister(client, STREAMS["activities"], ahead=0)  # type: ignore[arg-type]
+    lister = SliceLister(client, STREAMS["activities"], AheadBudget(0))  # type: ignore[arg-type]
     windows = hour_windows(3)
     for index in range(3):
         await consume(lister, windows, index)
     assert client.most_running == 1
+
+
+async def test_one_budget_bounds_the_listings_ahead_of_every_stream_together():
+    budget = AheadBudget(3)
+    clients = [FakeClient(), FakeClient()]
+    for client in clients:
+        client.gate.clear()
+    listers = [SliceLister(c, STREAMS["activities"], budget) for c in clients]  # type: ignore[arg-type]
+    windows = hour_windows(6)
+    first = [lister.pages(windows[0], windows[1:]) for lister in listers]
+    waiting = [asyncio.create_task(anext(pages)) for pages in first]
+    await wait_for(lambda: sum(c.running for c in clients) == 5)
+    assert sum(lister.listing_ahead for lister in listers) == 3 and budget.free == 0
+    assert [lister.listing_ahead for lister in listers] == [3, 0], "the first stream took the free slots"
+    for client in clients:
+        client.gate.set()
+    await asyncio.gather(*waiting)
+    for pages in first:
+        await pages.aclose()
+    for lister in listers:
+        await lister.discard()
+    assert budget.free == 3, "every slot is given back"
+    assert sum(c.running for c in clients) == 0
