@@ -18,6 +18,7 @@ from pathlib import Path
 
 import orjson
 
+from auditstream.fsutil import ensure_directory
 from auditstream.sinks.base import Envelope
 
 DEAD_LETTER_MODE = 0o600
@@ -61,7 +62,7 @@ class DeadLetter:
         )
 
     def _append(self, data: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_directory(self.path.parent)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, DEAD_LETTER_MODE)
         try:
             os.fchmod(fd, DEAD_LETTER_MODE)

@@ -31,6 +31,7 @@ from pydantic import Field
 
 from auditstream.formats import make_line_encoder
 from auditstream.formats.cef import CefSettings
+from auditstream.fsutil import NotWritable, check_file_appendable, ensure_directory, fsync_directory
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkSettingsBase
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
@@ -39,6 +40,7 @@ from auditstream.sinks.retry import TransientError
 log = structlog.get_logger("auditstream.sinks.file")
 
 FILE_MODE = 0o640
+DIR_MODE = 0o750
 _TMP_SUFFIX = ".gz.tmp"
 
 
@@ -58,14 +60,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def compress(source: Path) -> Path:
     """``source`` -> ``source.gz`` (mode 0640), then remove ``source``; idempotent after a crash."""
     target = source.with_name(source.name + ".gz")
@@ -82,7 +76,7 @@ def compress(source: Path) -> Path:
         os.fsync(raw.fileno())
     temporary.rename(target)
     source.unlink()
-    _fsync_dir(source.parent)
+    fsync_directory(source.parent)
     return target
 
 
@@ -97,7 +91,7 @@ class RotatingFile:
         self._opened_at = 0.0
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        ensure_directory(self.path.parent, DIR_MODE)
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
         os.fchmod(self._fd, FILE_MODE)
         self._size = self._cut_torn_tail(self._fd, os.fstat(self._fd).st_size)
@@ -150,7 +144,7 @@ class RotatingFile:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         target = self.path.with_name(f"{self.path.name}.{stamp}")
         self.path.rename(target)
-        _fsync_dir(self.path.parent)
+        fsync_directory(self.path.parent)
         self.open()
         if self.settings.rotate_keep is not None:
             for old in self.rotated()[: -self.settings.rotate_keep]:
@@ -227,13 +221,11 @@ class FileTransport:
         await asyncio.to_thread(self._file.close)
 
     async def probe(self) -> ProbeResult:
-        directory = self.settings.path.parent
-        existing = directory
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if os.access(existing, os.W_OK):
-            return ProbeResult(True, f"{self.settings.path} is writable")
-        return ProbeResult(False, f"directory {existing} is not writable")
+        try:
+            await asyncio.to_thread(check_file_appendable, self.settings.path, DIR_MODE)
+        except NotWritable as exc:
+            return ProbeResult(False, f"{exc}; fix it or change path")
+        return ProbeResult(True, f"{self.settings.path} is writable")
 
 
 class FileSink(TransportSink):

@@ -146,5 +146,8 @@ async def test_probe_reports_writability(tmp_path, state_dir):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     config = settings(tmp_path, path=str(blocker / "events.jsonl"))
+    refused = await FileSink(config, state_dir=state_dir).probe()
+    assert not refused.ok
+    assert f"{blocker} is not a directory" in refused.detail
     with pytest.raises(ValueError, match="cannot open"):
         await FileSink(config, state_dir=state_dir).start()
