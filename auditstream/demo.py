@@ -7,10 +7,10 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from auditstream.config import AppConfig, load_config, parse_config
+from auditstream.config import AppConfig, parse_config
 from auditstream.emulator import Emulator, EmulatorOptions
 from auditstream.engine.engine import RunPlan
-from auditstream.ops.logging import configure_logging
+from auditstream.ops import startup
 from auditstream.ops.runtime import run_daemon
 
 DEMO_LIVE_RECORDS_PER_SECOND = 3.0
@@ -40,10 +40,10 @@ def demo_emulator_options(config: AppConfig) -> EmulatorOptions:
 
 
 async def run_demo(config_path: Path | None = None) -> int:
-    config = load_config(config_path) if config_path else builtin_demo_config()
-    configure_logging(config.logging.level, config.logging.format)
+    config = startup.load(config_path) if config_path else startup.prepare(builtin_demo_config())
     streams = config.streams.stream_names()
     # The emulator's data is new at every start, so the demo's checkpoints are too.
-    plan = RunPlan(streams=streams, checkpoint_path=config.checkpoint.path, reset_streams=streams)
-    async with Emulator(demo_emulator_options(config)):
-        return await run_daemon(config, plan)
+    plan = RunPlan(streams=streams, checkpoint_path=config.checkpoint.path, fresh=True)
+    with startup.streaming(config, plan.checkpoint_path):
+        async with Emulator(demo_emulator_options(config)):
+            return await run_daemon(config, plan)

@@ -45,8 +45,16 @@ def test_check_passes_with_one_line_per_check(emulator, tmp_path):
     result = run_cli("check", "--config", str(config_for(emulator, tmp_path)))
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split()[:2] for line in lines] == [["ok", "config"], ["ok", "api"], ["ok", "sink"]]
-    assert emulator.options.access_key in lines[1]
+    assert [line.split()[:2] for line in lines] == [
+        ["ok", "config"],
+        ["ok", "files"],
+        ["ok", "api"],
+        ["ok", "checkpoint"],
+        ["ok", "sink"],
+    ]
+    assert "28 streams, 1 sink" in lines[0]
+    assert emulator.options.access_key in lines[2]
+    assert "system clock agrees with the API's" in lines[2]
 
 
 def test_check_wrong_secret_fails_naming_the_key_not_the_secret(emulator, tmp_path):
@@ -91,14 +99,21 @@ def test_missing_config_file_exits_2(tmp_path):
     assert result.returncode == 2 and "cannot read config file" in result.stderr
 
 
-def test_corrupt_checkpoint_exits_1_with_the_choices(emulator, tmp_path):
+def test_corrupt_checkpoint_exits_2_in_one_line_with_the_choices(emulator, tmp_path):
+    """A file run cannot use is a configuration problem (exit 2: systemd and the backfill
+    Job do not retry it), found by run and by check alike."""
     config = config_for(emulator, tmp_path)
     checkpoint = tmp_path / "state" / "checkpoints.json"
     checkpoint.parent.mkdir()
     checkpoint.write_text("{ not json")
     result = run_cli("run", "--config", str(config))
-    assert result.returncode == 1
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
     assert str(checkpoint) in result.stderr and ".bak" in result.stderr
+    checked = run_cli("check", "--config", str(config))
+    assert checked.returncode == 2
+    failed = [line for line in checked.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 1 and "checkpoint.path" in failed[0] and str(checkpoint) in failed[0]
     assert checkpoint.read_text() == "{ not json", "the evidence is left alone"
 
 

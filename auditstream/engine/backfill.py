@@ -24,7 +24,11 @@ log = structlog.get_logger("auditstream.backfill")
 def progress_fraction(engine: Engine) -> float:
     """How much of the period every stream has covered, averaged over the streams."""
     fractions = []
-    for state in (engine.states[name] for name in engine.plan.streams):
+    for name in engine.plan.streams:
+        state = engine.states.get(name)
+        if state is None:  # starts once the API has answered
+            fractions.append(0.0)
+            continue
         start = engine.plan.backfill_from_ns or 0
         end = state.end_ns or start
         span = max(end - start, 1)
@@ -66,7 +70,8 @@ async def run_backfill(config: AppConfig, plan: RunPlan, progress: bool, out: Te
             out.write("\n")
     elapsed = time.monotonic() - started
     records = engine.records_delivered()
-    complete = all(poller.finished for poller in engine.pollers)
+    # Stopped before the API answered, no poller ran: that is not a complete backfill.
+    complete = len(engine.pollers) == len(plan.streams) and all(poller.finished for poller in engine.pollers)
     summary = (
         f"backfill {'complete' if complete else 'interrupted (run the same command again to resume)'}: "
         f"{records:,} records from {len(plan.streams)} streams in {elapsed:,.1f}s "

@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from auditstream.fsutil import NotWritable, check_directory_writable, ensure_directory, fsync_directory
 from auditstream.ops import metrics
 
 SCHEMA_VERSION = 1
@@ -82,11 +84,18 @@ def _stream_hint(path: Path, stream: str) -> str:
 
 
 class CheckpointStore:
-    """All streams' states in one file, written atomically as a whole."""
+    """All streams' states in one file, written atomically as a whole.
 
-    def __init__(self, path: Path) -> None:
+    Beside them it keeps the newest record time any listing returned: a time the API's clock
+    had certainly reached when the file was written, which is where a watermark found in the
+    future (written while the host clock ran ahead) can safely be pulled back to.
+    """
+
+    def __init__(self, path: Path, newest_record_ns: Callable[[], int | None] = lambda: None) -> None:
         self.path = path
         self.backup = path.with_name(path.name + ".bak")
+        self._newest_record_ns = newest_record_ns
+        self.loaded_newest_record_ns: int | None = None
         self._lock = asyncio.Lock()
         self._generation = 0
         self._saved_generation = 0
@@ -118,6 +127,8 @@ class CheckpointStore:
             streams = document["streams"]
             if not isinstance(streams, dict):
                 raise ValueError("'streams' is not an object")
+            newest = document.get("newest_record_ns")
+            self.loaded_newest_record_ns = int(newest) if newest is not None else None
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(
                 f"checkpoint {self.path} is corrupt ({exc}); {_recovery_hint(self.path)}"
@@ -137,15 +148,11 @@ class CheckpointStore:
 
     def check_writable(self) -> None:
         """Fail at start-up, not after the first delivered batch, when state cannot be kept."""
-        directory = self.path.parent
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
-                pass
-        except OSError as exc:
+            check_directory_writable(self.path.parent)
+        except NotWritable as exc:
             raise CheckpointError(
-                f"checkpoint directory {directory} is not writable ({exc.strerror}); fix its permissions or "
-                "set [checkpoint] path to a writable, persistent location"
+                f"{exc}; fix its permissions or set [checkpoint] path to a writable, persistent location"
             ) from None
 
     def _write_error(self, exc: OSError) -> CheckpointError:
@@ -158,7 +165,7 @@ class CheckpointStore:
     def _write(self, payload: bytes) -> None:
         directory = self.path.parent
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            ensure_directory(directory)
             fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
         except OSError as exc:
             raise self._write_error(exc) from None
@@ -173,22 +180,25 @@ class CheckpointStore:
                 os.link(self.path, link_name)
                 os.replace(link_name, self.backup)
             os.replace(tmp_name, self.path)
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_directory(directory)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
             raise self._write_error(exc) from None
         metrics.CHECKPOINT_WRITES.inc()
 
-    @staticmethod
-    def serialize(states: dict[str, StreamState]) -> bytes:
-        return orjson.dumps(
-            {"schema_version": SCHEMA_VERSION, "streams": {name: s.to_json() for name, s in states.items()}}
+    def serialize(self, states: dict[str, StreamState]) -> bytes:
+        document: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "streams": {name: s.to_json() for name, s in states.items()},
+        }
+        newest = max(
+            (t for t in (self._newest_record_ns(), self.loaded_newest_record_ns) if t is not None),
+            default=None,
         )
+        if newest is not None:
+            document["newest_record_ns"] = newest
+        return orjson.dumps(document)
 
     async def save(self, states: dict[str, StreamState]) -> None:
         """Persist the current states; concurrent callers share one write when they can.

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import contextvars
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -20,12 +21,26 @@ from auditstream.engine.normalize import Normalizer, build_redactor
 from auditstream.engine.poller import PollerOptions, StreamPoller
 from auditstream.engine.prefetch import AheadBudget
 from auditstream.engine.window import WindowPolicy
+from auditstream.ops import metrics
+from auditstream.sdm.apiclock import ApiClock
 from auditstream.sdm.client import AuditClient, ClientSettings
+from auditstream.sdm.errors import ApiError
 from auditstream.sdm.registry import NANOS_PER_SECOND, STREAMS, StreamKind
 from auditstream.sinks.base import Sink, SinkHealth
 from auditstream.sinks.registry import create_sink
 
 log = structlog.get_logger("auditstream.engine")
+
+FUTURE_TOLERANCE_NS = 120 * NANOS_PER_SECOND
+"""A watermark this far past the API's clock was not reached by listing: windows end at the
+API's time, which the estimate knows to within a rate-limit window (a minute)."""
+
+CONNECT_NOTICE_SECONDS = 10.0
+"""Say so when the first call has not been answered by then (a black-holed endpoint makes
+each attempt wait for the whole [source] timeout before it fails)."""
+
+CLOSE_MIN_SECONDS = 1.0
+"""Sinks always get this long to close cleanly, even when the drain used the whole budget."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,7 @@ class RunPlan:
     backfill_from_ns: int | None = None
     backfill_to_ns: int | None = None
     reset_streams: list[str] = field(default_factory=list)
+    fresh: bool = False  # ignore whatever the checkpoint holds (the demo: its emulator is new)
 
     @property
     def is_backfill(self) -> bool:
@@ -87,14 +103,23 @@ class Engine:
     ) -> None:
         self.config = config
         self.plan = plan
-        self.clock = clock
-        self.store = CheckpointStore(plan.checkpoint_path)
+        self.api_clock = client.clock if client is not None else ApiClock(wall=clock)
+        self.store = CheckpointStore(plan.checkpoint_path, newest_record_ns=self._newest_record_ns)
         self.client = client
         self.sinks = sinks
         self.pollers: list[StreamPoller] = []
         self.stop = asyncio.Event()
         self.first_poll = asyncio.Event()
         self.states: dict[str, StreamState] = {}
+        self._loaded = False
+
+    @property
+    def clock(self) -> Callable[[], int]:
+        """What "now" is for windows and lag: the host clock held to the API's (sdm.apiclock)."""
+        return self.api_clock.now_ns
+
+    def _newest_record_ns(self) -> int | None:
+        return self.api_clock.newest_record_ns
 
     # -- state ---------------------------------------------------------------------------
 
@@ -112,16 +137,54 @@ class Engine:
         return self.clock() - int(self.config.streams.settle * NANOS_PER_SECOND)
 
     def load_states(self) -> None:
-        """Read the checkpoint (errors stop us) and start new or reset streams fresh."""
+        """Read the checkpoint (errors stop us); streams it lacks start once the API answered."""
         self.store.check_writable()
-        self.states = self.store.load(reset=frozenset(self.plan.reset_streams))
-        for stream in self.plan.reset_streams:
+        self.states = {} if self.plan.fresh else self.store.load(reset=frozenset(self.plan.reset_streams))
+        self._loaded = True
+        if self.plan.reset_streams:
             log.warning(
-                "checkpoint reset on request; the stream starts over at [streams] start_at", stream=stream
+                "checkpoint reset on request; these streams start over at [streams] start_at",
+                streams=self.plan.reset_streams,
             )
+
+    def _start_states(self) -> None:
+        """After the first answer from the API: new streams start at its "now", and a
+        watermark past its clock (a host clock that ran ahead when it was written) is
+        pulled back to a time the API has certainly shown, never skipping a record."""
+        now = self.clock()
         for stream in self.plan.streams:
-            if stream not in self.states:
+            state = self.states.get(stream)
+            if state is None:
                 self.states[stream] = self._initial_state(stream)
+            elif state.watermark_ns > now + FUTURE_TOLERANCE_NS:
+                self._pull_back(stream, state, now)
+
+    def _pull_back(self, stream: str, state: StreamState, now: int) -> None:
+        evidence = [t for t in (*state.delivered.values(), self.store.loaded_newest_record_ns) if t]
+        target = min(max(evidence), now) if evidence else now
+        ahead = (state.watermark_ns - now) / NANOS_PER_SECOND
+        metrics.WATERMARKS_PULLED_BACK.labels(stream).inc()
+        fields = {
+            "stream": stream,
+            "ahead_seconds": round(ahead, 1),
+            "watermark_ns": state.watermark_ns,
+            "pulled_back_to_ns": target,
+        }
+        if evidence:
+            log.warning(
+                "checkpoint watermark lies ahead of the API's clock (written while the system clock "
+                "was ahead); listing again from the newest record time the API had shown",
+                **fields,
+            )
+        else:
+            log.error(
+                "checkpoint watermark lies ahead of the API's clock and the checkpoint shows no record "
+                "time to go back to; listing from now: records between the last real progress and now "
+                "may be missing",
+                hint="run `auditstream backfill --from <when the clock went wrong>` to fill that gap",
+                **fields,
+            )
+        state.watermark_ns = target
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -180,13 +243,20 @@ class Engine:
         return {sink.name: sink.health() for sink in self.sinks or []}
 
     def lag_seconds(self) -> dict[str, float]:
-        """Now minus each stream's watermark; known from the checkpoint on, not only once polling."""
+        """The API's now minus each stream's watermark; known from the checkpoint on, not only
+        once polling. Negative when a watermark lies in the future: never hidden as 0."""
         now = self.clock()
         return {
-            name: max(0.0, (now - self.states[name].watermark_ns) / NANOS_PER_SECOND)
+            name: (now - self.states[name].watermark_ns) / NANOS_PER_SECOND
             for name in self.plan.streams
             if name in self.states
         }
+
+    def clock_skew_seconds(self) -> float | None:
+        """Host clock minus the API's clock (positive: ahead), once the API has answered."""
+        if not self.api_clock.observed:
+            return None
+        return self.api_clock.skew_ns() / NANOS_PER_SECOND
 
     @property
     def authenticated(self) -> bool:
@@ -199,11 +269,68 @@ class Engine:
 
     async def run(self) -> None:
         """Run until stopped (live) or finished (backfill); re-raises fatal errors."""
-        if not self.states:
+        if not self._loaded:
             self.load_states()
         owns_client = self.client is None
-        client = self.client or AuditClient(client_settings(self.config))
+        client = self.client or AuditClient(client_settings(self.config), clock=self.api_clock)
         self.client = client
+        try:
+            if not await self._connect(client):
+                return  # stopped while waiting for the API: nothing was listed
+            self._start_states()
+            await self._stream(client)
+        finally:
+            if owns_client:
+                await client.close()
+
+    async def _connect(self, client: AuditClient) -> bool:
+        """One small call before any window: the key works, and the API's clock is known.
+
+        Retries until the API answers or we are stopped (False); says so when nothing has
+        answered after ``CONNECT_NOTICE_SECONDS``. Fatal errors (key, TLS) propagate.
+        """
+        spec = STREAMS[self.plan.streams[0]]
+        notice = asyncio.get_running_loop().call_later(
+            CONNECT_NOTICE_SECONDS,
+            lambda: log.warning(
+                "no answer from the StrongDM API yet; still trying",
+                endpoint=self.config.source.endpoint,
+                waited_seconds=CONNECT_NOTICE_SECONDS,
+                hint="check [source] endpoint, DNS, proxies and firewalls",
+            ),
+        )
+        try:
+            while not self.stop.is_set():
+                try:
+                    return await self._unless_stopped(client.probe(spec))
+                except ApiError as exc:
+                    if exc.fatal:
+                        raise
+                # The client retried and logged already; keep trying until the API answers.
+                await self._sleep_unless_stopped(self.config.engine.sink_failure_pause)
+            return False
+        finally:
+            notice.cancel()
+
+    async def _unless_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Await ``work`` unless a stop comes first: True when it finished (its error propagates)."""
+        task = asyncio.create_task(work)
+        stopped = asyncio.create_task(self.stop.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return not task.cancelled()
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+
+    async def _stream(self, client: AuditClient) -> None:
         if self.sinks is None:
             self.sinks = build_sinks(self.config)
         for sink in self.sinks:
@@ -216,22 +343,15 @@ class Engine:
             asyncio.create_task(p.run(), name=f"poll-{p.spec.name}", context=_stream_context(p.spec.name))
             for p in self.pollers
         ]
+        deadline: list[float] = []
         try:
-            await self._supervise(tasks)
+            await self._supervise(tasks, deadline)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await _cancel_all(tasks)
             await self.store.save(self.states)
-            for sink in self.sinks:
-                with contextlib.suppress(Exception):
-                    await sink.close()
-            if owns_client:
-                await client.close()
+            await self._close_sinks(deadline[0] if deadline else None)
 
-    async def _supervise(self, tasks: list[asyncio.Task[None]]) -> None:
+    async def _supervise(self, tasks: list[asyncio.Task[None]], deadline: list[float]) -> None:
         stop_waiter = asyncio.create_task(self.stop.wait())
         pending: set[asyncio.Task[object]] = set(tasks)
         try:
@@ -245,13 +365,15 @@ class Engine:
                         self.stop.set()
                         raise task.exception()  # type: ignore[misc]
                 if self.stop.is_set():
+                    deadline.append(time.monotonic() + self.config.engine.shutdown_timeout)
                     await self._drain(tasks)
                     return
         finally:
             stop_waiter.cancel()
 
     async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
-        """Let in-flight batches finish, bounded by [engine] shutdown_timeout."""
+        """Let in-flight batches finish, bounded by [engine] shutdown_timeout; what is not
+        acknowledged by then is abandoned (its checkpoint has not moved: read again next start)."""
         timeout = self.config.engine.shutdown_timeout
         _, still_running = await asyncio.wait(tasks, timeout=timeout)
         if still_running:
@@ -260,3 +382,30 @@ class Engine:
                 streams=sorted(t.get_name().removeprefix("poll-") for t in still_running),
                 timeout_seconds=timeout,
             )
+
+    async def _close_sinks(self, deadline: float | None) -> None:
+        """Close every sink, within what is left of the shutdown budget when stopping.
+
+        A sink's close flushes what it holds; against a receiver that keeps failing that
+        would retry forever, so past the budget the close is cancelled, which abandons the
+        sink's requests (no batch was acknowledged, so nothing is lost).
+        """
+
+        async def close(sink: Sink) -> None:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), CLOSE_MIN_SECONDS)
+            try:
+                await asyncio.wait_for(sink.close(), timeout=remaining)
+            except TimeoutError:
+                log.warning("sink did not close within the shutdown budget; abandoned", sink=sink.name)
+            except Exception as exc:
+                log.warning("sink failed to close cleanly", sink=sink.name, error=str(exc))
+
+        await asyncio.gather(*(close(sink) for sink in self.sinks or []))
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

@@ -105,9 +105,6 @@ class StreamPoller:
     def finished(self) -> bool:
         return is_finished(self.state.watermark_ns, self._policy)
 
-    def lag_seconds(self) -> float:
-        return max(0.0, (self._clock() - self.state.watermark_ns) / NANOS_PER_SECOND)
-
     async def run(self) -> None:
         """Run until stopped (live) or until the end is reached (backfill)."""
         lister = asyncio.create_task(self._list_loop(), name=f"list-{self.spec.name}")
@@ -139,11 +136,15 @@ class StreamPoller:
         claim = self._keys.claim
         kept: list[Any] = []
         facts: list[tuple[str, int, int]] = []
+        newest = 0
         for record in records:
             fact = facts_of(record)
+            if fact[1] > newest:
+                newest = fact[1]
             if claim(fact[0]):
                 kept.append(record)
                 facts.append(fact)
+        self._client.clock.observe_record_time(newest)  # the API's clock has reached it
         duplicates = len(records) - len(kept)
         if duplicates:
             metrics.RECORDS_DUPLICATE.labels(self.spec.name).inc(duplicates)

@@ -1,6 +1,9 @@
-"""``auditstream check``: config, API authentication, every sink; one line per check.
+"""``auditstream check``: config, files, API authentication and clock, checkpoint, every sink;
+one line per check.
 
-Exit 0 when all pass, 1 when the API or a sink fails, 2 when the config is invalid.
+Exit 0 when all pass, 2 when the configuration or a file it names is unusable (what ``run``
+would refuse with exit 2), 1 when the API or a sink fails. ``WARN`` lines do not fail the
+check: they describe something ``run`` handles, but an operator should know.
 """
 
 from __future__ import annotations
@@ -8,36 +11,50 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sys
-import time
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
-from auditstream.config import AppConfig, ConfigError, load_config
-from auditstream.engine.engine import build_sinks, client_settings
-from auditstream.ops.logging import redact, register_secrets
-from auditstream.ops.secrets import config_secrets
+from auditstream.config import AppConfig, ConfigError
+from auditstream.engine.checkpoint import CheckpointError, CheckpointStore
+from auditstream.engine.engine import FUTURE_TOLERANCE_NS, build_sinks, client_settings
+from auditstream.ops import startup
+from auditstream.ops.logging import redact
+from auditstream.ops.preflight import file_problems
+from auditstream.sdm.apiclock import SKEW_WARNING_NS, ApiClock
 from auditstream.sdm.client import AuditClient
 from auditstream.sdm.errors import ApiError
 from auditstream.sdm.registry import NANOS_PER_SECOND, STREAMS
 
 PROBE_TIMEOUT = 15.0
 
+Verdict = Literal["ok", "FAIL", "WARN"]
 
-def _line(out: TextIO, ok: bool, what: str, detail: str) -> None:
+
+def _line(out: TextIO, verdict: Verdict | bool, what: str, detail: str) -> None:
     """One check's line; details quote receivers' answers, so they are scrubbed of secrets."""
-    out.write(f"{'ok  ' if ok else 'FAIL'}  {what:<24} {redact(detail)}\n")
+    if isinstance(verdict, bool):
+        verdict = "ok" if verdict else "FAIL"
+    out.write(f"{verdict:<4}  {what:<24} {redact(detail)}\n")
     out.flush()
 
 
-async def check_api(config: AppConfig) -> tuple[bool, str]:
-    settings = client_settings(config)
-    settings = dataclasses.replace(settings, max_transient_retries=1, page_size=1)
-    now = time.time_ns()
+def counted(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def describe_skew(skew_ns: int) -> str:
+    seconds = skew_ns / NANOS_PER_SECOND
+    if abs(skew_ns) < SKEW_WARNING_NS:
+        return "system clock agrees with the API's"
+    direction = "ahead of" if seconds > 0 else "behind"
+    return f"system clock {abs(seconds):.0f}s {direction} the API's (windows follow the API's clock)"
+
+
+async def check_api(config: AppConfig, clock: ApiClock) -> tuple[bool, str]:
+    settings = dataclasses.replace(client_settings(config), max_transient_retries=1)
     try:
-        async with AuditClient(settings) as client:
-            pages = client.pages(STREAMS["activities"], now - 60 * NANOS_PER_SECOND, now)
-            await asyncio.wait_for(anext(pages), timeout=PROBE_TIMEOUT)
-            await pages.aclose()
+        async with AuditClient(settings, clock=clock) as client:
+            await asyncio.wait_for(client.probe(STREAMS[config.streams.stream_names()[0]]), PROBE_TIMEOUT)
     except TimeoutError:
         return (
             False,
@@ -45,23 +62,63 @@ async def check_api(config: AppConfig) -> tuple[bool, str]:
         )
     except ApiError as exc:
         return False, str(exc)
-    return True, f"{config.source.endpoint} accepted access key {config.source.access_key!r}"
+    return (
+        True,
+        f"{config.source.endpoint} accepted access key {config.source.access_key!r}; "
+        f"{describe_skew(clock.skew_ns())}",
+    )
+
+
+def check_checkpoint(path: Path, clock: ApiClock) -> tuple[Verdict, str]:
+    """What ``run`` would find in the checkpoint (readability was checked with the files)."""
+    try:
+        states = CheckpointStore(path).load()
+    except CheckpointError as exc:
+        return "FAIL", str(exc)
+    if not states:
+        return "ok", f"{path}: no state yet; streams start at [streams] start_at"
+    now = clock.now_ns()
+    ahead = {
+        name: s.watermark_ns - now for name, s in states.items() if s.watermark_ns > now + FUTURE_TOLERANCE_NS
+    }
+    if ahead and clock.observed:
+        worst = max(ahead, key=lambda name: ahead[name])
+        return (
+            "WARN",
+            f"{path}: {counted(len(ahead), 'stream')} ({worst} the most, "
+            f"{ahead[worst] / NANOS_PER_SECOND:.0f}s) checkpointed ahead of the API's clock, written while "
+            "the system clock ran ahead; run pulls them back to the newest record time the API had shown",
+        )
+    return "ok", f"{path}: {counted(len(states), 'stream')} checkpointed"
 
 
 async def run_check(path: Path, out: TextIO = sys.stdout) -> int:
     try:
-        config = load_config(path)
+        config = startup.load(path)
     except ConfigError as exc:
         for line in str(exc).splitlines():
             _line(out, False, "config", line)
         return 2
-    register_secrets(config_secrets(config))
     streams = config.streams.stream_names()
-    _line(out, True, "config", f"{path}: {len(streams)} streams, {len(config.sinks)} sinks")
+    _line(
+        out,
+        True,
+        "config",
+        f"{path}: {counted(len(streams), 'stream')}, {counted(len(config.sinks), 'sink')}",
+    )
+    problems = file_problems(config, config.checkpoint.path)
+    for problem in problems:
+        _line(out, False, "files", str(problem))
+    if not problems:
+        _line(out, True, "files", "every file the configuration names can be read or written")
     failed = False
-    ok, detail = await check_api(config)
+    clock = ApiClock()
+    ok, detail = await check_api(config, clock)
     _line(out, ok, "api", detail)
     failed |= not ok
+    if not problems:
+        verdict, detail = check_checkpoint(config.checkpoint.path, clock)
+        _line(out, verdict, "checkpoint", detail)
     for sink in build_sinks(config):
         try:
             result = await asyncio.wait_for(sink.probe(), timeout=PROBE_TIMEOUT)
@@ -74,4 +131,6 @@ async def run_check(path: Path, out: TextIO = sys.stdout) -> int:
             await sink.close()
         _line(out, ok, f"sink {sink.name}", detail)
         failed |= not ok
+    if problems:
+        return 2
     return 1 if failed else 0

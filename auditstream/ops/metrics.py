@@ -67,6 +67,11 @@ RATE_LIMIT_REMAINING = Gauge(
 POLL_ERRORS = Counter(
     "auditstream_poll_errors_total", "Poll cycles that failed (and will be retried).", ["stream"]
 )
+WATERMARKS_PULLED_BACK = Counter(
+    "auditstream_watermarks_pulled_back_total",
+    "Checkpointed watermarks found ahead of the API's clock at start and pulled back (re-listed).",
+    ["stream"],
+)
 NORMALIZATION_ERRORS = Counter(
     "auditstream_normalization_errors_total",
     "Records that could not be normalized and were sent raw (base64 protobuf) instead.",
@@ -144,6 +149,7 @@ class StatusSnapshot:
     ready: bool = False
     authenticated: bool = False
     credentials_rejected: bool = False
+    clock_skew: float | None = None  # host clock minus the API's, seconds; None before any answer
 
 
 StatusSource = Callable[[], StatusSnapshot]
@@ -181,6 +187,10 @@ class StatusCollector(Collector):
                 ["sink", "state"],
             ),
             "ready": gauge("auditstream_ready", "1 when /readyz answers 200, 0 otherwise."),
+            "skew": gauge(
+                "auditstream_clock_skew_seconds",
+                "System clock minus the StrongDM API's clock as far as its answers show (positive: ahead).",
+            ),
             "auth": gauge(
                 "auditstream_api_authenticated",
                 "1 once a StrongDM API call succeeded with the configured key, 0 before and after a refusal.",
@@ -208,6 +218,8 @@ class StatusCollector(Collector):
             for state in SINK_STATES:
                 families["sink"].add_metric([sink, state], 1.0 if state == current else 0.0)
         families["ready"].add_metric([], 1.0 if snapshot.ready else 0.0)
+        if snapshot.clock_skew is not None:
+            families["skew"].add_metric([], snapshot.clock_skew)
         families["auth"].add_metric([], 1.0 if snapshot.authenticated else 0.0)
         families["rejected"].add_metric([], 1.0 if snapshot.credentials_rejected else 0.0)
         yield from families.values()
@@ -229,7 +241,13 @@ def initialize_series(routes: Mapping[str, Iterable[str]], sinks: Iterable[str])
         for counter in (RECORDS_DEAD_LETTERED, SINK_REQUESTS, SINK_BYTES, SINK_RETRIES):
             counter.labels(sink)
     for stream, routed in routes.items():
-        for counter in (RECORDS_FETCHED, RECORDS_DUPLICATE, POLL_ERRORS, NORMALIZATION_ERRORS):
+        for counter in (
+            RECORDS_FETCHED,
+            RECORDS_DUPLICATE,
+            POLL_ERRORS,
+            NORMALIZATION_ERRORS,
+            WATERMARKS_PULLED_BACK,
+        ):
             counter.labels(stream)
         QUEUE_DEPTH.labels(stream)
         for sink in routed:

@@ -20,9 +20,7 @@ from auditstream.config import AppConfig
 from auditstream.engine.engine import Engine, RunPlan
 from auditstream.engine.shutdown import install_signal_handlers
 from auditstream.ops import metrics
-from auditstream.ops.logging import register_secrets
 from auditstream.ops.sdnotify import SystemdNotifier
-from auditstream.ops.secrets import config_secrets
 from auditstream.ops.server import start_server
 from auditstream.ops.status import DaemonStatus
 
@@ -59,7 +57,6 @@ async def run_daemon(
 
     ``handle_signals=False`` is for running in-process (tests): stop with ``engine.stop``.
     """
-    register_secrets(config_secrets(config))
     engine = engine or Engine(config, plan)
     engine.load_states()
     notifier = notifier or SystemdNotifier()

@@ -31,6 +31,8 @@ class EngineView(Protocol):
 
     def lag_seconds(self) -> dict[str, float]: ...
 
+    def clock_skew_seconds(self) -> float | None: ...
+
 
 class DaemonStatus:
     """Ready means data is flowing and will keep flowing without a human:
@@ -105,4 +107,5 @@ class DaemonStatus:
             ready=ready,
             authenticated=body["authenticated"],
             credentials_rejected=self.credentials_rejected,
+            clock_skew=self.engine.clock_skew_seconds(),
         )

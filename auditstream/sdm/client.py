@@ -9,20 +9,30 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from auditstream.ops import metrics
+from auditstream.sdm.apiclock import ApiClock
 from auditstream.sdm.errors import ApiError, RateLimitError, RateLimitInfo, TransientApiError, from_rpc_error
 from auditstream.sdm.ratelimit import RateLimitGate, Turn
 from auditstream.sdm.registry import NANOS_PER_SECOND, StreamSpec
 from auditstream.sdm.signing import decode_secret, request_metadata
+
+log = structlog.get_logger("auditstream.sdm")
 
 
 def format_time(ns: int) -> str:
@@ -65,13 +75,60 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TransientApiError)
 
 
+class OutageLog:
+    """Says so at the first failed call, again every ``interval`` while the API stays away,
+    and once when it answers again: an unreachable API is a log line within seconds, not
+    after a stream has used up its retries, and 28 streams failing at once are one line."""
+
+    def __init__(
+        self, endpoint: str, interval: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._endpoint = endpoint
+        self._interval = interval
+        self._clock = clock
+        self._since: float | None = None
+        self._last_said = 0.0
+        self._failures = 0
+
+    def failure(self, error: BaseException) -> None:
+        now = self._clock()
+        self._failures += 1
+        if self._since is None:
+            self._since = self._last_said = now
+            log.warning("cannot reach the StrongDM API; retrying", endpoint=self._endpoint, error=str(error))
+        elif now - self._last_said >= self._interval:
+            self._last_said = now
+            log.warning(
+                "the StrongDM API is still unreachable; retrying",
+                endpoint=self._endpoint,
+                unreachable_seconds=round(now - self._since),
+                failed_calls=self._failures,
+                error=str(error),
+            )
+
+    def success(self) -> None:
+        if self._since is not None:
+            log.info(
+                "the StrongDM API answers again",
+                endpoint=self._endpoint,
+                unreachable_seconds=round(self._clock() - self._since),
+                failed_calls=self._failures,
+            )
+            self._since = None
+            self._failures = 0
+
+
 class AuditClient:
     """List audit records page by page; share one per process (it owns the channel)."""
 
-    def __init__(self, settings: ClientSettings, gate: RateLimitGate | None = None) -> None:
+    def __init__(
+        self, settings: ClientSettings, gate: RateLimitGate | None = None, clock: ApiClock | None = None
+    ) -> None:
         self._settings = settings
         self._secret = decode_secret(settings.secret_key)
         self._gate = gate or RateLimitGate(max_wait=settings.max_rate_limit_wait)
+        self.clock = clock or ApiClock()
+        self.outages = OutageLog(settings.endpoint)
         self._bucket_of: dict[str, str] = {}
         self._channel = self._open_channel()
 
@@ -143,12 +200,19 @@ class AuditClient:
                 jitter=self._settings.retry_initial,
             ),
             stop=stop_after_attempt(self._settings.max_transient_retries + 1),
+            before_sleep=self._before_retry,
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
                 response = await self._call_granted(spec, request)
+        self.outages.success()
         return response
+
+    def _before_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        if error is not None:
+            self.outages.failure(error)
 
     async def _call_granted(self, spec: StreamSpec, request: Any) -> Any:
         """Call until the rate limit lets the call through; other failures propagate.
@@ -172,15 +236,22 @@ class AuditClient:
             try:
                 response = await self._call_once(spec, request)
             except RateLimitError as exc:
+                self._observe_clock(exc.info)
                 self._learn_bucket(spec, exc.info)
                 self._gate.refused(exc.info)
                 if await turn.keep(self._bucket_of.get(spec.name)):
                     continue
                 return None
             info = RateLimitInfo.from_proto(response.rate_limit) if response.HasField("rate_limit") else None
+            self._observe_clock(info)
             self._learn_bucket(spec, info)
             self._gate.observe(info, self._bucket_of.get(spec.name))
             return response
+
+    def _observe_clock(self, info: RateLimitInfo | None) -> None:
+        """Every answer's ``reset_at`` bounds the API's clock (sdm.apiclock)."""
+        if info is not None:
+            self.clock.observe_reset_at(info.reset_at_ns)
 
     def _learn_bucket(self, spec: StreamSpec, info: RateLimitInfo | None) -> None:
         """Remember the stream's bucket once the API names it, so it waits only on that one."""
@@ -208,6 +279,15 @@ class AuditClient:
             if not cursor:
                 return
             request.meta.cursor = cursor
+
+    async def probe(self, spec: StreamSpec) -> None:
+        """One List call for at most one record of the last second: proves the endpoint and
+        the key, and shows the API's clock (``reset_at``) before any window is computed."""
+        request = spec.request_class()
+        request.meta.limit = 1
+        now = self.clock.now_ns()
+        request.filter = time_filter(now - NANOS_PER_SECOND, now)
+        await self._call(spec, request)
 
     async def list(
         self, spec: StreamSpec, after_ns: int, before_ns: int, extra_filter: str = ""

@@ -58,13 +58,20 @@ class RateLimitInfo:
     remaining: int
     reset_at: dt.datetime | None
     bucket: str
+    reset_at_ns: int = 0  # reset_at to the nanosecond (0 when absent), for the API clock
 
     @classmethod
     def from_proto(cls, meta: spec_pb2.RateLimitMetadata) -> RateLimitInfo:
         reset_at = None
         if meta.HasField("reset_at") and (meta.reset_at.seconds or meta.reset_at.nanos):
             reset_at = meta.reset_at.ToDatetime(tzinfo=dt.UTC)
-        return cls(limit=meta.limit, remaining=meta.remaining, reset_at=reset_at, bucket=meta.bucket)
+        return cls(
+            limit=meta.limit,
+            remaining=meta.remaining,
+            reset_at=reset_at,
+            bucket=meta.bucket,
+            reset_at_ns=meta.reset_at.seconds * 1_000_000_000 + meta.reset_at.nanos,
+        )
 
 
 class RateLimitError(ApiError):
@@ -125,12 +132,17 @@ def from_rpc_error(
     )
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return RateLimitError(f"rate limited listing {stream}: {detail}", rate_limit_from_status(status))
-    if code in _AUTH:
-        what = "rejected" if code == grpc.StatusCode.UNAUTHENTICATED else "lacks permission for"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
         return AuthenticationFailed(
-            f"the StrongDM API {what} access key {access_key!r} ({code.name}: {detail}) while listing "
-            f"{stream}; check [source] access_key and secret_key (or secret_key_file), and that the "
-            "key has audit read permission",
+            f"the StrongDM API rejected access key {access_key!r} ({code.name}: {detail}) while listing "
+            f"{stream}; check [source] access_key and secret_key (or secret_key_file), or the system "
+            "clock: requests are signed with today's date, so a clock off by more than a day fails too",
+            code,
+        )
+    if code in _AUTH:
+        return AuthenticationFailed(
+            f"the StrongDM API lacks permission for access key {access_key!r} ({code.name}: {detail}) "
+            f"while listing {stream}; give the key audit read permission",
             code,
         )
     if code == grpc.StatusCode.UNAVAILABLE and any(marker in detail for marker in _TLS_MARKERS):

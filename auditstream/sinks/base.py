@@ -111,6 +111,15 @@ class SinkSettingsBase(StrictModel):
     def routes(self, stream: str) -> bool:
         return any(fnmatch.fnmatchcase(stream, pattern) for pattern in self.streams)
 
+    def written_files(self) -> dict[str, tuple[Path, int]]:
+        """Local files the sink appends to besides its dead-letter file, by config key, each
+        with the mode its directory gets when the sink creates it.
+
+        Checked (by trying) before anything is listed, so a path that cannot be written is a
+        one-line configuration error at start-up rather than a failure mid-delivery.
+        """
+        return {}
+
 
 @runtime_checkable
 class Sink(Protocol):

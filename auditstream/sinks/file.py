@@ -53,6 +53,9 @@ class FileSinkSettings(SinkSettingsBase):
     rotate_gzip: bool = False
     rotate_keep: int | None = Field(default=None, ge=1)
 
+    def written_files(self) -> dict[str, tuple[Path, int]]:
+        return {"path": (self.path, DIR_MODE)}
+
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)

@@ -8,11 +8,12 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from auditstream.engine.checkpoint import StreamState
+from auditstream.engine.engine import Engine, RunPlan
 from auditstream.ops.metrics import StatusCollector, StatusSnapshot
 from auditstream.ops.status import DaemonStatus
 from auditstream.sdm.errors import AuthenticationFailed, TlsVerificationFailed
 from auditstream.sinks.base import SinkHealth, SinkState
-from tests.e2e.support import S, daemon_config, live_engine
+from tests.e2e.support import S, daemon_config
 from tests.ops.support import parse_metrics
 
 
@@ -28,6 +29,9 @@ class StubEngine:
 
     def lag_seconds(self) -> dict[str, float]:
         return self.lag
+
+    def clock_skew_seconds(self) -> float | None:
+        return None
 
 
 def sink(state: SinkState, error: str | None = None) -> SinkHealth:
@@ -128,10 +132,9 @@ def test_lag_rises_while_nothing_moves(tmp_path):
 
     config = daemon_config(FakeEmu(), tmp_path, streams={"include": ["activities"]})
     now = [1_800_000_000 * S]
-    engine = live_engine(config)
-    engine.clock = lambda: now[0]
-    engine.load_states()
-    engine.states["activities"].watermark_ns = now[0] - 30 * S
+    plan = RunPlan(streams=["activities"], checkpoint_path=config.checkpoint.path)
+    engine = Engine(config, plan, clock=lambda: now[0])
+    engine.states["activities"] = StreamState(watermark_ns=now[0] - 30 * S)
     status = DaemonStatus(engine, max_lag=600)
     assert status.snapshot().lag == {"activities": 30.0}
     now[0] += 600 * S

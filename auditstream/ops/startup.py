@@ -1,0 +1,48 @@
+"""The one start-up path ``run``, ``backfill``, ``check`` and ``demo`` share.
+
+Each entry point used to do its own set-up, and the differences were bugs: backfill never
+registered the configuration's secrets, so its log lines were never scrubbed. Here, in one
+order for all: read and validate the configuration, set up logging, register every secret
+for scrubbing; then, for the commands that stream, try every file the configuration names,
+take the checkpoint's lock, and tune the garbage collector once start-up is over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from auditstream.config import AppConfig, ConfigError, load_config
+from auditstream.engine.statelock import CheckpointLock
+from auditstream.ops.gctune import tune_for_pipeline
+from auditstream.ops.logging import configure_logging, register_secrets
+from auditstream.ops.preflight import file_problems
+from auditstream.ops.secrets import config_secrets
+
+
+def prepare(config: AppConfig) -> AppConfig:
+    """Logging as configured, every secret registered for scrubbing; returns ``config``."""
+    configure_logging(config.logging.level, config.logging.format)
+    register_secrets(config_secrets(config))
+    return config
+
+
+def load(path: Path) -> AppConfig:
+    """Read, validate and :func:`prepare` the configuration (ConfigError: exit 2)."""
+    return prepare(load_config(path))
+
+
+@contextmanager
+def streaming(config: AppConfig, checkpoint: Path) -> Iterator[CheckpointLock]:
+    """Around a run or a backfill: files checked, the checkpoint locked, the GC tuned.
+
+    Raises ConfigError (exit 2) listing every unusable file, one line each, and
+    CheckpointInUse (exit 1) when another process holds the checkpoint.
+    """
+    problems = file_problems(config, checkpoint)
+    if problems:
+        raise ConfigError("\n".join(str(problem) for problem in problems))
+    with CheckpointLock(checkpoint) as lock:
+        tune_for_pipeline()
+        yield lock
