@@ -23,7 +23,7 @@ def load_with_secrets(path: Path, tmp_path: Path) -> AppConfig:
     text = path.read_text().replace("/run/secrets/auditstream/", f"{tmp_path}/")
     for name in ("sdm-secret-key", "hec-token", "collector-token", "redaction-key"):
         (tmp_path / name).write_text(DEMO_SECRET_KEY if name == "sdm-secret-key" else f"{name}-value")
-    return parse_config(tomllib.loads(text), source=str(path), env={"SDM_API_ACCESS_KEY": "auth-example"})
+    return parse_config(tomllib.loads(text), source=str(path), env={"SDM_ACCESS_KEY": "auth-example"})
 
 
 def test_example_config_is_valid(tmp_path):

@@ -172,6 +172,15 @@ class StreamPoller:
                     return False
         return True
 
+    def _at_live_edge(self, window: Window | None, now: int) -> Window | None:
+        """A window ending at now is listed up to the API's upper time bound (sdm.apiclock)."""
+        if window is None or window.end_ns < now - self._policy.settle_ns:
+            return window
+        upper = self._client.clock.upper_ns()
+        if upper is None or upper <= window.end_ns:
+            return window
+        return Window(window.start_ns, window.end_ns, upper)
+
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
@@ -187,7 +196,8 @@ class StreamPoller:
         listed_to = self.state.watermark_ns
         backoff = self._options.error_backoff_initial
         while not self._stop.is_set():
-            window = next_window(listed_to, self._clock(), self._policy)
+            now = self._clock()
+            window = self._at_live_edge(next_window(listed_to, now, self._policy), now)
             if window is None:
                 if is_finished(listed_to, self._policy):
                     break

@@ -158,7 +158,7 @@ class SliceLister:
                 self._listings[window] = _Listing(task, pages)
 
     def _listing(self, window: Window) -> AsyncGenerator[Page, None]:
-        return self._client.pages(self._spec, window.start_ns, window.end_ns)
+        return self._client.pages(self._spec, window.start_ns, window.before_ns)
 
     async def _fill(self, window: Window, pages: asyncio.Queue[_Item]) -> None:
         try:

@@ -44,6 +44,11 @@ class WindowPolicy:
 class Window:
     start_ns: int  # what is listed from (watermark - overlap)
     end_ns: int  # what the watermark becomes once the window is delivered
+    list_until_ns: int | None = None  # the listing's before bound when past end_ns (the live edge)
+
+    @property
+    def before_ns(self) -> int:
+        return self.end_ns if self.list_until_ns is None else max(self.end_ns, self.list_until_ns)
 
 
 def next_window(watermark_ns: int, now_ns: int, policy: WindowPolicy) -> Window | None:

@@ -84,8 +84,16 @@ class ApiClock:
         """The newest record time any listing returned (persisted: a time the API reached)."""
         return self._newest_record_ns
 
-    def host_ns(self) -> int:
-        return self._wall()
+    def upper_ns(self) -> int | None:
+        """A time the API's clock has certainly not passed yet, when any answer told us one.
+
+        The live edge of a stream is listed up to here, not only up to :meth:`now_ns`: on a
+        host whose clock is behind, those records are what shows the API's time (they raise
+        the lower bound), and listing them early costs nothing (dedupe drops the re-listing).
+        """
+        if self._upper_offset is None:
+            return None
+        return self._monotonic() + self._upper_offset
 
     def now_ns(self) -> int:
         """The host clock, no later than the API's upper bound, no earlier than its lower one.
