@@ -55,9 +55,10 @@ async def test_sigterm_while_every_sink_fails_exits_0_within_the_shutdown_timeou
     async with Emulator(EmulatorOptions(records=300, history_records=20)) as emu, HttpReceiver() as failing:
         failing.faults.fail_with.extend([503] * 1_000_000)
         dead = f"http://127.0.0.1:{free_port()}/ingest"
+        quick = {"initial": "0.1s", "maximum": "0.5s"}
         sinks = [
-            {"type": "http", "name": "busy", "url": failing.url, "retry": {"initial": "0.1s", "maximum": "0.5s"}},
-            {"type": "http", "name": "down", "url": dead, "retry": {"initial": "0.1s", "maximum": "0.5s"}},
+            {"type": "http", "name": "busy", "url": failing.url, "retry": quick},
+            {"type": "http", "name": "down", "url": dead, "retry": quick},
         ]
         config = write_daemon_config(emu, tmp_path, sinks=sinks)
         document = config.read_text() + f'\n[engine]\nshutdown_timeout = "{SHUTDOWN_TIMEOUT}s"\n'
@@ -149,8 +150,9 @@ def bad_file_configs(tmp_path: Path, emu_address: str, access_key: str, secret: 
 
     def document(**sink: object) -> dict:
         base = {"type": "file", "name": "out", "path": str(tmp_path / "out.jsonl"), **sink}
+        source = {"endpoint": emu_address, "access_key": access_key, "secret_key": secret, "insecure": True}
         return {
-            "source": {"endpoint": emu_address, "access_key": access_key, "secret_key": secret, "insecure": True},
+            "source": source,
             "checkpoint": {"path": str(tmp_path / "state" / "checkpoints.json")},
             "sinks": [base],
             "metrics": {"listen": ""},
