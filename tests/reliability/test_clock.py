@@ -161,3 +161,20 @@ def test_a_checkpoint_a_month_in_the_future_is_pulled_back_and_loses_nothing(tmp
     assert {line["stream"] for line in pulled} == set(STREAMS)
     assert all(float(str(line["ahead_seconds"])) > 29 * 86_400 for line in pulled)
     assert duplicates(delivered) < len(delivered), "re-listing is bounded, not everything twice"
+
+
+def test_a_clock_days_off_is_refused_naming_the_clock(tmp_path):
+    """Requests are signed with the date: two days off, the API refuses the key, and the one
+    line ``check`` prints says the clock may be why."""
+    with running_emulator(EmulatorOptions(records=10)) as emu:
+        config = write_daemon_config(emu, tmp_path)
+        checked = subprocess.run(
+            [*CLI, "check", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clock_env("+2d"),
+        )
+    api = next(line for line in checked.stdout.splitlines() if " api " in f" {line} ")
+    assert checked.returncode == 1, checked.stdout
+    assert api.startswith("FAIL") and "UNAUTHENTICATED" in api and "system clock" in api, api

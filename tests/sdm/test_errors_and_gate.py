@@ -64,6 +64,7 @@ def test_auth_errors_name_the_access_key_and_never_the_secret():
     )
     assert isinstance(err, AuthenticationFailed)
     assert "auth-abc" in str(err) and "bad signature" in str(err) and "secret_key" in str(err)
+    assert "system clock" in str(err), "a signature over the wrong date fails the same way"
 
 
 def test_unavailable_without_trailer_is_transient():

@@ -1,5 +1,6 @@
 """What an operator does wrong, and what happens then: a stop while every sink fails, two
-daemons on one checkpoint, files that cannot be used, an API nobody answers for.
+daemons on one checkpoint, files that cannot be used, an API nobody answers for, a umask of
+000.
 
 Each case runs the real command line as its own process against an emulator.
 """
@@ -23,7 +24,9 @@ from auditstream.emulator import Emulator, EmulatorOptions, running_emulator
 from tests.e2e.support import missing, read_events, write_daemon_config, write_toml
 from tests.helpers import async_wait_until, free_port, wait_until
 from tests.peers.http_receiver import HttpReceiver
-from tests.reliability.support import CLI, backfill_args, tail
+from tests.reliability.support import CLI, backfill_args, tail, tally
+
+pytestmark = pytest.mark.reliability
 
 SHUTDOWN_TIMEOUT = 3.0
 
@@ -48,7 +51,7 @@ async def daemon(config: Path, log: Path) -> AsyncIterator[asyncio.subprocess.Pr
             await proc.wait()
 
 
-async def test_sigterm_while_every_sink_fails_exits_0_within_the_shutdown_timeout(tmp_path):
+async def test_sigterm_while_every_sink_fails_exits_0_within_the_shutdown_timeout(tmp_path, figures):
     """One receiver answers 503 to everything, another is not there at all. The stop may not
     wait for them: in-flight batches are abandoned after [engine] shutdown_timeout (their
     checkpoint did not move), and a later run with a working sink delivers every record."""
@@ -77,15 +80,23 @@ async def test_sigterm_while_every_sink_fails_exits_0_within_the_shutdown_timeou
         out = tmp_path / "out.jsonl"
         good = [{"type": "file", "name": "out", "path": str(out)}]
         config = write_daemon_config(emu, tmp_path, sinks=good)
+        streams = list(emu.options.streams)
         async with daemon(config, log) as proc:
-            await async_wait_until(
-                lambda: not missing(emu, ["activities", "queries"], read_events(out)), 60, "every record"
-            )
+            await async_wait_until(lambda: not missing(emu, streams, read_events(out)), 60, "every record")
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 30) == 0
+        delivered = read_events(out)
+        lost = missing(emu, streams, delivered)
+    figures(
+        load=f"{len(delivered):,} records waiting for delivery",
+        faults=f"SIGTERM while one HTTP receiver answers 503 and another is down: exit 0 after {took:.1f}s "
+        f"(shutdown_timeout {SHUTDOWN_TIMEOUT:g}s), then a run with a working sink",
+        **tally(delivered, lost),
+    )
+    assert not lost
 
 
-def test_a_second_daemon_on_the_same_checkpoint_is_refused(tmp_path):
+def test_a_second_daemon_on_the_same_checkpoint_is_refused(tmp_path, figures):
     with running_emulator(EmulatorOptions(records=50)) as emu:
         config = write_daemon_config(emu, tmp_path)
         log = tmp_path / "first.log"
@@ -115,8 +126,20 @@ def test_a_second_daemon_on_the_same_checkpoint_is_refused(tmp_path):
         with log.open("ab") as err:
             after = subprocess.Popen([*CLI, "run", "--config", str(config)], stderr=err)
         wait_until(lambda: log.read_bytes().count(b"first poll succeeded") >= 3, 30, "a start after SIGKILL")
+        out = tmp_path / "out.jsonl"
+        streams = list(emu.options.streams)
+        wait_until(lambda: not missing(emu, streams, read_events(out)), 60, "every record")
         after.send_signal(signal.SIGTERM)
         assert after.wait(30) == 0
+        delivered = read_events(out)
+        lost = missing(emu, streams, delivered)
+    figures(
+        load=f"{len(delivered):,} records",
+        faults="a second `run` on the same checkpoint (refused: exit 1 naming the pid), then the holder "
+        "SIGKILLed and the lock taken over",
+        **tally(delivered, lost),
+    )
+    assert not lost
 
 
 def test_the_same_backfill_twice_at_once_is_refused(tmp_path):
@@ -178,7 +201,7 @@ def bad_file_configs(tmp_path: Path, emu_address: str, access_key: str, secret: 
     return cases
 
 
-def test_every_unusable_file_is_one_line_and_exit_2_from_run_and_check(tmp_path):
+def test_every_unusable_file_is_one_line_and_exit_2_from_run_and_check(tmp_path, figures):
     with running_emulator(EmulatorOptions(records=10)) as emu:
         cases = bad_file_configs(tmp_path, emu.address, emu.options.access_key, emu.options.secret_key)
         for index, (key, document) in enumerate(cases.items()):
@@ -192,6 +215,14 @@ def test_every_unusable_file_is_one_line_and_exit_2_from_run_and_check(tmp_path)
             failed = [line for line in checked.stdout.splitlines() if line.startswith("FAIL")]
             assert any(f"{key.strip()}: " in line for line in failed), (key, checked.stdout)
             assert "Traceback" not in ran.stderr + checked.stderr
+    figures(
+        load="-",
+        faults=f"{len(cases)} unusable files, each one line naming its key and exit 2 from run and check: "
+        + "; ".join(key.strip() for key in cases),
+        records=0,
+        lost=0,
+        duplicates=0,
+    )
 
 
 def test_an_api_that_does_not_answer_is_said_within_ten_seconds(tmp_path):
