@@ -94,9 +94,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         backfill_to_ns=_to_ns(end) if end else None,
     )
     from auditstream.engine.backfill import run_backfill
+    from auditstream.ops.observers import PrometheusObserver  # no metrics served; it logs sink health
 
+    progress = sys.stderr.isatty() or args.progress
     with startup.streaming(config, plan.checkpoint_path):
-        return asyncio.run(run_backfill(config, plan, progress=sys.stderr.isatty() or args.progress))
+        return asyncio.run(run_backfill(config, plan, progress, observer=PrometheusObserver()))
 
 
 def cmd_check(args: argparse.Namespace) -> int:

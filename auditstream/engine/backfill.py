@@ -16,6 +16,7 @@ import structlog
 
 from auditstream.config import AppConfig
 from auditstream.engine.engine import Engine, RunPlan
+from auditstream.engine.observer import Observer
 from auditstream.engine.shutdown import install_signal_handlers
 
 log = structlog.get_logger("auditstream.backfill")
@@ -53,8 +54,14 @@ async def _show_progress(engine: Engine, started: float, out: TextIO) -> None:
         await asyncio.sleep(0.5)
 
 
-async def run_backfill(config: AppConfig, plan: RunPlan, progress: bool, out: TextIO = sys.stderr) -> int:
-    engine = Engine(config, plan)
+async def run_backfill(
+    config: AppConfig,
+    plan: RunPlan,
+    progress: bool,
+    out: TextIO = sys.stderr,
+    observer: Observer | None = None,
+) -> int:
+    engine = Engine(config, plan, observer=observer)
     engine.load_states()
     install_signal_handlers(engine.stop)
     started = time.monotonic()

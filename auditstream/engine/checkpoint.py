@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
+from auditstream.engine.observer import EngineObserver, NullEngineObserver
 from auditstream.fsutil import NotWritable, check_directory_writable, ensure_directory, fsync_directory
-from auditstream.ops import metrics
 
 SCHEMA_VERSION = 1
 FILE_MODE = 0o600
@@ -91,8 +91,14 @@ class CheckpointStore:
     future (written while the host clock ran ahead) can safely be pulled back to.
     """
 
-    def __init__(self, path: Path, newest_record_ns: Callable[[], int | None] = lambda: None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        newest_record_ns: Callable[[], int | None] = lambda: None,
+        observer: EngineObserver | None = None,
+    ) -> None:
         self.path = path
+        self._observer: EngineObserver = observer or NullEngineObserver()
         self.backup = path.with_name(path.name + ".bak")
         self._newest_record_ns = newest_record_ns
         self.loaded_newest_record_ns: int | None = None
@@ -185,7 +191,7 @@ class CheckpointStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
             raise self._write_error(exc) from None
-        metrics.CHECKPOINT_WRITES.inc()
+        self._observer.checkpoint_written()
 
     def serialize(self, states: dict[str, StreamState]) -> bytes:
         document: dict[str, Any] = {

@@ -18,15 +18,16 @@ from auditstream.engine.checkpoint import CheckpointStore, StreamState
 from auditstream.engine.fanout import FanOut
 from auditstream.engine.longqueries import LongQueryTracker
 from auditstream.engine.normalize import Normalizer, build_redactor
+from auditstream.engine.observer import NullObserver, Observer
 from auditstream.engine.poller import PollerOptions, StreamPoller
 from auditstream.engine.prefetch import AheadBudget
 from auditstream.engine.window import WindowPolicy
-from auditstream.ops import metrics
 from auditstream.sdm.apiclock import ApiClock
 from auditstream.sdm.client import AuditClient, ClientSettings
 from auditstream.sdm.errors import ApiError
 from auditstream.sdm.registry import NANOS_PER_SECOND, STREAMS, StreamKind
 from auditstream.sinks.base import Sink, SinkHealth
+from auditstream.sinks.observer import SinkObserver
 from auditstream.sinks.registry import create_sink
 
 log = structlog.get_logger("auditstream.engine")
@@ -74,12 +75,9 @@ def client_settings(config: AppConfig) -> ClientSettings:
     )
 
 
-def build_sinks(config: AppConfig) -> list[Sink]:
+def build_sinks(config: AppConfig, observer: SinkObserver | None = None) -> list[Sink]:
     """Every configured sink; dead-letter files default to the checkpoint's directory."""
-    from auditstream.ops.sink_metrics import PrometheusSinkObserver
-
     state_dir = config.checkpoint.path.parent
-    observer = PrometheusSinkObserver()
     return [create_sink(settings, config.cef, state_dir, observer) for settings in config.sinks]
 
 
@@ -100,11 +98,15 @@ class Engine:
         client: AuditClient | None = None,
         sinks: list[Sink] | None = None,
         clock: Callable[[], int] = time.time_ns,
+        observer: Observer | None = None,
     ) -> None:
         self.config = config
         self.plan = plan
+        self.observer: Observer = observer or NullObserver()
         self.api_clock = client.clock if client is not None else ApiClock(wall=clock)
-        self.store = CheckpointStore(plan.checkpoint_path, newest_record_ns=self._newest_record_ns)
+        self.store = CheckpointStore(
+            plan.checkpoint_path, newest_record_ns=self._newest_record_ns, observer=self.observer
+        )
         self.client = client
         self.sinks = sinks
         self.pollers: list[StreamPoller] = []
@@ -163,7 +165,7 @@ class Engine:
         evidence = [t for t in (*state.delivered.values(), self.store.loaded_newest_record_ns) if t]
         target = min(max(evidence), now) if evidence else now
         ahead = (state.watermark_ns - now) / NANOS_PER_SECOND
-        metrics.WATERMARKS_PULLED_BACK.labels(stream).inc()
+        self.observer.watermark_pulled_back(stream)
         fields = {
             "stream": stream,
             "ahead_seconds": round(ahead, 1),
@@ -218,6 +220,7 @@ class Engine:
                     horizon=streams.long_query_horizon,
                     max_open=streams.long_query_max_open,
                     clock=self.clock,
+                    observer=self.observer,
                 )
             pollers.append(
                 StreamPoller(
@@ -227,12 +230,18 @@ class Engine:
                     self.store,
                     self.states,
                     self._policy(state),
-                    Normalizer(spec, redactor, keep_credentials=self.config.normalize.keep_credentials),
+                    Normalizer(
+                        spec,
+                        redactor,
+                        keep_credentials=self.config.normalize.keep_credentials,
+                        observer=self.observer,
+                    ),
                     options,
                     self.stop,
                     clock=self.clock,
                     tracker=tracker,
                     on_success=self.first_poll,
+                    observer=self.observer,
                 )
             )
         return pollers
@@ -272,7 +281,9 @@ class Engine:
         if not self._loaded:
             self.load_states()
         owns_client = self.client is None
-        client = self.client or AuditClient(client_settings(self.config), clock=self.api_clock)
+        client = self.client or AuditClient(
+            client_settings(self.config), clock=self.api_clock, observer=self.observer
+        )
         self.client = client
         try:
             if not await self._connect(client):
@@ -332,12 +343,12 @@ class Engine:
 
     async def _stream(self, client: AuditClient) -> None:
         if self.sinks is None:
-            self.sinks = build_sinks(self.config)
+            self.sinks = build_sinks(self.config, self.observer)
         for sink in self.sinks:
             # Tasks a sink starts inherit this context: their log lines name the sink.
             with structlog.contextvars.bound_contextvars(sink=sink.name):
                 await sink.start()
-        fanout = FanOut(self.sinks, failure_pause=self.config.engine.sink_failure_pause)
+        fanout = FanOut(self.sinks, self.config.engine.sink_failure_pause, self.observer)
         self.pollers = self._build_pollers(client, fanout)
         tasks = [
             asyncio.create_task(p.run(), name=f"poll-{p.spec.name}", context=_stream_context(p.spec.name))

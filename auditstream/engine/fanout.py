@@ -8,16 +8,19 @@ from collections.abc import Sequence
 
 import structlog
 
-from auditstream.ops import metrics
+from auditstream.engine.observer import EngineObserver, NullEngineObserver
 from auditstream.sinks.base import Envelope, Sink, SinkFatalError
 
 log = structlog.get_logger("auditstream.fanout")
 
 
 class FanOut:
-    def __init__(self, sinks: Sequence[Sink], failure_pause: float = 30.0) -> None:
+    def __init__(
+        self, sinks: Sequence[Sink], failure_pause: float = 30.0, observer: EngineObserver | None = None
+    ) -> None:
         self.sinks = list(sinks)
         self._failure_pause = failure_pause
+        self._observer: EngineObserver = observer or NullEngineObserver()
 
     def routes_for(self, stream: str) -> list[Sink]:
         return [sink for sink in self.sinks if sink.routes(stream)]
@@ -25,8 +28,7 @@ class FanOut:
     async def _send(self, sink: Sink, stream: str, batch: Sequence[Envelope]) -> None:
         started = time.monotonic()
         await sink.send(batch)
-        metrics.SINK_BATCH_SECONDS.labels(sink.name).observe(time.monotonic() - started)
-        metrics.RECORDS_DELIVERED.labels(stream, sink.name).inc(len(batch))
+        self._observer.sink_acknowledged(stream, sink.name, len(batch), time.monotonic() - started)
 
     async def deliver(self, stream: str, batch: Sequence[Envelope]) -> None:
         """Return once every routed sink has acknowledged the batch.
@@ -48,7 +50,7 @@ class FanOut:
                     if not isinstance(result, Exception):
                         raise result
                     failed.append(sink)
-                    metrics.RECORDS_FAILED.labels(stream, sink.name).inc(len(batch))
+                    self._observer.sink_failed(stream, sink.name, len(batch))
                     log.error(
                         "sink failed; batch kept and retried",
                         sink=sink.name,
@@ -61,4 +63,4 @@ class FanOut:
             pending = failed
             if pending:
                 await asyncio.sleep(self._failure_pause)
-        metrics.LAST_DELIVERY.labels(stream).set_to_current_time()
+        self._observer.stream_delivered(stream)

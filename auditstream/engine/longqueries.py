@@ -19,8 +19,8 @@ import structlog
 
 from auditstream.engine.checkpoint import OpenQuery, StreamState
 from auditstream.engine.dedupe import DeliveredKeys
+from auditstream.engine.observer import EngineObserver, NullEngineObserver
 from auditstream.engine.window import Window
-from auditstream.ops import metrics
 from auditstream.sdm.registry import NANOS_PER_SECOND, query_is_open
 
 log = structlog.get_logger("auditstream.longqueries")
@@ -39,7 +39,9 @@ class LongQueryTracker:
         horizon: float,
         max_open: int,
         clock: Callable[[], int],
+        observer: EngineObserver | None = None,
     ) -> None:
+        self._observer: EngineObserver = observer or NullEngineObserver()
         self._open = state.open_queries
         self.recheck_interval = recheck_interval
         self._horizon_ns = int(horizon * NANOS_PER_SECOND)
@@ -47,7 +49,7 @@ class LongQueryTracker:
         self._clock = clock
         self._cap_warned = False
         self.rounds = 0
-        metrics.LONG_QUERIES_OPEN.set(len(self._open))
+        self._observer.long_queries_open(len(self._open))
 
     @property
     def open_ids(self) -> set[str]:
@@ -63,7 +65,7 @@ class LongQueryTracker:
             if query_id in self._open or keys.was_delivered(query_id):
                 continue  # already tracked, or its completion is already delivered
             if len(self._open) >= self._max_open:
-                metrics.LONG_QUERIES_EXPIRED.labels("cap").inc()
+                self._observer.long_queries_expired("cap", 1)
                 if not self._cap_warned:
                     log.warning(
                         "open long-running query cap reached; new sessions are not tracked for completion",
@@ -78,21 +80,21 @@ class LongQueryTracker:
         if len(self._open) < self._max_open:
             self._cap_warned = False
         self.rounds = 0
-        metrics.LONG_QUERIES_OPEN.set(len(self._open))
+        self._observer.long_queries_open(len(self._open))
 
     def expire(self, now_ns: int) -> list[str]:
         """Give up on queries open longer than the horizon, loudly."""
         expired = [qid for qid, q in self._open.items() if now_ns - q.start_ns > self._horizon_ns]
         for query_id in expired:
             started = self._open.pop(query_id).start_ns
-            metrics.LONG_QUERIES_EXPIRED.labels("horizon").inc()
+            self._observer.long_queries_expired("horizon", 1)
             log.warning(
                 "no completion record within long_query_horizon; no longer looking for it",
                 query_id=query_id,
                 started_ns=started,
                 hint="raise [streams] long_query_horizon to wait longer",
             )
-        metrics.LONG_QUERIES_OPEN.set(len(self._open))
+        self._observer.long_queries_open(len(self._open))
         return expired
 
     def recheck_windows(self) -> list[Window]:
@@ -122,8 +124,8 @@ class LongQueryTracker:
         ]
 
     def count_found(self, n: int) -> None:
-        metrics.LONG_QUERIES_COMPLETED_BY_RECHECK.inc(n)
+        self._observer.long_queries_completed_by_recheck(n)
 
     def round_done(self) -> None:
         self.rounds += 1
-        metrics.LONG_QUERIES_RECHECK_ROUNDS.inc()
+        self._observer.long_query_recheck_round()

@@ -8,10 +8,10 @@ from typing import Any
 
 import structlog
 
+from auditstream.engine.observer import EngineObserver, NullEngineObserver
 from auditstream.formats.events import FORMAT_VERSION, Event, event_converter
 from auditstream.formats.redaction import Redactor
 from auditstream.formats.settings import NormalizeSettings
-from auditstream.ops import metrics
 from auditstream.sdm.registry import StreamSpec
 
 log = structlog.get_logger("auditstream.normalize")
@@ -21,8 +21,14 @@ class Normalizer:
     """Callable turning one protobuf record of one stream into the event every sink encodes."""
 
     def __init__(
-        self, spec: StreamSpec, redactor: Redactor | None = None, *, keep_credentials: bool = False
+        self,
+        spec: StreamSpec,
+        redactor: Redactor | None = None,
+        *,
+        keep_credentials: bool = False,
+        observer: EngineObserver | None = None,
     ) -> None:
+        self._observer: EngineObserver = observer or NullEngineObserver()
         self._spec = spec
         self._redactor = redactor
         self._convert = event_converter(spec, keep_credentials=keep_credentials)
@@ -56,7 +62,7 @@ class Normalizer:
     def _fallback(self, record: Any, exc: Exception) -> Event:
         """The record as the API sent it (base64 protobuf), flagged, so the SIEM still gets it."""
         spec = self._spec
-        metrics.NORMALIZATION_ERRORS.labels(spec.name).inc()
+        self._observer.normalization_failed(spec.name)
         key = spec.record_key(record)
         log.error("record could not be normalized; sent raw", stream=spec.name, key=key, error=repr(exc))
         return {

@@ -22,9 +22,9 @@ from auditstream.engine.dedupe import DeliveredKeys
 from auditstream.engine.fanout import FanOut
 from auditstream.engine.longqueries import LongQueryTracker
 from auditstream.engine.normalize import Normalizer
+from auditstream.engine.observer import EngineObserver, NullEngineObserver
 from auditstream.engine.prefetch import AheadBudget, SliceLister, slices_ahead
 from auditstream.engine.window import Window, WindowPolicy, is_finished, next_window
-from auditstream.ops import metrics
 from auditstream.sdm.client import AuditClient
 from auditstream.sdm.errors import ApiError
 from auditstream.sdm.registry import NANOS_PER_SECOND, StreamSpec
@@ -80,7 +80,9 @@ class StreamPoller:
         clock: Clock = time.time_ns,
         tracker: LongQueryTracker | None = None,
         on_success: asyncio.Event | None = None,
+        observer: EngineObserver | None = None,
     ) -> None:
+        self._observer: EngineObserver = observer or NullEngineObserver()
         self.spec = spec
         self._client = client
         self._fanout = fanout
@@ -147,7 +149,7 @@ class StreamPoller:
         self._client.clock.observe_record_time(newest)  # the API's clock has reached it
         duplicates = len(records) - len(kept)
         if duplicates:
-            metrics.RECORDS_DUPLICATE.labels(self.spec.name).inc(duplicates)
+            self._observer.duplicates_dropped(self.spec.name, duplicates)
         if not kept:
             return None
         name = self.spec.name
@@ -167,7 +169,7 @@ class StreamPoller:
                 batch = self._select_new(page.records)
                 if batch is not None:
                     await self._queue.put(batch)
-                    metrics.QUEUE_DEPTH.labels(self.spec.name).set(self._queue.qsize())
+                    self._observer.queue_depth(self.spec.name, self._queue.qsize())
                 if self._stop.is_set():
                     return False
         return True
@@ -209,7 +211,7 @@ class StreamPoller:
                 if exc.fatal:
                     raise
                 await self._slices.discard()  # listed again after the backoff: nothing skipped
-                metrics.POLL_ERRORS.labels(self.spec.name).inc()
+                self._observer.poll_failed(self.spec.name)
                 self.log.warning(
                     "listing failed; retrying the window", error=str(exc), retry_in_seconds=backoff
                 )
@@ -233,7 +235,7 @@ class StreamPoller:
     async def _deliver_loop(self) -> None:
         while True:
             item = await self._queue.get()
-            metrics.QUEUE_DEPTH.labels(self.spec.name).set(self._queue.qsize())
+            self._observer.queue_depth(self.spec.name, self._queue.qsize())
             if isinstance(item, _Finished):
                 return
             if isinstance(item, Batch):
@@ -279,7 +281,7 @@ class StreamPoller:
                 except ApiError as exc:
                     if exc.fatal:
                         raise
-                    metrics.POLL_ERRORS.labels(self.spec.name).inc()
+                    self._observer.poll_failed(self.spec.name)
                     self.log.warning("re-check of open long-running queries failed", error=str(exc))
                     break
             tracker.round_done()

@@ -20,6 +20,7 @@ from auditstream.config import AppConfig
 from auditstream.engine.engine import Engine, RunPlan
 from auditstream.engine.shutdown import install_signal_handlers
 from auditstream.ops import metrics
+from auditstream.ops.observers import PrometheusObserver
 from auditstream.ops.sdnotify import SystemdNotifier
 from auditstream.ops.server import start_server
 from auditstream.ops.status import DaemonStatus
@@ -57,7 +58,7 @@ async def run_daemon(
 
     ``handle_signals=False`` is for running in-process (tests): stop with ``engine.stop``.
     """
-    engine = engine or Engine(config, plan)
+    engine = engine or Engine(config, plan, observer=PrometheusObserver())
     engine.load_states()
     notifier = notifier or SystemdNotifier()
     status = DaemonStatus(engine, config.metrics.max_lag, stopping=engine.stop.is_set)

@@ -25,9 +25,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from auditstream.ops import metrics
 from auditstream.sdm.apiclock import ApiClock
 from auditstream.sdm.errors import ApiError, RateLimitError, RateLimitInfo, TransientApiError, from_rpc_error
+from auditstream.sdm.observer import ApiObserver, NullApiObserver
 from auditstream.sdm.ratelimit import RateLimitGate, Turn
 from auditstream.sdm.registry import NANOS_PER_SECOND, StreamSpec
 from auditstream.sdm.signing import decode_secret, request_metadata
@@ -122,11 +122,16 @@ class AuditClient:
     """List audit records page by page; share one per process (it owns the channel)."""
 
     def __init__(
-        self, settings: ClientSettings, gate: RateLimitGate | None = None, clock: ApiClock | None = None
+        self,
+        settings: ClientSettings,
+        gate: RateLimitGate | None = None,
+        clock: ApiClock | None = None,
+        observer: ApiObserver | None = None,
     ) -> None:
         self._settings = settings
         self._secret = decode_secret(settings.secret_key)
-        self._gate = gate or RateLimitGate(max_wait=settings.max_rate_limit_wait)
+        self._observer: ApiObserver = observer or NullApiObserver()
+        self._gate = gate or RateLimitGate(max_wait=settings.max_rate_limit_wait, observer=self._observer)
         self.clock = clock or ApiClock()
         self.outages = OutageLog(settings.endpoint)
         self._bucket_of: dict[str, str] = {}
@@ -177,13 +182,11 @@ class AuditClient:
         try:
             response = await method(request, metadata=metadata, timeout=self._settings.timeout)
         except grpc.aio.AioRpcError as err:
-            metrics.API_REQUESTS.labels(spec.name, err.code().name).inc()
+            self._observer.api_call(spec.name, err.code().name, time.monotonic() - started)
             raise from_rpc_error(
                 err, access_key=self._settings.access_key, stream=spec.name, endpoint=self._settings.endpoint
             ) from None
-        finally:
-            metrics.API_REQUEST_SECONDS.labels(spec.name).observe(time.monotonic() - started)
-        metrics.API_REQUESTS.labels(spec.name, "OK").inc()
+        self._observer.api_call(spec.name, "OK", time.monotonic() - started)
         return response
 
     async def _call(self, spec: StreamSpec, request: Any) -> Any:
@@ -272,7 +275,7 @@ class AuditClient:
         while True:
             response = await self._call(spec, request)
             records = list(getattr(response, spec.records_field))
-            metrics.RECORDS_FETCHED.labels(spec.name).inc(len(records))
+            self._observer.records_listed(spec.name, len(records))
             cursor = response.meta.next_cursor
             rate = RateLimitInfo.from_proto(response.rate_limit) if response.HasField("rate_limit") else None
             yield Page(records=records, rate_limit=rate, has_more=bool(cursor))

@@ -25,8 +25,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from auditstream.ops import metrics
 from auditstream.sdm.errors import RateLimitInfo
+from auditstream.sdm.observer import ApiObserver, NullApiObserver
 
 UNKNOWN_BUCKET = ""
 
@@ -56,7 +56,9 @@ class RateLimitGate:
         fallback_wait: float = 5.0,
         jitter: float = 0.1,
         wall_clock: Callable[[], float] = time.time,
+        observer: ApiObserver | None = None,
     ) -> None:
+        self._observer: ApiObserver = observer or NullApiObserver()
         self._max_wait = max_wait
         self._fallback_wait = fallback_wait
         self._jitter = jitter
@@ -97,9 +99,7 @@ class RateLimitGate:
             delay = self._until(bucket) - self._wall_clock()
             if delay <= 0:
                 return waited
-            label = bucket_label(bucket)
-            metrics.RATE_LIMIT_WAITS.labels(label).inc()
-            metrics.RATE_LIMIT_WAIT_SECONDS.labels(label).inc(delay)
+            self._observer.rate_limit_wait(bucket_label(bucket), delay)
             await asyncio.sleep(delay)
             waited += delay
 
@@ -161,7 +161,7 @@ class RateLimitGate:
         bucket = info.bucket or UNKNOWN_BUCKET
         self._pause(bucket, info.reset_at)
         self._constrained.add(bucket)
-        metrics.RATE_LIMIT_REMAINING.labels(bucket_label(info.bucket)).set(info.remaining)
+        self._observer.rate_limit_remaining(bucket_label(info.bucket), info.remaining)
 
     def observe(self, info: RateLimitInfo | None, bucket: str | None = None) -> None:
         """A successful response: its budget decides whether the bucket pauses or takes turns.
@@ -177,7 +177,7 @@ class RateLimitGate:
             self._release(bucket or UNKNOWN_BUCKET)
             return
         key = info.bucket or UNKNOWN_BUCKET
-        metrics.RATE_LIMIT_REMAINING.labels(bucket_label(info.bucket)).set(info.remaining)
+        self._observer.rate_limit_remaining(bucket_label(info.bucket), info.remaining)
         if info.limit > 0 and info.remaining <= 0 and info.reset_at is not None:
             one_token = dt.timedelta(seconds=60.0 / info.limit)
             now = dt.datetime.fromtimestamp(self._wall_clock(), dt.UTC)

@@ -14,10 +14,11 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from auditstream.config import AppConfig
-from auditstream.engine.engine import Engine
+from auditstream.engine.engine import Engine, RunPlan
+from auditstream.ops.observers import PrometheusObserver
 from auditstream.ops.runtime import run_daemon
 from auditstream.ops.sdnotify import SystemdNotifier
-from tests.e2e.support import live_engine, toml_value
+from tests.e2e.support import toml_value
 from tests.helpers import async_wait_until, free_port
 
 Labels = frozenset[tuple[str, str]]
@@ -89,7 +90,8 @@ def with_metrics_listen(config: AppConfig, **metrics: Any) -> AppConfig:
 async def running_daemon(config: AppConfig, notifier: SystemdNotifier | None = None) -> AsyncIterator[Daemon]:
     """``run_daemon`` on this loop without signal handlers; stopped (and checked) on exit."""
     assert config.metrics.listen, "use with_metrics_listen()"
-    engine = live_engine(config)
+    plan = RunPlan(streams=config.streams.stream_names(), checkpoint_path=config.checkpoint.path)
+    engine = Engine(config, plan, observer=PrometheusObserver())  # what `auditstream run` builds
     task = asyncio.create_task(
         run_daemon(
             config, engine.plan, engine, handle_signals=False, notifier=notifier or SystemdNotifier({})
