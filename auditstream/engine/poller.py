@@ -25,6 +25,7 @@ from auditstream.engine.normalize import Normalizer
 from auditstream.engine.observer import EngineObserver, NullEngineObserver
 from auditstream.engine.prefetch import AheadBudget, SliceLister, slices_ahead
 from auditstream.engine.window import Window, WindowPolicy, is_finished, next_window
+from auditstream.retrying import Backoff
 from auditstream.sdm.client import AuditClient
 from auditstream.sdm.errors import ApiError
 from auditstream.sdm.registry import NANOS_PER_SECOND, StreamSpec
@@ -61,8 +62,8 @@ class PollerOptions:
     queue_batches: int
     # Slices listed ahead while catching up, a budget shared by every poller (engine.prefetch).
     ahead: AheadBudget = field(default_factory=lambda: AheadBudget(0))
-    error_backoff_initial: float = 1.0
-    error_backoff_max: float = 60.0
+    # After the client's own retries: how long a stream waits before listing again.
+    error_backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
 
 
 class StreamPoller:
@@ -196,7 +197,7 @@ class StreamPoller:
 
     async def _list_windows(self) -> None:
         listed_to = self.state.watermark_ns
-        backoff = self._options.error_backoff_initial
+        failures = 0
         while not self._stop.is_set():
             now = self._clock()
             window = self._at_live_edge(next_window(listed_to, now, self._policy), now)
@@ -212,15 +213,16 @@ class StreamPoller:
                     raise
                 await self._slices.discard()  # listed again after the backoff: nothing skipped
                 self._observer.poll_failed(self.spec.name)
+                failures += 1
+                delay = self._options.error_backoff.delay(failures)
                 self.log.warning(
-                    "listing failed; retrying the window", error=str(exc), retry_in_seconds=backoff
+                    "listing failed; retrying the window", error=str(exc), retry_in_seconds=round(delay, 1)
                 )
-                await self._sleep_unless_stopped(backoff)
-                backoff = min(backoff * 2, self._options.error_backoff_max)
+                await self._sleep_unless_stopped(delay)
                 continue
             if not complete:
                 break
-            backoff = self._options.error_backoff_initial
+            failures = 0
             self.last_success_ns = self._clock()
             if self._on_success is not None:
                 self._on_success.set()

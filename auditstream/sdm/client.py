@@ -22,9 +22,9 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
+from auditstream.retrying import Backoff
 from auditstream.sdm.apiclock import ApiClock
 from auditstream.sdm.errors import ApiError, RateLimitError, RateLimitInfo, TransientApiError, from_rpc_error
 from auditstream.sdm.observer import ApiObserver, NullApiObserver
@@ -197,11 +197,7 @@ class AuditClient:
         """
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_transient),
-            wait=wait_exponential_jitter(
-                multiplier=self._settings.retry_initial,
-                max=self._settings.retry_max,
-                jitter=self._settings.retry_initial,
-            ),
+            wait=Backoff(self._settings.retry_initial, self._settings.retry_max),
             stop=stop_after_attempt(self._settings.max_transient_retries + 1),
             before_sleep=self._before_retry,
             reraise=True,
