@@ -20,14 +20,12 @@ class DeliveredKeys:
     def __len__(self) -> int:
         return len(self._delivered)
 
-    def seen(self, key: str) -> bool:
-        return key in self._delivered or key in self._in_flight
-
     def was_delivered(self, key: str) -> bool:
         return key in self._delivered
 
     def claim(self, key: str) -> bool:
-        """Put the record on its way to the sinks unless it was ``seen``; whether it was new.
+        """Put the record on its way to the sinks unless it is delivered or in flight;
+        whether it was new.
 
         Once claimed, a second listing of the record is a duplicate. Checking and claiming
         in one call: it runs for every record listed.
@@ -42,11 +40,6 @@ class DeliveredKeys:
             self._in_flight.discard(key)
             previous = self._delivered.get(key, 0)
             self._delivered[key] = max(previous, relist_until_ns)
-
-    def release(self, keys: Iterable[str]) -> None:
-        """Delivery was abandoned (shutdown): let a later listing pick these up again."""
-        for key in keys:
-            self._in_flight.discard(key)
 
     def prune(self, relisted_from_ns: int) -> int:
         """Forget keys whose records can no longer appear in a listing starting here."""

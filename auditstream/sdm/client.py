@@ -53,7 +53,6 @@ def time_filter(after_ns: int, before_ns: int, extra: str = "") -> str:
 class Page:
     records: list[Any]
     rate_limit: RateLimitInfo | None
-    has_more: bool
 
 
 @dataclass(frozen=True)
@@ -274,7 +273,7 @@ class AuditClient:
             self._observer.records_listed(spec.name, len(records))
             cursor = response.meta.next_cursor
             rate = RateLimitInfo.from_proto(response.rate_limit) if response.HasField("rate_limit") else None
-            yield Page(records=records, rate_limit=rate, has_more=bool(cursor))
+            yield Page(records=records, rate_limit=rate)
             if not cursor:
                 return
             request.meta.cursor = cursor

@@ -5,7 +5,7 @@ def test_claimed_keys_are_seen_but_not_delivered_until_acknowledged():
     store: dict[str, int] = {}
     keys = DeliveredKeys(store)
     assert keys.claim("a") is True
-    assert keys.seen("a") and not keys.was_delivered("a")
+    assert not keys.was_delivered("a")
     assert keys.claim("a") is False, "a second listing of a record in flight is a duplicate"
     assert store == {}
     keys.acknowledge([("a", 50)])
@@ -13,19 +13,12 @@ def test_claimed_keys_are_seen_but_not_delivered_until_acknowledged():
     assert keys.claim("a") is False, "a delivered record listed again is a duplicate"
 
 
-def test_release_lets_a_later_listing_take_the_record_again():
-    keys = DeliveredKeys({})
-    keys.claim("a")
-    keys.release(["a"])
-    assert not keys.seen("a")
-
-
 def test_prune_keeps_keys_that_a_window_starting_there_may_list_again():
     keys = DeliveredKeys({"old": 10, "edge": 20, "new": 30})
     assert keys.prune(20) == 1
-    assert not keys.seen("old")
-    assert keys.seen("edge"), "a record exactly at an inclusive bound may be listed again"
-    assert keys.seen("new")
+    assert keys.claim("old"), "forgotten: a listing may take it again"
+    assert not keys.claim("edge"), "a record exactly at an inclusive bound may be listed again"
+    assert not keys.claim("new")
 
 
 def test_acknowledge_keeps_the_latest_relist_time():

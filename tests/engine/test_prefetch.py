@@ -77,7 +77,7 @@ class FakeClient:
                 await self.gate.wait()
                 if before_ns in self.fail and number == 1:
                     raise TransientApiError("unavailable")
-                yield Page(records=[(before_ns, number)], rate_limit=None, has_more=True)
+                yield Page(records=[(before_ns, number)], rate_limit=None)
         finally:
             self.running -= 1
 
