@@ -10,16 +10,24 @@ from pydantic import Field
 
 from auditstream.formats.cef import CefSettings
 from auditstream.sinks.base import Sink
+from auditstream.sinks.cloudwatch_logs import CloudWatchLogsSink, CloudWatchLogsSinkSettings
 from auditstream.sinks.delivery import DeliverySink
 from auditstream.sinks.file import FileSink, FileSinkSettings
 from auditstream.sinks.http import HttpSink, HttpSinkSettings
 from auditstream.sinks.observer import SinkObserver
+from auditstream.sinks.s3 import S3Sink, S3SinkSettings
 from auditstream.sinks.splunk_hec import SplunkHecSink, SplunkHecSinkSettings
 from auditstream.sinks.stdout import StdoutSink, StdoutSinkSettings
 from auditstream.sinks.syslog import SyslogSink, SyslogSinkSettings
 
 AnySinkSettings = (
-    FileSinkSettings | StdoutSinkSettings | HttpSinkSettings | SplunkHecSinkSettings | SyslogSinkSettings
+    FileSinkSettings
+    | StdoutSinkSettings
+    | HttpSinkSettings
+    | SplunkHecSinkSettings
+    | SyslogSinkSettings
+    | S3SinkSettings
+    | CloudWatchLogsSinkSettings
 )
 SinkSettings = Annotated[AnySinkSettings, Field(discriminator="type")]
 
@@ -30,6 +38,8 @@ _SINK_CLASSES: dict[type[AnySinkSettings], Callable[..., DeliverySink]] = {
     HttpSinkSettings: HttpSink,
     SplunkHecSinkSettings: SplunkHecSink,
     SyslogSinkSettings: SyslogSink,
+    S3SinkSettings: S3Sink,
+    CloudWatchLogsSinkSettings: CloudWatchLogsSink,
 }
 
 

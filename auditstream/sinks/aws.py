@@ -1,0 +1,320 @@
+"""What the AWS sinks (s3, cloudwatch_logs) share: settings, one aiobotocore client, error
+classification, and sending one request as several API calls.
+
+``aiobotocore`` is an optional extra (``pip install 'auditstream[aws]'``): it is imported only
+when an AWS sink is configured, so ``auditstream`` works without it, and a config naming an
+AWS sink without it fails validation with one line saying how to install it (exit 2).
+
+Credentials come only from the standard AWS chain (environment, shared config and profile,
+web identity for EKS IRSA, ECS and EC2 metadata), never from our config, so no AWS secret can
+appear in it. botocore's own retries are off: the delivery machinery's retry policy is the
+one retry layer, so health, metrics and backoff see every failure. Errors are classified
+once, here:
+
+* transient (retried): throttling codes, HTTP 5xx, 408, 429, connection errors and timeouts,
+  expired temporary credentials (botocore refreshes them on the next attempt);
+* fatal (:class:`SinkFatalError`, data kept, a human acts): missing or rejected credentials,
+  a missing permission (named, e.g. ``s3:PutObject``), a wrong region, a missing bucket,
+  TLS verification failures, invalid parameters of ours;
+* anything else AWS refused is an :class:`AwsRequestError` the sink decides about (the S3
+  sink stops on it: S3 never refuses an object for its content; CloudWatch Logs dead-letters
+  the events it names).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from pydantic import model_validator
+
+from auditstream import __version__
+from auditstream.sinks.base import SinkError, SinkFatalError, SinkSettingsBase
+from auditstream.sinks.delivery import WriteResult
+from auditstream.sinks.retry import TransientError
+
+INSTALL_HINT = "pip install 'auditstream[aws]'"
+CREDENTIALS_HINT = (
+    "the AWS sinks use the standard AWS credential chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+    "AWS_PROFILE, web identity (EKS IRSA), or an ECS task / EC2 instance role"
+)
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+
+# botocore's standard retry mode treats these codes as throttling; so do we.
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+    }
+)
+TRANSIENT_CODES = frozenset(
+    {
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "OperationAborted",
+        "OperationAbortedException",
+        "BadDigest",  # the body was corrupted on its way: send it again
+        "IncompleteBody",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "RequestExpired",
+        "IDPCommunicationError",
+    }
+)
+CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidToken",
+        "AuthFailure",
+        "MissingAuthenticationToken",
+        "IncompleteSignature",
+        "InvalidSignatureException",
+    }
+)
+PERMISSION_CODES = frozenset(
+    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Forbidden", "403"}
+)
+REGION_CODES = frozenset(
+    {"PermanentRedirect", "301", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
+)
+
+# The IAM action each API call needs, for "missing permission ..." messages.
+PERMISSIONS = {
+    "HeadBucket": "s3:ListBucket",
+    "PutObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "PutLogEvents": "logs:PutLogEvents",
+    "CreateLogGroup": "logs:CreateLogGroup",
+    "CreateLogStream": "logs:CreateLogStream",
+    "PutRetentionPolicy": "logs:PutRetentionPolicy",
+    "DescribeLogStreams": "logs:DescribeLogStreams",
+}
+_NAMED_ACTION = re.compile(r"perform: ([A-Za-z0-9-]+:[A-Za-z0-9*]+)")
+
+
+def aws_extra_installed() -> bool:
+    try:
+        importlib.import_module("aiobotocore.session")
+    except ImportError:
+        return False
+    return True
+
+
+class AwsSinkSettings(SinkSettingsBase):
+    """Keys every AWS sink has: where the service is. Credentials are never configured here."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+
+    @model_validator(mode="after")
+    def _aws_ready(self) -> AwsSinkSettings:
+        if not aws_extra_installed():
+            raise ValueError(f"the {self.type} sink needs the AWS extra: {INSTALL_HINT}")
+        tls = self.tls
+        if tls.cert_file or tls.key_file or tls.server_name:
+            raise ValueError(
+                f"the {self.type} sink takes tls.verify and tls.ca_file only (AWS authenticates by signature)"
+            )
+        if self.endpoint_url is not None and not re.match(r"^https?://[^/@]+", self.endpoint_url):
+            raise ValueError(f"endpoint_url {self.endpoint_url!r} is not an http:// or https:// URL")
+        return self
+
+
+class AwsRequestError(SinkError):
+    """AWS refused this request for a reason that is neither transient nor a configuration
+    error the classifier knows; the sink decides (dead-letter, split, or stop)."""
+
+    def __init__(self, operation: str, code: str, message: str, status: int) -> None:
+        super().__init__(f"{operation}: {code} (HTTP {status}): {message}")
+        self.operation = operation
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def classify(exc: BaseException, operation: str, what: str, hint: str = "") -> Exception:
+    """The exception a failed call becomes: TransientError, SinkFatalError or AwsRequestError.
+
+    ``what`` names the resource (``s3://bucket/key``, ``log group x``) and ``hint`` is added to
+    permission errors (e.g. the KMS key an encrypted upload also needs)."""
+    from botocore import exceptions as bx
+
+    if isinstance(exc, bx.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code") or "")
+        message = str(error.get("Message") or "").strip()
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        said = f"{operation} {what}: {code or status}" + (f": {message}" if message else "")
+        if code in THROTTLING_CODES or code in TRANSIENT_CODES or status >= 500 or status in (408, 429):
+            return TransientError(said)
+        if code in CREDENTIAL_CODES:
+            return SinkFatalError(f"{said}; AWS rejected the credentials ({CREDENTIALS_HINT})")
+        if code in PERMISSION_CODES or code.startswith("KMS."):
+            named = _NAMED_ACTION.search(message)
+            action = named.group(1) if named else PERMISSIONS.get(operation, operation)
+            extra = f" ({hint})" if hint and not named else ""
+            return SinkFatalError(f"{said}; missing permission {action}{extra}")
+        if code in REGION_CODES:
+            return SinkFatalError(f"{said}; set region to the region of {what}")
+        return AwsRequestError(operation, code or str(status), message or "no message", status)
+    if isinstance(exc, bx.SSLError):
+        return SinkFatalError(
+            f"{operation} {what}: TLS verification failed: {exc}; check endpoint_url and tls.ca_file"
+        )
+    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError | bx.CredentialRetrievalError):
+        return SinkFatalError(f"{operation} {what}: {exc}; {CREDENTIALS_HINT}")
+    if isinstance(exc, bx.NoRegionError):
+        return SinkFatalError(f"{operation} {what}: no AWS region; set region (or AWS_REGION)")
+    if isinstance(exc, bx.ParamValidationError):
+        return SinkFatalError(f"{operation} {what}: invalid parameter: {exc}")
+    if isinstance(exc, bx.BotoCoreError | OSError | TimeoutError):
+        return TransientError(f"{operation} {what}: {type(exc).__name__}: {exc}")
+    if type(exc).__module__.startswith("aiohttp"):
+        return TransientError(f"{operation} {what}: {type(exc).__name__}: {exc}")
+    return SinkFatalError(f"{operation} {what}: unexpected {type(exc).__name__}: {exc}")
+
+
+class AwsClient:
+    """One aiobotocore client for one sink, opened lazily and closed once.
+
+    ``calls`` counts API calls by operation (the benchmark reports calls per 100,000 events)."""
+
+    def __init__(
+        self, service: str, settings: AwsSinkSettings, config: Mapping[str, Any] | None = None
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.calls: Counter[str] = Counter()
+        self._config = dict(config or {})
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _get(self) -> Any:
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                self._client = await self._create()
+        return self._client
+
+    async def _create(self) -> Any:
+        from aiobotocore.config import AioConfig
+        from aiobotocore.session import get_session
+
+        settings = self.settings
+        config = AioConfig(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+            user_agent_extra=f"auditstream/{__version__}",
+            **self._config,
+        )
+        verify: bool | str = settings.tls.verify
+        if settings.tls.verify and settings.tls.ca_file is not None:
+            verify = str(settings.tls.ca_file)
+        stack = contextlib.AsyncExitStack()
+        try:
+            client = await stack.enter_async_context(
+                get_session().create_client(
+                    self.service,
+                    region_name=settings.region,
+                    endpoint_url=settings.endpoint_url,
+                    config=config,
+                    verify=verify,
+                )
+            )
+        except Exception as exc:
+            await stack.aclose()
+            raise classify(exc, "connect", f"to {self.service}") from None
+        self._stack = stack
+        return client
+
+    async def call(self, operation: str, what: str, *, hint: str = "", **params: Any) -> dict[str, Any]:
+        """Run one API call (``operation`` as AWS names it, e.g. ``PutObject``)."""
+        client = await self._get()
+        method = getattr(client, _snake(operation))
+        self.calls[operation] += 1
+        try:
+            response: dict[str, Any] = await method(**params)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise classify(exc, operation, what, hint) from None
+        return response
+
+    async def close(self) -> None:
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+
+def _snake(operation: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower()
+
+
+PartWriter = Callable[[Sequence[int]], Awaitable[WriteResult]]
+
+
+async def send_in_parts(parts: Sequence[Sequence[int]], write: PartWriter, concurrency: int) -> WriteResult:
+    """Send one request of the delivery machinery as several API calls (``parts``, lists of
+    the request's indexes), at most ``concurrency`` at once, and merge what they say.
+
+    Why not retry the whole request when one call fails: the calls that succeeded would be
+    sent again (duplicates in CloudWatch Logs, re-uploads in S3). Instead the parts that
+    failed transiently come back as ``resend`` groups: the machinery sends each again as its
+    own request (with backoff once it fails again), and settles the caller's ``send()`` only
+    when every event of it is delivered or dead-lettered. If every part failed transiently
+    the first error is raised, so the machinery backs off before the next attempt. A fatal
+    error raises: nothing of the request is acknowledged and the engine keeps the batch."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(part: Sequence[int]) -> WriteResult:
+        async with semaphore:
+            return await write(part)
+
+    outcomes = await asyncio.gather(*(one(part) for part in parts), return_exceptions=True)
+    merged = WriteResult()
+    first: TransientError | None = None
+    failed = 0
+    for part, outcome in zip(parts, outcomes, strict=True):
+        if isinstance(outcome, TransientError):
+            first = first or outcome
+            failed += 1
+            merged.resend.append(list(part))
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            merged.rejected.update(outcome.rejected)
+            merged.resend.extend(outcome.resend)
+    if first is not None and failed == len(parts):
+        raise first
+    return merged
