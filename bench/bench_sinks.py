@@ -1,6 +1,7 @@
 """Throughput of each sink to a loopback receiver, in events per second.
 
     .venv/bin/python -m bench.bench_sinks [--events 50000] [--streams 4] [--repeat 3]
+        [--only TYPE,...] [--write]
 
 Each run sends ``--events`` synthetic activity events (about 600 bytes of JSON each) in
 batches of 500 from ``--streams`` concurrent streams, and stops the clock when every
@@ -8,6 +9,13 @@ batches of 500 from ``--streams`` concurrent streams, and stops the clock when e
 0, TCP acknowledgement for syslog, fsync for file). The HTTP and HEC receivers run in this
 same process and event loop, so those numbers include the receiver's own parsing cost and
 are lower bounds; rsyslogd runs as its own process (skipped if not installed).
+
+The AWS sinks (s3, cloudwatch_logs) send to moto server, a separate process (skipped if the
+test extra is not installed), with their own default batch settings (objects, PutLogEvents
+calls); they also report how many API calls 100,000 events took. moto is far slower than
+AWS, so their rates are those of the emulator. ``--only`` runs only the given sink types;
+``--write`` puts the table into BENCHMARKS.md (block ``sinks``, or ``sinks-<types>`` with
+``--only``).
 """
 
 from __future__ import annotations
@@ -15,8 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -28,18 +38,22 @@ from typing import Any
 import structlog
 from pydantic import TypeAdapter
 
-from auditstream.sinks.base import Envelope
+from auditstream.sinks.base import Envelope, Sink
 from auditstream.sinks.registry import SinkSettings, create_sink
+from bench.machine import command_line, replace_block
 from tests.peers.hec import HecReceiver
 from tests.peers.http_receiver import HttpReceiver
 from tests.peers.rsyslog import RSYSLOGD, Rsyslog
 
 BATCH = 500
 ADAPTER: TypeAdapter[Any] = TypeAdapter(SinkSettings)
+# The API calls that carry events, per AWS sink type (calls per 100,000 events are reported).
+AWS_CALLS = {"s3": ("PutObject", "UploadPart"), "cloudwatch_logs": ("PutLogEvents",)}
 
 
 def make_events(count: int, streams: int) -> dict[str, list[Envelope]]:
-    base = 1_714_564_800_000_000_000
+    # Recent times: CloudWatch Logs refuses events older than 14 days (other sinks do not care).
+    base = time.time_ns() - 3600 * 1_000_000_000
     per_stream: dict[str, list[Envelope]] = {}
     for s in range(streams):
         stream = ["activities", "queries", "roles_history", "accounts_history"][s % 4] + f"_{s}"
@@ -70,7 +84,17 @@ def make_events(count: int, streams: int) -> dict[str, list[Envelope]]:
     return per_stream
 
 
-async def run(config: dict[str, Any], events: dict[str, list[Envelope]], state_dir: Path) -> float:
+def aws_calls(sink: Sink, kind: str) -> int:
+    """Event-carrying API calls an AWS sink made (0 for other sinks)."""
+    client = getattr(getattr(sink, "transport", None), "client", None)
+    calls = getattr(client, "calls", {})
+    return sum(calls.get(operation, 0) for operation in AWS_CALLS.get(kind, ()))
+
+
+async def run(
+    config: dict[str, Any], events: dict[str, list[Envelope]], state_dir: Path
+) -> tuple[float, int]:
+    """Events per second, and the event-carrying API calls made (AWS sinks only)."""
     sink = create_sink(ADAPTER.validate_python(config), None, state_dir)
     await sink.start()
 
@@ -82,7 +106,7 @@ async def run(config: dict[str, Any], events: dict[str, list[Envelope]], state_d
     await asyncio.gather(*(one_stream(batch) for batch in events.values()))
     elapsed = time.perf_counter() - started
     await sink.close()
-    return sum(len(b) for b in events.values()) / elapsed
+    return sum(len(b) for b in events.values()) / elapsed, aws_calls(sink, config["type"])
 
 
 @contextlib.contextmanager
@@ -96,17 +120,34 @@ def stdout_to_devnull() -> Any:
             sys.stdout = saved
 
 
+def moto_server() -> Any:
+    """moto server for the AWS sinks, with the environment its clients need; None without it."""
+    try:
+        from tests.peers.moto import MotoServer, aws_environment, moto_server_command
+
+        moto_server_command()
+    except (ImportError, RuntimeError):
+        return None
+    os.environ.update(aws_environment())
+    return MotoServer()
+
+
 @contextlib.asynccontextmanager
-async def receivers(tmp: Path) -> AsyncIterator[dict[str, Any]]:
+async def receivers(tmp: Path, kinds: set[str]) -> AsyncIterator[dict[str, Any]]:
     async with HttpReceiver() as http, HecReceiver(token="bench") as hec:
-        rsyslog = Rsyslog(tmp / "rsyslog") if RSYSLOGD else None
+        rsyslog = Rsyslog(tmp / "rsyslog") if RSYSLOGD and "syslog" in kinds else None
+        moto = moto_server() if kinds & set(AWS_CALLS) else None
         if rsyslog:
             rsyslog.start()
+        if moto:
+            moto.start()
         try:
-            yield {"http": http, "hec": hec, "rsyslog": rsyslog}
+            yield {"http": http, "hec": hec, "rsyslog": rsyslog, "moto": moto}
         finally:
             if rsyslog:
                 rsyslog.stop()
+            if moto:
+                moto.stop()
 
 
 def cases(peers: dict[str, Any], tmp: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -138,6 +179,18 @@ def cases(peers: dict[str, Any], tmp: Path) -> list[tuple[str, dict[str, Any]]]:
             ),
             ("syslog udp (rsyslog)", {**syslog, "name": "y3", "port": rsyslog.udp_port, "transport": "udp"}),
         ]
+    moto = peers["moto"]
+    if moto is not None:
+        bucket = "bench-audit"
+        moto.client("s3").create_bucket(Bucket=bucket)
+        aws = {"region": "us-east-1", "endpoint_url": moto.endpoint_url}
+        s3 = {**aws, "type": "s3", "bucket": bucket, "force_path_style": True}
+        logs = {**aws, "type": "cloudwatch_logs", "log_group": "/bench/audit"}
+        out += [
+            ("s3 gzip (moto)", {**s3, "name": "a1"}),
+            ("s3 plain (moto)", {**s3, "name": "a2", "compression": "none"}),
+            ("cloudwatch_logs (moto)", {**logs, "name": "a3"}),
+        ]
     return out
 
 
@@ -152,26 +205,36 @@ async def settled_count(rsyslog: Rsyslog) -> int:
     return last
 
 
-async def bench(total: int, streams: int, repeat: int) -> list[tuple[str, float]]:
+KINDS = ("file", "stdout", "http", "splunk_hec", "syslog", *AWS_CALLS)
+
+
+async def bench(total: int, streams: int, repeat: int, kinds: set[str]) -> list[tuple[str, float]]:
     events = make_events(total, streams)
     sent = sum(len(b) for b in events.values())
     results: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
-        async with receivers(tmp) as peers:
+        async with receivers(tmp, kinds) as peers:
             rsyslog: Rsyslog | None = peers["rsyslog"]
             for label, config in cases(peers, tmp):
+                if config["type"] not in kinds:
+                    continue
                 before = await settled_count(rsyslog) if rsyslog and config["type"] == "syslog" else 0
                 rates = []
+                calls = 0
                 for _ in range(repeat):
                     with stdout_to_devnull() if config["type"] == "stdout" else contextlib.nullcontext():
-                        rates.append(await run(config, events, tmp / "state"))
+                        rate, calls = await run(config, events, tmp / "state")
+                        rates.append(rate)
                 rate = statistics.median(rates)
                 results.append((label, rate))
                 note = ""
                 if rsyslog and config["type"] == "syslog":
                     written = await settled_count(rsyslog) - before
                     note = f"  (rsyslog wrote {written:,} of {sent * repeat:,})"
+                if config["type"] in AWS_CALLS:
+                    what = " + ".join(AWS_CALLS[config["type"]])
+                    note = f"  ({calls * 100_000 / sent:,.0f} {what} calls per 100,000 events)"
                 spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
                 print(f"{label:22s} {rate:>9,.0f} events/s  [{spread}]{note}", flush=True)
     return results
@@ -182,12 +245,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3, help="runs per sink; the median is reported")
+    parser.add_argument("--only", help=f"comma-separated sink types (default: all of {', '.join(KINDS)})")
+    parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = parser.parse_args(argv)
+    kinds = set(args.only.split(",")) if args.only else set(KINDS)
+    if kinds - set(KINDS):
+        parser.error(f"unknown sink type(s): {', '.join(sorted(kinds - set(KINDS)))}")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     shape = f"{args.events:,} events, {args.streams} streams at once, batches of {BATCH}"
-    print(f"{shape}, median of {args.repeat} runs")
-    results = asyncio.run(bench(args.events, args.streams, args.repeat))
-    print(json.dumps({label: round(rate) for label, rate in results}))
+    lines = [f"{shape}, median of {args.repeat} runs"]
+    print(lines[0])
+    with contextlib.redirect_stdout(Lines(sys.stdout, lines)):
+        results = asyncio.run(bench(args.events, args.streams, args.repeat, kinds))
+    lines.append(json.dumps({label: round(rate) for label, rate in results}))
+    print(lines[-1])
+    if args.write:
+        name = "sinks" if not args.only else "sinks-" + "-".join(k for k in KINDS if k in kinds)
+        replace_block(name, ["```", *lines, "```"], command_line("bench.bench_sinks", argv))
+
+
+class Lines(io.TextIOBase):
+    """Print as usual and keep each printed line for BENCHMARKS.md."""
+
+    def __init__(self, target: Any, lines: list[str]) -> None:
+        self.target = target
+        self.lines = lines
+
+    def write(self, text: str) -> int:
+        self.lines.extend(line for line in text.splitlines() if line)
+        return int(self.target.write(text))
+
+    def flush(self) -> None:
+        self.target.flush()
 
 
 if __name__ == "__main__":
