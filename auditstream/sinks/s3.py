@@ -208,9 +208,12 @@ class S3Transport:
 
     async def _call(self, operation: str, key: str, **params: Any) -> dict[str, Any]:
         where = f"s3://{self.settings.bucket}/{key}"
+        hint = self._kms_hint
+        if hint and operation in ("UploadPart", "CompleteMultipartUpload"):
+            hint += " (multipart uploads need kms:Decrypt too)"
         try:
             return await self.client.call(
-                operation, where, hint=self._kms_hint, Bucket=self.settings.bucket, Key=key, **params
+                operation, where, hint=hint, Bucket=self.settings.bucket, Key=key, **params
             )
         except AwsRequestError as exc:
             raise SinkFatalError(self._explain(exc, where)) from None
