@@ -3,13 +3,20 @@ as several calls settles when some of them fail."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import pytest
 from botocore import exceptions as bx
+from pydantic import TypeAdapter
 
 from auditstream.sinks.aws import AwsRequestError, classify, send_in_parts
 from auditstream.sinks.base import SinkFatalError
+from auditstream.sinks.cloudwatch_logs import CloudWatchLogsSinkSettings
 from auditstream.sinks.delivery import WriteResult
+from auditstream.sinks.registry import SinkSettings
 from auditstream.sinks.retry import TransientError
+from auditstream.sinks.s3 import S3SinkSettings
 
 
 def client_error(code: str, status: int, message: str = "", operation: str = "PutObject") -> bx.ClientError:
@@ -96,3 +103,14 @@ async def test_a_fatal_call_fails_the_whole_request():
 
     with pytest.raises(SinkFatalError):
         await send_in_parts([[0], [1], [2]], write, concurrency=1)
+
+
+def test_the_example_configs_aws_sinks_are_valid_once_uncommented():
+    """config/auditstream.example.toml ships them commented out (they need the [aws] extra)."""
+    text = (Path(__file__).resolve().parents[2] / "config" / "auditstream.example.toml").read_text()
+    block = text[text.index('# [[sinks]]\n# type = "s3"') :]
+    document = "\n".join(
+        line[2:] for line in block.splitlines() if line.startswith("# ") and line[2:3] != "#"
+    )
+    sinks = [TypeAdapter(SinkSettings).validate_python(item) for item in tomllib.loads(document)["sinks"]]
+    assert [type(s) for s in sinks] == [S3SinkSettings, CloudWatchLogsSinkSettings]
