@@ -153,11 +153,16 @@ class AwsRequestError(SinkError):
     error the classifier knows; the sink decides (dead-letter, split, or stop)."""
 
     def __init__(self, operation: str, code: str, message: str, status: int) -> None:
-        super().__init__(f"{operation}: {code} (HTTP {status}): {message}")
+        super().__init__(f"{operation}: {describe_code(code, status)}: {message}")
         self.operation = operation
         self.code = code
         self.message = message
         self.status = status
+
+
+def describe_code(code: str, status: int) -> str:
+    """``NoSuchBucket (HTTP 404)``; just ``HTTP 404`` when AWS sent no code (HEAD requests)."""
+    return f"HTTP {status}" if code in ("", str(status)) else f"{code} (HTTP {status})"
 
 
 def classify(exc: BaseException, operation: str, what: str, hint: str = "") -> Exception:

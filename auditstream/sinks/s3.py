@@ -41,7 +41,7 @@ from pydantic import Field, field_validator, model_validator
 
 from auditstream.formats import make_line_encoder
 from auditstream.formats.cef import CefSettings
-from auditstream.sinks.aws import AwsClient, AwsRequestError, AwsSinkSettings, send_in_parts
+from auditstream.sinks.aws import AwsClient, AwsRequestError, AwsSinkSettings, describe_code, send_in_parts
 from auditstream.sinks.base import BatchSettings, Envelope, ProbeResult, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.retry import TransientError
@@ -220,15 +220,15 @@ class S3Transport:
 
     def _explain(self, exc: AwsRequestError, where: str) -> str:
         fixes = {
-            "NoSuchBucket": "create the bucket or fix bucket",
-            "404": "create the bucket or fix bucket",
+            "NoSuchBucket": "create the bucket, or fix the bucket setting",
+            "404": "create the bucket, or fix the bucket setting",
             "InvalidStorageClass": "fix storage_class",
             "KMS.NotFoundException": "fix kms_key_id",
         }
         fix = fixes.get(
             exc.code, "check bucket, prefix, server_side_encryption, kms_key_id and storage_class"
         )
-        return f"{exc.operation} {where}: {exc.code} (HTTP {exc.status}): {exc.message}; {fix}"
+        return f"{exc.operation} {where}: {describe_code(exc.code, exc.status)}: {exc.message}; {fix}"
 
     async def _multipart(self, key: str, body: bytes) -> None:
         created = await self._call("CreateMultipartUpload", key, **self._put_params)

@@ -265,7 +265,10 @@ async def test_check_names_the_missing_permission_or_bucket(moto, state_dir):
 
         missing = s3_settings(proxy.endpoint_url, "no-such-bucket-here")
         result = await S3Sink(missing, state_dir=state_dir).probe()
-        assert not result.ok and "create the bucket or fix bucket" in result.detail
+        assert (
+            not result.ok
+            and "HTTP 404: Not Found; create the bucket, or fix the bucket setting" in result.detail
+        )
 
 
 async def test_a_denied_upload_stops_the_sink_with_the_data_kept(moto, state_dir):
