@@ -31,11 +31,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from auditstream import __version__
 from auditstream.sinks.base import SinkError, SinkFatalError, SinkSettingsBase
 from auditstream.sinks.delivery import WriteResult
+from auditstream.sinks.http_client import check_url
 from auditstream.sinks.retry import TransientError
 
 INSTALL_HINT = "pip install 'auditstream[aws]'"
@@ -143,9 +144,12 @@ class AwsSinkSettings(SinkSettingsBase):
             raise ValueError(
                 f"the {self.type} sink takes tls.verify and tls.ca_file only (AWS authenticates by signature)"
             )
-        if self.endpoint_url is not None and not re.match(r"^https?://[^/@]+", self.endpoint_url):
-            raise ValueError(f"endpoint_url {self.endpoint_url!r} is not an http:// or https:// URL")
         return self
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return value if value is None else check_url(value)
 
 
 class AwsRequestError(SinkError):

@@ -321,6 +321,8 @@ def test_settings_are_checked():
         ({"storage_class": "COLD"}, "storage_class"),
         ({"access_key": "AKIA"}, "Extra inputs"),
         ({"tls": {"cert_file": "/c", "key_file": "/k"}}, "tls.verify and tls.ca_file only"),
+        ({"endpoint_url": "https://key:secret@minio.example"}, "not in the URL"),
+        ({"endpoint_url": "minio.example:9000"}, "is not an http:// or https:// URL"),
     ]
     for extra, message in bad:
         with pytest.raises(ValueError, match=message):
