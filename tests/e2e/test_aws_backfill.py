@@ -89,5 +89,5 @@ def test_backfill_delivers_every_record_once_to_s3_and_cloudwatch_logs(tmp_path)
         assert not duplicated, f"{name}: {len(duplicated)} duplicated, e.g. {sorted(duplicated)[:3]}"
         assert not unexpected, f"{name}: {len(unexpected)} records the emulator never served"
     assert head["ServerSideEncryption"] == "aws:kms" and head["StorageClass"] == "STANDARD_IA"
-    assert not (tmp_path / "dead-letter").exists(), "nothing was rejected"
+    assert not list((tmp_path / "dead-letter").glob("*.jsonl")), "nothing was rejected"
     assert f"backfill complete: {len(truth):,} records" in proc.stderr.decode()
