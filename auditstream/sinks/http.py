@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from auditstream.formats import make_encoder
 from auditstream.formats.cef import CefSettings
+from auditstream.ops.secrets import config_secrets
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
@@ -63,7 +64,9 @@ class HttpTransport:
         self.settings = settings
         self.max_in_flight = settings.max_in_flight
         self._encode_event = make_encoder(settings.format, cef)
-        self._client = HttpClient(settings.tls, settings.timeout, settings.max_in_flight)
+        self._client = HttpClient(
+            settings.tls, settings.timeout, settings.max_in_flight, config_secrets(settings)
+        )
         self._quote = settings.body == "json_array" and settings.format != "json"
         self._headers = {**self._content_headers(), **settings.headers, **self._auth_headers()}
 
@@ -122,7 +125,7 @@ class HttpTransport:
             half = len(records) // 2
             return WriteResult(resend=[list(range(half)), list(range(half, len(records)))])
         if 300 <= status < 400:
-            location = response.headers.get("Location", "?")
+            location = response.quote(response.headers.get("Location", "?"))
             raise SinkFatalError(
                 f"{what}: HTTP {status} redirect to {location}: set url to the final address"
             )
@@ -133,9 +136,10 @@ class HttpTransport:
         url = self.settings.probe_url or self.settings.url
         response = await self._client.request(self.settings.probe_method, url, headers=self._auth_headers())
         status = response.status
+        detail = f"{self.settings.probe_method} {url}: HTTP {status}"
         if status in FATAL_STATUSES or is_transient_status(status):
-            return ProbeResult(False, f"{self.settings.probe_method} {url}: HTTP {status}")
-        return ProbeResult(True, f"{self.settings.probe_method} {url}: HTTP {status}")
+            return ProbeResult(False, f"{detail} {response.excerpt()}".rstrip())
+        return ProbeResult(True, detail)
 
 
 class HttpSink(TransportSink):

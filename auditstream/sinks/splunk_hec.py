@@ -13,6 +13,9 @@ header. The response is handled row by row from the HEC code table:
   which event it was). Real Splunk may already have indexed the events before the bad one,
   so those can arrive twice; our receiver in tests is all-or-nothing;
 * codes 8, 9 / HTTP 408, 429, 5xx: retried with backoff, ``Retry-After`` honoured.
+
+The receiver's ``text`` is quoted in errors and dead-letter reasons only scrubbed of secrets
+and truncated (see :mod:`auditstream.sinks.http_client`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from auditstream.formats import make_encoder
 from auditstream.formats.cef import CefSettings
+from auditstream.ops.secrets import config_secrets
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
@@ -103,6 +107,12 @@ def _response_info(response: HttpResponse) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
+def _text(response: HttpResponse, info: dict[str, Any]) -> str:
+    """HEC's ``text`` (else the body, else the status), scrubbed and truncated for quoting."""
+    text = info.get("text")
+    return (response.quote(text) if text else response.excerpt()) or f"HTTP {response.status}"
+
+
 class AckTracker:
     """Waits for indexer acknowledgements, polling for every outstanding ackId at once."""
 
@@ -144,7 +154,7 @@ class AckTracker:
                 continue
             info = _response_info(response)
             if response.status in (401, 403) or info.get("code") in TOKEN_CODES | {14}:
-                error = SinkFatalError(f"HEC refused the ack poll: {info.get('text', response.status)}")
+                error = SinkFatalError(f"HEC refused the ack poll: {_text(response, info)}")
                 for future in self._waiters.values():
                     if not future.done():
                         future.set_exception(error)
@@ -170,7 +180,9 @@ class SplunkHecTransport:
         self.max_in_flight = settings.max_in_flight
         self.channel = settings.channel or str(uuid.uuid4())
         self._encode_event = make_encoder(settings.format, cef)
-        self._client = HttpClient(settings.tls, settings.timeout, settings.max_in_flight)
+        self._client = HttpClient(
+            settings.tls, settings.timeout, settings.max_in_flight, config_secrets(settings)
+        )
         self._auth = {"Authorization": f"Splunk {settings.token.get_secret_value()}"}
         self._headers = {
             **self._auth,
@@ -241,10 +253,9 @@ class SplunkHecTransport:
         info = _response_info(response)
         status = response.status
         code = info.get("code")
-        text = str(info.get("text") or response.excerpt() or f"HTTP {status}")
         if 200 <= status < 300 and code in (None, 0):
             return None
-        detail = f"{text} (code {code}, HTTP {status})"
+        detail = f"{_text(response, info)} (code {code}, HTTP {status})"
         if code in TOKEN_CODES or status in (401, 403):
             raise SinkFatalError(f"HEC rejected the token: {detail}; fix token / token_file")
         if code in CONFIG_CODES:
@@ -272,14 +283,14 @@ class SplunkHecTransport:
     async def probe(self) -> ProbeResult:
         base = self.settings.url
         health = await self._client.request("GET", base + HEALTH_PATH, headers=self._auth)
-        health_text = _response_info(health).get("text") or health.excerpt()
+        health_text = _text(health, _response_info(health))
         if health.status != 200:
             return ProbeResult(False, f"{base}{HEALTH_PATH}: HTTP {health.status} {health_text}")
         # An empty POST carries no event: a valid token gets "No data" (code 5), a bad one 401/403.
         check = await self._client.request("POST", base + EVENT_PATH, body=b"", headers=self._headers)
         info = _response_info(check)
         if check.status in (401, 403) or info.get("code") in TOKEN_CODES:
-            return ProbeResult(False, f"HEC is up but rejected the token: {info.get('text', check.status)}")
+            return ProbeResult(False, f"HEC is up but rejected the token: {_text(check, info)}")
         return ProbeResult(True, f"HEC at {base} is healthy ({health_text}); token accepted")
 
 

@@ -4,6 +4,7 @@ indexer acknowledgement and delivery under faults."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import uuid
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from auditstream.ops import secrets
+from auditstream.ops.secrets import REDACTED
 from auditstream.sinks.base import SinkFatalError, SinkState
 from auditstream.sinks.splunk_hec import SplunkHecSink, SplunkHecSinkSettings
 from tests.helpers import async_wait_until
@@ -215,3 +218,47 @@ def test_url_may_be_given_with_the_collector_path_and_token_from_a_file(tmp_path
     assert TOKEN not in repr(config)
     with pytest.raises(ValueError, match="GUID"):
         SplunkHecSinkSettings(name="s", url="https://splunk:8088", token=TOKEN, channel="not-a-guid")  # type: ignore[arg-type]
+
+
+def dead_lettered(state_dir) -> list[dict[str, Any]]:
+    path = state_dir / "dead-letter" / "splunk.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_an_echoing_hec_gets_no_token_into_health_dead_letters_probe_or_logs(
+    state_dir, caplog, capsys, monkeypatch
+):
+    """HEC answers quote the Authorization header in ``text``. Nothing is registered
+    process-wide: the sink scrubs its own token."""
+    monkeypatch.setattr(secrets, "_REGISTRY", secrets.Secrets())
+    caplog.set_level(logging.DEBUG)
+    async with HecReceiver(token=TOKEN) as receiver:
+        receiver.echo_authorization = True
+        receiver.busy = True
+        receiver.reject_when = lambda envelope: envelope["event"].get("poison") is True
+        sink = await started(settings(receiver), state_dir)
+        probe = await SplunkHecSink(settings(receiver, name="probe"), state_dir=state_dir).probe()
+        batch = envelopes("activities", 2) + envelopes("activities", 1, start=2, poison=True)
+        sending = asyncio.create_task(sink.send(batch))
+
+        def echoed() -> str | None:
+            error = sink.health().last_error or ""
+            return error if "request had Authorization" in error else None
+
+        health_error = await async_wait_until(echoed, 10, "a health error quoting the echo")
+        receiver.busy = False
+        await sending
+        await sink.close()
+    (line,) = dead_lettered(state_dir)
+    assert "code 6" in line["reason"] and REDACTED in line["reason"]
+    assert not probe.ok and REDACTED in probe.detail
+    assert REDACTED in health_error
+    token_b64 = base64.b64encode(TOKEN.encode()).decode()
+    outputs = {
+        "health": health_error,
+        "dead letter": line["reason"],
+        "probe": probe.detail,
+        "logs": logged(caplog, capsys),
+    }
+    for where, text in outputs.items():
+        assert TOKEN not in text and token_b64 not in text, where
