@@ -13,7 +13,9 @@ the receiver made of it). :class:`DeliverySink` turns it into the engine's :clas
 * Transient failures are retried by :class:`RetryPolicy` (tenacity) with the same request, so
   the only duplicates are those of a retried request the receiver had in fact taken.
 * Permanent rejections go to the :class:`DeadLetter` file with the receiver's reason; a
-  transport may ask to resend the rest of a request in smaller groups (HEC code 6, HTTP 413).
+  transport may ask to resend the rest of a request in smaller groups (:class:`WriteResult`:
+  halves for an HTTP 4xx or 413, the rest after a HEC code 6), so only the events still
+  refused on their own are dead-lettered.
 * Every error text the machinery keeps or prints (health, logs, dead-letter reasons) is
   scrubbed of the sink's own credentials and of the registered secrets.
 * Fatal errors (bad token, wrong index) raise :class:`SinkFatalError` to every caller whose
@@ -69,6 +71,19 @@ class WriteResult:
 
     rejected: dict[int, str] = field(default_factory=dict)
     resend: list[list[int]] = field(default_factory=list)
+
+    @classmethod
+    def bisect(cls, count: int, reason: str) -> WriteResult:
+        """A request refused as a whole because of some of its events, receiver unknown to
+        have taken any: send it again as two halves; a single event is rejected for good.
+
+        For k bad events among n this costs at most ``1 + 2·k·ceil(log2 n)`` requests (19
+        for one bad event among 500) and duplicates nothing when the receiver takes all of a
+        request or none of it."""
+        if count <= 1:
+            return cls(rejected=dict.fromkeys(range(count), reason))
+        half = count // 2
+        return cls(resend=[list(range(half)), list(range(half, count))])
 
 
 class Transport(Protocol):

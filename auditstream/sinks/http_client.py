@@ -38,6 +38,20 @@ _GZIP_LEVEL = 5
 QUOTE_LIMIT = 200
 """Characters of a receiver's answer quoted in an error or dead-letter reason."""
 
+FATAL_STATUSES = {
+    401: "credentials rejected: check the auth settings",
+    403: "forbidden: check the auth settings",
+    404: "no such URL: check url",
+    405: "method not allowed: check url",
+    407: "proxy authentication required: check the proxy settings",
+    410: "gone: check url",
+    415: "unsupported media type: check body, format and gzip",
+    426: "upgrade required: check url (https?)",
+}
+"""Statuses about the request or the sink's configuration, never about an event: nothing is
+dead-lettered (a file full of good events because of a typo would help no one); the sink
+stops with the data kept until a human fixes the setting named here."""
+
 
 def check_url(value: str) -> str:
     """Validator for ``url`` settings: http(s), a host, and no credentials in it."""

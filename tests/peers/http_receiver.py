@@ -35,6 +35,7 @@ class HttpReceiver(AiohttpPeer):
         self.probes: list[str] = []
         self.probe_failure: int | None = None
         self.echo_authorization = False
+        self.refused_sizes: list[int] = []  # items of each request refused with reject_status
 
     @property
     def url(self) -> str:
@@ -98,6 +99,7 @@ class HttpReceiver(AiohttpPeer):
         except ValueError as exc:
             return self._error(request, 400, f"unparsable body: {exc}")
         if self.reject_when is not None and any(self.reject_when(item) for item in items):
+            self.refused_sizes.append(len(items))
             return self._error(request, self.reject_status, "schema violation: poison item")
         await self.accept(items)
         return web.Response(status=204)

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -197,6 +198,36 @@ def test_settings_refuse_credentials_in_the_url_and_incomplete_auth():
         HttpSinkSettings(name="x", url="https://example.com/in", auth="bearer")
     with pytest.raises(ValueError, match="not an http"):
         HttpSinkSettings(name="x", url="ftp://example.com/in")
+
+
+@pytest.mark.parametrize(("k", "poison"), [(1, {250}), (5, {0, 1, 2, 333, 499})])
+async def test_a_400_bisects_and_dead_letters_only_the_events_refused_alone(state_dir, k, poison):
+    """A 400 for one event of a 500-event request used to dead-letter all 500."""
+    n = 500
+    async with HttpReceiver() as receiver:
+        receiver.reject_when = lambda item: item["seq"] in poison
+        sink = await started(settings(receiver, batch={"max_events": n, "max_age": 0}), state_dir)
+        batch = envelopes("activities", n)
+        await sink.send(batch)
+        await sink.close()
+    good = [e for e in batch if e.event["seq"] not in poison]
+    assert_delivered(receiver.requests, good, allow_retried_copies=False)
+    lines = [json.loads(x) for x in (state_dir / "dead-letter" / "web.jsonl").read_text().splitlines()]
+    assert sorted(json.loads(line["event"])["seq"] for line in lines) == sorted(poison)
+    assert {line["reason"] for line in lines} == {"HTTP 400: schema violation: poison item"}
+    assert receiver.attempts <= 1 + 2 * k * math.ceil(math.log2(n)), receiver.attempts  # the documented cost
+
+
+@pytest.mark.parametrize("status", [404, 405, 410, 415])
+async def test_statuses_about_the_url_or_body_format_stop_the_sink_and_dead_letter_nothing(state_dir, status):
+    async with HttpReceiver() as receiver:
+        receiver.faults.fail_with.append(status)
+        sink = await started(settings(receiver), state_dir)
+        with pytest.raises(SinkFatalError, match=f"HTTP {status}"):
+            await sink.send(envelopes("activities", 8))
+        await sink.close()
+    assert receiver.attempts == 1 and receiver.items == []
+    assert not (state_dir / "dead-letter").exists()
 
 
 @pytest.mark.parametrize("auth", ["bearer", "basic"])
