@@ -14,8 +14,8 @@ the receiver made of it). :class:`DeliverySink` turns it into the engine's :clas
   the only duplicates are those of a retried request the receiver had in fact taken.
 * Permanent rejections go to the :class:`DeadLetter` file with the receiver's reason; a
   transport may ask to resend the rest of a request in smaller groups (:class:`WriteResult`:
-  halves for an HTTP 4xx or 413, the rest after a HEC code 6), so only the events still
-  refused on their own are dead-lettered.
+  halves for an HTTP 4xx or 413, the events after the invalid one for HEC code 6), so only
+  the events still refused on their own are dead-lettered.
 * Every error text the machinery keeps or prints (health, logs, dead-letter reasons) is
   scrubbed of the sink's own credentials and of the registered secrets.
 * Fatal errors (bad token, wrong index) raise :class:`SinkFatalError` to every caller whose
@@ -84,6 +84,16 @@ class WriteResult:
             return cls(rejected=dict.fromkeys(range(count), reason))
         half = count // 2
         return cls(resend=[list(range(half)), list(range(half, count))])
+
+    @classmethod
+    def one_by_one(cls, count: int, reason: str) -> WriteResult:
+        """A request refused because of some of its events by a receiver that may have taken
+        an unknown part of it: send every event again alone (n requests). Bisection would send
+        an event taken in the first attempt again at every level where its half is refused
+        once more (up to ``log2 n`` copies); alone, each arrives at most twice."""
+        if count <= 1:
+            return cls(rejected=dict.fromkeys(range(count), reason))
+        return cls(resend=[[index] for index in range(count)])
 
 
 class Transport(Protocol):

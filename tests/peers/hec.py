@@ -6,7 +6,10 @@
   code 5 if empty; code 6 with ``invalid-event-number`` for malformed JSON, a non-object,
   an unknown key, a non-numeric ``time``, non-string metadata or nested ``fields``; code 12
   without ``event``; code 13 for a blank one; code 7 for an index not in ``indexes``).
-  Requests are all-or-nothing here (real Splunk may index the events before a bad one).
+  Like Splunk, events are read in order and those before the first invalid one are indexed
+  (recorded as an accepted request of their own) before the error is answered.
+  ``names_invalid_event = False`` leaves ``invalid-event-number`` out and ``all_or_nothing``
+  indexes nothing of a refused request: both as the OpenTelemetry Collector's HEC receiver.
 * Indexer acknowledgement (``ack_enabled``): the channel header is required (code 10, or 11
   if not a GUID), a 200 carries ``ackId``; ``POST /services/collector/ack?channel=`` answers
   ``{"acks": {"N": true}}``; with acks off that endpoint answers code 14.
@@ -74,7 +77,10 @@ class HecReceiver(AiohttpPeer):
         self.busy = False
         self.reject_when: Callable[[dict[str, Any]], bool] | None = None
         self.drop_next = 0
+        self.names_invalid_event = True
+        self.all_or_nothing = False
         self.echo_authorization = False
+        self.refused = 0  # requests answered with a bad-event code (6, 12, 13)
         self.gzip_requests = 0
         self.channels: set[str] = set()
         self._next_ack: dict[str, int] = {}
@@ -132,42 +138,41 @@ class HecReceiver(AiohttpPeer):
             return None, self._error(request, 400, 11, "Invalid data channel")
         return channel, None
 
-    def _validate(self, request: web.Request, envelopes: list[Any], bad: int | None) -> web.Response | None:
+    def _check(self, envelope: Any) -> tuple[int, str] | None:
+        """(code, text) when ``envelope`` is invalid, else None."""
+        invalid = (6, "Invalid data format")
+        if not isinstance(envelope, dict) or set(envelope) - ENVELOPE_KEYS:
+            return invalid
+        if "event" not in envelope:
+            return 12, "Event field is required"
+        event = envelope["event"]
+        if event is None or event == {} or (isinstance(event, str) and not event.strip()):
+            return 13, "Event field cannot be blank"
+        moment = envelope.get("time")
+        if moment is not None and not isinstance(moment, int | float):
+            try:
+                float(moment)
+            except (TypeError, ValueError):
+                return invalid
+        metadata = ("host", "source", "sourcetype", "index")
+        if any(k in envelope and not isinstance(envelope[k], str) for k in metadata):
+            return invalid
+        fields = envelope.get("fields")
+        if fields is not None and not (isinstance(fields, dict) and all(_flat(v) for v in fields.values())):
+            return invalid
+        if self.indexes is not None and envelope.get("index", "main") not in self.indexes:
+            return 7, "Incorrect index"
+        if self.reject_when is not None and self.reject_when(envelope):
+            return invalid
+        return None
+
+    def _first_invalid(self, envelopes: list[Any], bad: int | None) -> tuple[int, int, str] | None:
+        """(event number, code, text) of the first invalid event, as Splunk reads them."""
         for number, envelope in enumerate(envelopes):
-            invalid = self._error(request, 400, 6, "Invalid data format", **{"invalid-event-number": number})
-            if not isinstance(envelope, dict) or set(envelope) - ENVELOPE_KEYS:
-                return invalid
-            if "event" not in envelope:
-                return self._error(
-                    request, 400, 12, "Event field is required", **{"invalid-event-number": number}
-                )
-            event = envelope["event"]
-            if event is None or event == {} or (isinstance(event, str) and not event.strip()):
-                return self._error(
-                    request, 400, 13, "Event field cannot be blank", **{"invalid-event-number": number}
-                )
-            moment = envelope.get("time")
-            if moment is not None and not isinstance(moment, int | float):
-                try:
-                    float(moment)
-                except (TypeError, ValueError):
-                    return invalid
-            if any(
-                k in envelope and not isinstance(envelope[k], str)
-                for k in ("host", "source", "sourcetype", "index")
-            ):
-                return invalid
-            fields = envelope.get("fields")
-            if fields is not None and not (
-                isinstance(fields, dict) and all(_flat(v) for v in fields.values())
-            ):
-                return invalid
-            if self.indexes is not None and envelope.get("index", "main") not in self.indexes:
-                return self._error(request, 400, 7, "Incorrect index", **{"invalid-event-number": number})
-            if self.reject_when is not None and self.reject_when(envelope):
-                return invalid
+            if (problem := self._check(envelope)) is not None:
+                return number, *problem
         if bad is not None:
-            return self._error(request, 400, 6, "Invalid data format", **{"invalid-event-number": bad})
+            return bad, 6, "Invalid data format"
         return None
 
     async def _event(self, request: web.Request) -> web.Response:
@@ -190,8 +195,14 @@ class HecReceiver(AiohttpPeer):
         if not body.strip():
             return self._error(request, 400, 5, "No data")
         envelopes, bad = parse_concatenated(body)
-        if (error := self._validate(request, envelopes, bad)) is not None:
-            return error
+        if (invalid := self._first_invalid(envelopes, bad)) is not None:
+            number, code, text = invalid
+            if number > 0 and not self.all_or_nothing:
+                await self.accept(envelopes[:number])  # Splunk indexed those before the bad one
+            if code in (6, 12, 13):
+                self.refused += 1
+            extra = {"invalid-event-number": number} if self.names_invalid_event else {}
+            return self._error(request, 400, code, text, **extra)
         extra: dict[str, Any] = {}
         if self.ack_enabled and channel is not None:
             self.channels.add(channel)
