@@ -5,64 +5,33 @@ events), so the lines of libraries (aiohttp, asyncio) come out in the same forma
 Every line carries ``logger``; lines written inside a stream's poller or a sink's tasks
 carry ``stream`` / ``sink`` from context variables the engine binds on those tasks.
 
-Last line of defence: every string of every line is scrubbed of the configured secrets
-(:func:`register_secrets`). Code must still never log a secret; this catches the exception
-message that quotes a header nobody thought of.
+Last line of defence: every string of every line, exception tracebacks included, goes
+through the one scrubber of :mod:`auditstream.ops.secrets`. ``redact``, ``register_secrets``
+and ``REDACTED`` are importable from here too for the callers written before the scrubber
+moved there; new code imports them from :mod:`auditstream.ops.secrets`.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO
 
 import structlog
 
+from auditstream.ops.secrets import REDACTED, active, redact, register_secrets, scrub
+
+__all__ = ["REDACTED", "configure_logging", "redact", "register_secrets", "scrub_secrets"]
+
 LogFormat = Literal["auto", "json", "console"]
-
-REDACTED = "[redacted]"
-MIN_SECRET_LENGTH = 6
-"""Shorter values cannot be scrubbed without mangling ordinary words; don't use such secrets."""
-
-_secrets: list[str] = []
-
-
-def register_secrets(values: Iterable[str]) -> None:
-    """Add strings that must never appear in a log line (idempotent)."""
-    known = set(_secrets)
-    known.update(v for v in values if len(v) >= MIN_SECRET_LENGTH)
-    # Longest first, so a secret containing another is replaced whole.
-    _secrets[:] = sorted(known, key=lambda s: (-len(s), s))
-
-
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        for secret in _secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
-    if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_scrub(v) for v in value]
-    if isinstance(value, bytes | bytearray):
-        return _scrub(bytes(value).decode("utf-8", "backslashreplace"))
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    return _scrub(str(value))
-
-
-def redact(text: str) -> str:
-    """``text`` with every registered secret replaced (for output that is not a log line)."""
-    return str(_scrub(text))
 
 
 def scrub_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: replace every registered secret with ``[redacted]``."""
-    if not _secrets:
+    if not active():
         return event_dict
-    return {key: _scrub(value) for key, value in event_dict.items()}
+    return {key: scrub(value) for key, value in event_dict.items()}
 
 
 def _is_tty(stream: TextIO) -> bool:

@@ -10,6 +10,11 @@ itself as time passes (lag grows while nothing moves) or that lives in another o
 (sink health, readiness); those are computed at scrape time by :class:`StatusCollector`
 from a :class:`StatusSnapshot`, so a stuck daemon shows its lag rising instead of the last
 value it happened to set.
+
+``/metrics`` is rendered by :func:`exposition`: every label value and help text scrubbed of
+secrets. No label here is meant to hold one (labels are stream, sink and bucket names, gRPC
+codes), but label values come from many places and a scrape is served to whoever can reach
+the port.
 """
 
 from __future__ import annotations
@@ -18,12 +23,22 @@ import platform
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from auditstream import __version__
+from auditstream.ops.secrets import active, redact
 
 # ``*_created`` series double the count of every labelled counter and no dashboard or alert
 # here uses them.
@@ -227,6 +242,35 @@ class StatusCollector(Collector):
 
 STATUS = StatusCollector()
 REGISTRY.register(STATUS)
+
+
+class _Scrubbed(CollectorRegistry):
+    """``source``'s metrics with every label value and help text scrubbed of secrets."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        super().__init__(auto_describe=False)
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        seen: dict[str, str] = {}  # label values repeat across series: scrub each once
+
+        def clean(text: str) -> str:
+            if text not in seen:
+                seen[text] = redact(text)
+            return seen[text]
+
+        for metric in self._source.collect():
+            copy = Metric(metric.name, clean(metric.documentation), metric.type, metric.unit)
+            copy.samples = [
+                sample._replace(labels={name: clean(value) for name, value in sample.labels.items()})
+                for sample in metric.samples
+            ]
+            yield copy
+
+
+def exposition(registry: CollectorRegistry = REGISTRY) -> bytes:
+    """What ``/metrics`` serves: the text format, scrubbed of secrets."""
+    return generate_latest(_Scrubbed(registry) if active() else registry)
 
 
 def initialize_series(routes: Mapping[str, Iterable[str]], sinks: Iterable[str]) -> None:

@@ -13,6 +13,8 @@ import asyncio
 import os
 import socket
 
+from auditstream.ops.secrets import redact
+
 
 class SystemdNotifier:
     def __init__(self, environ: dict[str, str] | None = None) -> None:
@@ -50,7 +52,8 @@ class SystemdNotifier:
         self.notify("READY=1\nSTATUS=streaming audit records")
 
     def status(self, text: str) -> None:
-        self.notify("STATUS=" + " ".join(text.split()))
+        """STATUS= (``systemctl status`` shows it); it quotes errors, so it is scrubbed."""
+        self.notify("STATUS=" + " ".join(redact(text).split()))
 
     def stopping(self) -> None:
         """STOPPING=1, once, however many paths lead to shutdown."""

@@ -2,7 +2,8 @@
 
 ``/healthz`` only proves the event loop answers (a liveness probe must not restart a daemon
 because its SIEM is down); ``/readyz`` applies :class:`~auditstream.ops.status.DaemonStatus`
-and says why in its JSON body.
+and says why in its JSON body. Both ``/readyz`` and ``/metrics`` are scrubbed of secrets
+(by the status and by :func:`~auditstream.ops.metrics.exposition`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import time
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from auditstream.ops.metrics import exposition
 from auditstream.ops.status import DaemonStatus
 
 
@@ -24,7 +26,7 @@ def build_app(status: DaemonStatus) -> web.Application:
     started = time.monotonic()
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
         return _json({"ok": True, "uptime_seconds": round(time.monotonic() - started, 3)})

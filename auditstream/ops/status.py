@@ -1,6 +1,9 @@
 """What the daemon says about itself: readiness (``/readyz``) and the scrape-time metrics.
 
 Both come from one place so that ``auditstream_ready`` and ``/readyz`` can never disagree.
+The readiness body quotes errors (a sink's last error often quotes its receiver's answer,
+and ``/readyz`` listens on every interface in containers), so it is scrubbed of secrets as a
+whole before it leaves.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from auditstream.ops.metrics import StatusSnapshot
+from auditstream.ops.secrets import redact, scrub
 from auditstream.sdm.errors import AuthenticationFailed
 from auditstream.sdm.registry import NANOS_PER_SECOND
 from auditstream.sinks.base import SinkHealth, SinkState
@@ -59,7 +63,7 @@ class DaemonStatus:
 
     def stopped_by(self, exc: BaseException) -> None:
         """Record the error the daemon stopped on; it stays visible until the process exits."""
-        self.fatal_error = str(exc) or type(exc).__name__
+        self.fatal_error = redact(str(exc) or type(exc).__name__)
         self.credentials_rejected = isinstance(exc, AuthenticationFailed)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -93,7 +97,7 @@ class DaemonStatus:
             "max_lag_seconds": self.max_lag,
             "lag_seconds": lag,
         }
-        return not reasons, body
+        return not reasons, scrub(body)
 
     def snapshot(self) -> StatusSnapshot:
         ready, body = self.readiness()

@@ -5,6 +5,11 @@ dead-letter line is on disk, so the file is written with fsync. One JSON object 
 ``time`` (when it was rejected, RFC 3339 UTC), ``sink``, ``stream``, ``key``, ``reason`` and
 ``event`` (the event exactly as the sink encoded it for the receiver, as text). The file may
 hold audit data, so it is created with mode 0600.
+
+A reason often quotes the receiver's answer, and some receivers quote the request's
+``Authorization`` header in it: reasons are scrubbed of the sink's credentials and of every
+registered secret here, whatever the transport already did. The event itself is audit data
+and is written as it was sent.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 import orjson
 
 from auditstream.fsutil import ensure_directory
+from auditstream.ops.secrets import Secrets, redact
 from auditstream.sinks.base import Envelope
 
 DEAD_LETTER_MODE = 0o600
@@ -39,9 +45,10 @@ def default_dead_letter_path(state_dir: Path, sink: str) -> Path:
 class DeadLetter:
     """Appends rejections to one file; safe to share between concurrent requests of a sink."""
 
-    def __init__(self, path: Path, sink: str) -> None:
+    def __init__(self, path: Path, sink: str, secrets: Secrets | None = None) -> None:
         self.path = path
         self.sink = sink
+        self._secrets = secrets
         self._lock = asyncio.Lock()
 
     def _lines(self, rejections: Sequence[Rejection]) -> bytes:
@@ -53,7 +60,7 @@ class DeadLetter:
                     "sink": self.sink,
                     "stream": r.envelope.stream,
                     "key": r.envelope.key,
-                    "reason": r.reason,
+                    "reason": redact(r.reason, self._secrets),
                     "event": r.payload.decode("utf-8", errors="replace"),
                 }
             )

@@ -1,11 +1,22 @@
 """POST batches of events to any HTTP endpoint (a log pipeline, a webhook, a cloud SIEM).
 
 Body: NDJSON (one encoded event per line, the default) or a JSON array. Statuses:
-2xx acknowledges the request; connection errors, timeouts, 408, 429 and 5xx are retried
-(honouring ``Retry-After``); 401, 403 and 407 (credentials) and 404 (wrong URL) are
-configuration errors that stop the sink with the data kept; 413 splits the request in
-halves (a single event that is still too large is dead-lettered); any other 4xx
-dead-letters the request's events with the status and the receiver's explanation.
+
+* 2xx acknowledges the request;
+* connection errors, timeouts, 408, 429 and 5xx are retried (honouring ``Retry-After``);
+* 401, 403, 407 (credentials), 404, 405, 410 (wrong URL), 415, 426 (body or protocol the
+  receiver does not take) and 3xx (redirects are not followed) are about the request, not
+  its events: the sink stops with the data kept until the setting is fixed;
+* 413 and every other 4xx (400, 409, 422...) are about some of the request's events, so the
+  request is bisected: sent again as two halves, and so on, until the events still refused
+  on their own are known. Only those are dead-lettered, each with the status and the
+  receiver's scrubbed, truncated explanation of *its* refusal; the rest is delivered.
+
+Cost of the bisection: a request of n events holding k refused ones takes at most
+``1 + 2·k·ceil(log2 n)`` requests (19 for one bad event among 500, about 2n if every event
+is refused), and sends no event twice, since an HTTP receiver that answers 4xx took none of
+the request. Statuses that cannot be about an event are fatal above precisely so that a
+wrong URL does not cost 2n requests and dead-letter everything.
 """
 
 from __future__ import annotations
@@ -19,12 +30,17 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from auditstream.formats import make_encoder
 from auditstream.formats.cef import CefSettings
+from auditstream.ops.secrets import config_secrets
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
-from auditstream.sinks.http_client import HttpClient, check_url, is_transient_status, warn_if_cleartext
-
-FATAL_STATUSES = {401: "credentials rejected", 403: "forbidden", 404: "no such URL", 407: "proxy auth"}
+from auditstream.sinks.http_client import (
+    FATAL_STATUSES,
+    HttpClient,
+    check_url,
+    is_transient_status,
+    warn_if_cleartext,
+)
 
 
 class HttpSinkSettings(SinkSettingsBase):
@@ -63,7 +79,9 @@ class HttpTransport:
         self.settings = settings
         self.max_in_flight = settings.max_in_flight
         self._encode_event = make_encoder(settings.format, cef)
-        self._client = HttpClient(settings.tls, settings.timeout, settings.max_in_flight)
+        self._client = HttpClient(
+            settings.tls, settings.timeout, settings.max_in_flight, config_secrets(settings)
+        )
         self._quote = settings.body == "json_array" and settings.format != "json"
         self._headers = {**self._content_headers(), **settings.headers, **self._auth_headers()}
 
@@ -115,27 +133,24 @@ class HttpTransport:
         if is_transient_status(status):
             raise response.transient_error(what)
         if status in FATAL_STATUSES:
-            raise SinkFatalError(
-                f"{what}: HTTP {status} ({FATAL_STATUSES[status]}): check url and auth settings"
-            )
-        if status == 413 and len(records) > 1:
-            half = len(records) // 2
-            return WriteResult(resend=[list(range(half)), list(range(half, len(records)))])
+            raise SinkFatalError(f"{what}: HTTP {status} {FATAL_STATUSES[status]}")
         if 300 <= status < 400:
-            location = response.headers.get("Location", "?")
+            location = response.quote(response.headers.get("Location", "?"))
             raise SinkFatalError(
                 f"{what}: HTTP {status} redirect to {location}: set url to the final address"
             )
-        reason = f"HTTP {status}: {response.excerpt()}".rstrip()
-        return WriteResult(rejected=dict.fromkeys(range(len(records)), reason))
+        if 400 <= status < 500:
+            return WriteResult.bisect(len(records), f"HTTP {status}: {response.excerpt()}".rstrip())
+        raise SinkFatalError(f"{what}: HTTP {status} is not an answer this sink understands")
 
     async def probe(self) -> ProbeResult:
         url = self.settings.probe_url or self.settings.url
         response = await self._client.request(self.settings.probe_method, url, headers=self._auth_headers())
         status = response.status
+        detail = f"{self.settings.probe_method} {url}: HTTP {status}"
         if status in FATAL_STATUSES or is_transient_status(status):
-            return ProbeResult(False, f"{self.settings.probe_method} {url}: HTTP {status}")
-        return ProbeResult(True, f"{self.settings.probe_method} {url}: HTTP {status}")
+            return ProbeResult(False, f"{detail} {response.excerpt()}".rstrip())
+        return ProbeResult(True, detail)
 
 
 class HttpSink(TransportSink):

@@ -3,7 +3,11 @@ TLS from the sink's settings, gzip, timeouts, and turning transport failures and
 statuses into retry decisions.
 
 Error messages name the method, URL and status, never a header: credentials travel only in
-headers, and URLs with ``user:password@`` are refused at configuration time.
+headers, and URLs with ``user:password@`` are refused at configuration time. A receiver's
+answer is quoted only through :meth:`HttpResponse.quote`: scrubbed of the registered secrets
+and of the sink's own credentials first, then cut to one line of at most 200 characters, so
+a receiver that echoes the ``Authorization`` header (some do, in error bodies) cannot put a
+credential into a log line, ``/readyz`` or a dead-letter reason, not even half of one.
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ import datetime as dt
 import email.utils
 import gzip
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
 from multidict import CIMultiDictProxy
 
+from auditstream.ops.secrets import Secrets, redact
 from auditstream.settings_base import TlsSettings
 from auditstream.sinks.retry import TransientError
 
@@ -29,6 +34,23 @@ log = structlog.get_logger("auditstream.sinks.http")
 # Compress bigger bodies off the event loop so other streams are not stalled meanwhile.
 _GZIP_IN_THREAD_ABOVE = 256 * 1024
 _GZIP_LEVEL = 5
+
+QUOTE_LIMIT = 200
+"""Characters of a receiver's answer quoted in an error or dead-letter reason."""
+
+FATAL_STATUSES = {
+    401: "credentials rejected: check the auth settings",
+    403: "forbidden: check the auth settings",
+    404: "no such URL: check url",
+    405: "method not allowed: check url",
+    407: "proxy authentication required: check the proxy settings",
+    410: "gone: check url",
+    415: "unsupported media type: check body, format and gzip",
+    426: "upgrade required: check url (https?)",
+}
+"""Statuses about the request or the sink's configuration, never about an event: nothing is
+dead-lettered (a file full of good events because of a typo would help no one); the sink
+stops with the data kept until a human fixes the setting named here."""
 
 
 def check_url(value: str) -> str:
@@ -68,15 +90,32 @@ def is_transient_status(status: int) -> bool:
     return status in (408, 429) or status >= 500
 
 
+def quote(text: str, secrets: Secrets | None = None, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` fit to quote: secrets replaced, on one line, at most ``limit`` characters.
+
+    Scrubbed before it is cut, so a secret straddling the cut is replaced whole rather than
+    left half there; scrubbed again once whitespace is collapsed, as that can join the parts
+    of a secret that holds a line break."""
+    text = redact(" ".join(redact(text, secrets).split()), secrets)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 @dataclass(frozen=True)
 class HttpResponse:
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
+    secrets: Secrets = field(default_factory=Secrets, repr=False)
 
-    def excerpt(self, limit: int = 200) -> str:
-        text = self.body[:limit].decode("utf-8", errors="replace").strip()
-        return text + ("..." if len(self.body) > limit else "")
+    def quote(self, text: object = None) -> str:
+        """``text`` (the body when None) as :func:`quote` makes it safe to repeat."""
+        if text is None:
+            text = self.body.decode("utf-8", errors="replace")
+        return quote(str(text), self.secrets)
+
+    def excerpt(self) -> str:
+        """The body, quoted."""
+        return self.quote()
 
     def transient_error(self, what: str) -> TransientError:
         return TransientError(
@@ -86,9 +125,15 @@ class HttpResponse:
 
 
 class HttpClient:
-    """A reusable session; every failure to get a response becomes a TransientError."""
+    """A reusable session; every failure to get a response becomes a TransientError.
 
-    def __init__(self, tls: TlsSettings, timeout: float, max_connections: int) -> None:
+    ``secrets`` are the sink's own credentials: answers and errors are scrubbed of them as
+    well as of the process-wide registry."""
+
+    def __init__(
+        self, tls: TlsSettings, timeout: float, max_connections: int, secrets: Iterable[str] = ()
+    ) -> None:
+        self.secrets = Secrets(secrets)
         self._tls = tls
         self._timeout = timeout
         self._max_connections = max_connections
@@ -135,15 +180,18 @@ class HttpClient:
                 allow_redirects=False,
                 server_hostname=self._tls.server_name,
             ) as response:
-                return HttpResponse(response.status, response.headers, await response.read())
+                body = await response.read()
+                return HttpResponse(response.status, response.headers, body, self.secrets)
         except TimeoutError:
             raise TransientError(f"{what}: no response within {self._timeout:g}s") from None
         except aiohttp.ClientSSLError as exc:
             # A certificate problem will not fix itself quickly, but it may be a rotation in
             # progress; retry (health goes FAILED after unhealthy_after) rather than drop data.
-            raise TransientError(f"{what}: TLS error: {exc.__class__.__name__}: {_reason(exc)}") from None
+            reason = f"TLS error: {exc.__class__.__name__}: {_reason(exc)}"
+            raise TransientError(f"{what}: {redact(reason, self.secrets)}") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise TransientError(f"{what}: {exc.__class__.__name__}: {_reason(exc)}") from None
+            reason = f"{exc.__class__.__name__}: {_reason(exc)}"
+            raise TransientError(f"{what}: {redact(reason, self.secrets)}") from None
 
 
 def _reason(exc: BaseException) -> str:

@@ -7,12 +7,25 @@ header. The response is handled row by row from the HEC code table:
 * code 0: acknowledged (with ``ack = true``: once ``/services/collector/ack`` says so;
   an ackId not confirmed within ``ack_timeout`` makes the request be sent again);
 * codes 1-4 / HTTP 401, 403 (token): fatal, the sink stops loudly and keeps the data;
-* codes 7, 10, 11, 14 (index, channel, ack configuration) and 5 (empty body, a bug): fatal;
-* codes 6, 12, 13 (a bad event): the event named by ``invalid-event-number`` is
-  dead-lettered and the rest are sent again (split in halves if the receiver did not say
-  which event it was). Real Splunk may already have indexed the events before the bad one,
-  so those can arrive twice; our receiver in tests is all-or-nothing;
+* codes 7, 10, 11, 14 (index, channel, ack configuration), 5 (empty body, a bug) and the
+  HTTP statuses that are about the URL (404, 405, 410...): fatal;
+* codes 6, 12, 13 (a bad event) with ``invalid-event-number`` N: Splunk reads a request's
+  events in order and stops at the first invalid one, having indexed those before it (Vector's
+  HEC source does the same). So event N is dead-lettered, events N+1... are sent again, and
+  events 0..N-1 count as delivered: each good event arrives once. With ``ack = true`` the
+  events before N are sent again in a request of their own, because a 400 carries no ackId
+  to confirm them: each arrives at most twice;
+* the same codes without a usable ``invalid-event-number`` (the OpenTelemetry Collector's
+  HEC receiver leaves it out), and any other 4xx: nobody says what was indexed, so every
+  event of the request is sent again alone (one request per event) and those refused alone
+  are dead-lettered. Bisection would be cheaper, but against a receiver that indexes the
+  events before a bad one it sends an event again at every level where its half is refused
+  (up to log2 n copies); alone, each good event arrives at most twice;
+* 413 (the body was refused before any event was read): the request is bisected;
 * codes 8, 9 / HTTP 408, 429, 5xx: retried with backoff, ``Retry-After`` honoured.
+
+The receiver's ``text`` is quoted in errors and dead-letter reasons only scrubbed of secrets
+and truncated (see :mod:`auditstream.sinks.http_client`).
 """
 
 from __future__ import annotations
@@ -29,10 +42,12 @@ from pydantic import Field, SecretStr, field_validator
 
 from auditstream.formats import make_encoder
 from auditstream.formats.cef import CefSettings
+from auditstream.ops.secrets import config_secrets
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.http_client import (
+    FATAL_STATUSES,
     HttpClient,
     HttpResponse,
     check_url,
@@ -103,6 +118,12 @@ def _response_info(response: HttpResponse) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
+def _text(response: HttpResponse, info: dict[str, Any]) -> str:
+    """HEC's ``text`` (else the body, else the status), scrubbed and truncated for quoting."""
+    text = info.get("text")
+    return (response.quote(text) if text else response.excerpt()) or f"HTTP {response.status}"
+
+
 class AckTracker:
     """Waits for indexer acknowledgements, polling for every outstanding ackId at once."""
 
@@ -144,7 +165,7 @@ class AckTracker:
                 continue
             info = _response_info(response)
             if response.status in (401, 403) or info.get("code") in TOKEN_CODES | {14}:
-                error = SinkFatalError(f"HEC refused the ack poll: {info.get('text', response.status)}")
+                error = SinkFatalError(f"HEC refused the ack poll: {_text(response, info)}")
                 for future in self._waiters.values():
                     if not future.done():
                         future.set_exception(error)
@@ -170,7 +191,9 @@ class SplunkHecTransport:
         self.max_in_flight = settings.max_in_flight
         self.channel = settings.channel or str(uuid.uuid4())
         self._encode_event = make_encoder(settings.format, cef)
-        self._client = HttpClient(settings.tls, settings.timeout, settings.max_in_flight)
+        self._client = HttpClient(
+            settings.tls, settings.timeout, settings.max_in_flight, config_secrets(settings)
+        )
         self._auth = {"Authorization": f"Splunk {settings.token.get_secret_value()}"}
         self._headers = {
             **self._auth,
@@ -241,21 +264,33 @@ class SplunkHecTransport:
         info = _response_info(response)
         status = response.status
         code = info.get("code")
-        text = str(info.get("text") or response.excerpt() or f"HTTP {status}")
         if 200 <= status < 300 and code in (None, 0):
             return None
-        detail = f"{text} (code {code}, HTTP {status})"
+        detail = f"{_text(response, info)} (code {code}, HTTP {status})"
         if code in TOKEN_CODES or status in (401, 403):
             raise SinkFatalError(f"HEC rejected the token: {detail}; fix token / token_file")
         if code in CONFIG_CODES:
             raise SinkFatalError(f"HEC configuration error: {detail}; check index, channel and ack settings")
+        if status in FATAL_STATUSES:
+            raise SinkFatalError(f"HEC at {self.settings.url}: {detail}: {FATAL_STATUSES[status]}")
         if code in BAD_EVENT_CODES:
-            return _split_bad_event(info.get("invalid-event-number"), count, f"HEC: {detail}")
+            return self._after_invalid_event(info.get("invalid-event-number"), count, f"HEC: {detail}")
         if code in RETRY_CODES or is_transient_status(status):
             raise response.transient_error(f"POST {self.settings.url}{EVENT_PATH}")
+        if status == 413:
+            return WriteResult.bisect(count, f"HEC: {detail}")
         if 400 <= status < 500:
-            return WriteResult(rejected=dict.fromkeys(range(count), f"HEC: {detail}"))
+            return WriteResult.one_by_one(count, f"HEC: {detail}")
         raise TransientError(f"HEC answered unexpectedly: {detail}")
+
+    def _after_invalid_event(self, number: object, count: int, reason: str) -> WriteResult:
+        """Event ``number`` refused; those before it indexed, those after it not read (see
+        the module docstring). Without a usable number, every event is sent again alone."""
+        if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number < count:
+            return WriteResult.one_by_one(count, reason)
+        before = list(range(number)) if self.settings.ack else []
+        after = list(range(number + 1, count))
+        return WriteResult(rejected={number: reason}, resend=[g for g in (before, after) if g])
 
     async def _await_ack(self, info: dict[str, Any]) -> None:
         ack_id = info.get("ackId")
@@ -272,26 +307,15 @@ class SplunkHecTransport:
     async def probe(self) -> ProbeResult:
         base = self.settings.url
         health = await self._client.request("GET", base + HEALTH_PATH, headers=self._auth)
-        health_text = _response_info(health).get("text") or health.excerpt()
+        health_text = _text(health, _response_info(health))
         if health.status != 200:
             return ProbeResult(False, f"{base}{HEALTH_PATH}: HTTP {health.status} {health_text}")
         # An empty POST carries no event: a valid token gets "No data" (code 5), a bad one 401/403.
         check = await self._client.request("POST", base + EVENT_PATH, body=b"", headers=self._headers)
         info = _response_info(check)
         if check.status in (401, 403) or info.get("code") in TOKEN_CODES:
-            return ProbeResult(False, f"HEC is up but rejected the token: {info.get('text', check.status)}")
+            return ProbeResult(False, f"HEC is up but rejected the token: {_text(check, info)}")
         return ProbeResult(True, f"HEC at {base} is healthy ({health_text}); token accepted")
-
-
-def _split_bad_event(number: object, count: int, reason: str) -> WriteResult:
-    """Dead-letter the named bad event and resend the others; bisect when it is not named."""
-    if isinstance(number, int) and 0 <= number < count:
-        others = [i for i in range(count) if i != number]
-        return WriteResult(rejected={number: reason}, resend=[others] if others else [])
-    if count == 1:
-        return WriteResult(rejected={0: reason})
-    half = count // 2
-    return WriteResult(resend=[list(range(half)), list(range(half, count))])
 
 
 class SplunkHecSink(TransportSink):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,3 +138,64 @@ def write_config(path: Path, document: dict[str, Any]) -> Path:
             lines.append("")
     path.write_text("\n".join(lines))
     return path
+
+
+CLI = [sys.executable, "-m", "auditstream.cli"]
+
+
+class Run:
+    """``auditstream run`` as a subprocess, its output in files, its HTTP endpoints at hand."""
+
+    def __init__(self, config: Path, listen: str, out_dir: Path) -> None:
+        self.config = config
+        self.base = f"http://{listen}"
+        self.stdout = out_dir / "stdout"
+        self.stderr = out_dir / "stderr"
+        self.process: asyncio.subprocess.Process | None = None
+        self.served: list[str] = []  # bodies of /metrics and /readyz answers
+
+    async def start(self) -> None:
+        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
+            self.process = await asyncio.create_subprocess_exec(
+                *CLI, "run", "--config", str(self.config),
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
+            )  # fmt: skip
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with aiohttp.ClientSession() as http, http.get(self.base + path) as response:
+            text = await response.text()
+            self.served.append(text)
+            return response.status, text
+
+    async def answering(self) -> bool:
+        assert self.process is not None
+        if self.process.returncode is not None:
+            raise AssertionError(f"daemon exited {self.process.returncode}: {self.stderr.read_text()}")
+        try:
+            return (await self.get("/healthz"))[0] == 200
+        except aiohttp.ClientConnectionError:
+            return False
+
+    async def stop(self) -> int:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.process.wait(), 30)
+        finally:
+            if self.process.returncode is None:
+                self.process.kill()
+
+    def output(self) -> str:
+        return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
+
+
+async def run_check(config: Path) -> tuple[int, str]:
+    """``auditstream check`` as a subprocess: its exit code and output (stderr included)."""
+    process = await asyncio.create_subprocess_exec(
+        *CLI, "check", "--config", str(config), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(errors="replace")

@@ -11,9 +11,9 @@ import pytest
 import structlog
 
 from auditstream.engine.engine import RunPlan
-from auditstream.ops import logging as ops_logging
-from auditstream.ops.logging import REDACTED, configure_logging, register_secrets
-from auditstream.ops.secrets import config_secrets
+from auditstream.ops import secrets
+from auditstream.ops.logging import configure_logging
+from auditstream.ops.secrets import REDACTED, config_secrets, redact, register_secrets
 from auditstream.sinks.base import ProbeResult, SinkHealth
 from tests.e2e.support import daemon_config, live_engine
 from tests.helpers import async_wait_until
@@ -28,14 +28,14 @@ class Tty(io.StringIO):
 def captured():
     """Logs of this test as a string buffer; the previous set-up is restored afterwards."""
     buffer = io.StringIO()
-    saved_secrets = list(ops_logging._secrets)
+    saved_secrets = secrets._REGISTRY.forms
     yield buffer
     root = logging.getLogger()
     for handler in [h for h in root.handlers if h.get_name() == "auditstream"]:
         root.removeHandler(handler)
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
-    ops_logging._secrets[:] = saved_secrets
+    secrets._REGISTRY.forms = saved_secrets
 
 
 def lines(buffer: io.StringIO) -> list[dict]:
@@ -89,7 +89,7 @@ def test_registered_secrets_are_scrubbed_everywhere_in_a_line(captured):
     assert parsed[3]["event"].endswith("abc stays")
 
 
-def test_config_secrets_cover_every_secret_and_its_encodings(tmp_path):
+def test_config_secrets_cover_every_secret_and_its_encodings(tmp_path, captured):
     import base64
 
     from auditstream.emulator import EmulatorOptions
@@ -121,13 +121,23 @@ def test_config_secrets_cover_every_secret_and_its_encodings(tmp_path):
             }
         },
     )
-    found = config_secrets(config)
+    register_secrets(config_secrets(config))
     secret_key = options.secret_key
-    assert {secret_key, base64.b64decode(secret_key).decode()} <= found
-    assert {"pa55word-xyz", "hec-token-123456", "hash-key-987654"} <= found
-    assert base64.b64encode(b"collector:pa55word-xyz").decode() in found
-    assert base64.b64encode(b"hec-token-123456").decode() in found
-    assert options.access_key not in found  # the access key is an identifier, logged on purpose
+    pair = base64.b64encode(b"collector:pa55word-xyz").decode()
+    for leak in (
+        secret_key,
+        base64.b64decode(secret_key).decode(),
+        "pa55word-xyz",
+        "hec-token-123456",
+        "hash-key-987654",
+        pair,
+        base64.b64encode(b"hec-token-123456").decode(),
+    ):
+        assert redact(f"<{leak}>") == f"<{REDACTED}>", leak
+    assert redact(f"Authorization: Basic {pair}") == f"Authorization: Basic {REDACTED}"
+    assert redact("Authorization: Splunk hec-token-123456") == f"Authorization: Splunk {REDACTED}"
+    # the access key is an identifier, logged on purpose
+    assert redact(f"key {options.access_key}") == f"key {options.access_key}"
 
 
 class _Address:

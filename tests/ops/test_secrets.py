@@ -11,22 +11,17 @@ for each secret, its base64 forms and (for the API key) what it decodes to.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import signal
-import sys
 from pathlib import Path
 
-import aiohttp
 import orjson
 
 from tests.e2e.support import daemon_config_document
 from tests.helpers import async_wait_until, free_port
-from tests.ops.support import parse_metrics, write_config
+from tests.ops.support import Run, parse_metrics, run_check, write_config
 from tests.peers.hec import HecReceiver
 from tests.peers.http_receiver import HttpReceiver
 
-CLI = [sys.executable, "-m", "auditstream.cli"]
 WRONG_API_SECRET_TEXT = "wrong-api-secret-4711-for-the-test"
 HEC_TOKEN = "hec-token-5f0c-for-the-test"
 HTTP_PASSWORD = "http-pass-9e2b-for-the-test"
@@ -75,63 +70,6 @@ def config_document(tmp_path: Path, emu, hec: HecReceiver, http: HttpReceiver, s
     return document
 
 
-class Run:
-    """The daemon as a subprocess, its output in files, its HTTP endpoints at hand."""
-
-    def __init__(self, config: Path, listen: str, out_dir: Path) -> None:
-        self.config = config
-        self.base = f"http://{listen}"
-        self.stdout = out_dir / "stdout"
-        self.stderr = out_dir / "stderr"
-        self.process: asyncio.subprocess.Process | None = None
-        self.served: list[str] = []  # bodies of /metrics and /readyz answers
-
-    async def start(self) -> None:
-        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
-            self.process = await asyncio.create_subprocess_exec(
-                *CLI, "run", "--config", str(self.config),
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
-            )  # fmt: skip
-
-    async def get(self, path: str) -> tuple[int, str]:
-        async with aiohttp.ClientSession() as http, http.get(self.base + path) as response:
-            text = await response.text()
-            self.served.append(text)
-            return response.status, text
-
-    async def answering(self) -> bool:
-        assert self.process is not None
-        if self.process.returncode is not None:
-            raise AssertionError(f"daemon exited {self.process.returncode}: {self.stderr.read_text()}")
-        try:
-            return (await self.get("/healthz"))[0] == 200
-        except aiohttp.ClientConnectionError:
-            return False
-
-    async def stop(self) -> int:
-        assert self.process is not None
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.process.wait(), 30)
-        finally:
-            if self.process.returncode is None:
-                self.process.kill()
-
-    def output(self) -> str:
-        return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
-
-
-async def check(config: Path) -> str:
-    process = await asyncio.create_subprocess_exec(
-        *CLI, "check", "--config", str(config), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 1, out  # the refused key, or the refused HEC token
-    return out.decode(errors="replace")
-
-
 def assert_log_lines(stderr: str) -> None:
     """JSON lines (bar the CLI's one-line error), stream and sink named where they matter."""
     for line in stderr.splitlines():
@@ -143,6 +81,12 @@ def assert_log_lines(stderr: str) -> None:
             assert "sink" in record, record
         if logger.startswith(("auditstream.poller", "auditstream.longqueries", "auditstream.normalize")):
             assert "stream" in record, record
+
+
+async def check(config: Path) -> str:
+    code, out = await run_check(config)
+    assert code == 1, out  # the refused key, or the refused HEC token
+    return out
 
 
 async def test_no_secret_in_logs_metrics_readyz_or_check(make_emulator, tmp_path):

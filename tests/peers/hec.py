@@ -6,7 +6,10 @@
   code 5 if empty; code 6 with ``invalid-event-number`` for malformed JSON, a non-object,
   an unknown key, a non-numeric ``time``, non-string metadata or nested ``fields``; code 12
   without ``event``; code 13 for a blank one; code 7 for an index not in ``indexes``).
-  Requests are all-or-nothing here (real Splunk may index the events before a bad one).
+  Like Splunk, events are read in order and those before the first invalid one are indexed
+  (recorded as an accepted request of their own) before the error is answered.
+  ``names_invalid_event = False`` leaves ``invalid-event-number`` out and ``all_or_nothing``
+  indexes nothing of a refused request: both as the OpenTelemetry Collector's HEC receiver.
 * Indexer acknowledgement (``ack_enabled``): the channel header is required (code 10, or 11
   if not a GUID), a 200 carries ``ackId``; ``POST /services/collector/ack?channel=`` answers
   ``{"acks": {"N": true}}``; with acks off that endpoint answers code 14.
@@ -15,7 +18,8 @@
 
 Fault switches: ``faults`` (statuses, Retry-After, slow), ``busy`` (503 code 9),
 ``reject_when`` (an event predicate answered with code 6 and its number),
-``drop_next`` (accept N requests with an ackId that never comes true and index nothing).
+``drop_next`` (accept N requests with an ackId that never comes true and index nothing),
+``echo_authorization`` (every error's ``text`` quotes the request's ``Authorization`` header).
 """
 
 from __future__ import annotations
@@ -73,6 +77,10 @@ class HecReceiver(AiohttpPeer):
         self.busy = False
         self.reject_when: Callable[[dict[str, Any]], bool] | None = None
         self.drop_next = 0
+        self.names_invalid_event = True
+        self.all_or_nothing = False
+        self.echo_authorization = False
+        self.refused = 0  # requests answered with a bad-event code (6, 12, 13)
         self.gzip_requests = 0
         self.channels: set[str] = set()
         self._next_ack: dict[str, int] = {}
@@ -92,17 +100,30 @@ class HecReceiver(AiohttpPeer):
         app.router.add_get("/services/collector/health/1.0", self._health)
         return app
 
+    def _error(
+        self,
+        request: web.Request,
+        status: int,
+        code: int,
+        text: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> web.Response:
+        if self.echo_authorization:
+            text = f"{text} (request had Authorization: {request.headers.get('Authorization')})"
+        return _answer(status, code, text, headers, **extra)
+
     def _auth_error(self, request: web.Request) -> web.Response | None:
         header = request.headers.get("Authorization")
         if header is None:
-            return _answer(401, 2, "Token is required")
+            return self._error(request, 401, 2, "Token is required")
         scheme, _, token = header.partition(" ")
         if scheme != "Splunk" or not token:
-            return _answer(401, 3, "Invalid authorization")
+            return self._error(request, 401, 3, "Invalid authorization")
         if token in self.disabled_tokens:
-            return _answer(403, 1, "Token disabled")
+            return self._error(request, 403, 1, "Token disabled")
         if token != self.token:
-            return _answer(403, 4, "Invalid token")
+            return self._error(request, 403, 4, "Invalid token")
         return None
 
     def _channel(self, request: web.Request) -> tuple[str | None, web.Response | None]:
@@ -110,45 +131,48 @@ class HecReceiver(AiohttpPeer):
         if not self.ack_enabled:
             return channel, None
         if not channel:
-            return None, _answer(400, 10, "Data channel is missing")
+            return None, self._error(request, 400, 10, "Data channel is missing")
         try:
             uuid.UUID(channel)
         except ValueError:
-            return None, _answer(400, 11, "Invalid data channel")
+            return None, self._error(request, 400, 11, "Invalid data channel")
         return channel, None
 
-    def _validate(self, envelopes: list[Any], bad: int | None) -> web.Response | None:
+    def _check(self, envelope: Any) -> tuple[int, str] | None:
+        """(code, text) when ``envelope`` is invalid, else None."""
+        invalid = (6, "Invalid data format")
+        if not isinstance(envelope, dict) or set(envelope) - ENVELOPE_KEYS:
+            return invalid
+        if "event" not in envelope:
+            return 12, "Event field is required"
+        event = envelope["event"]
+        if event is None or event == {} or (isinstance(event, str) and not event.strip()):
+            return 13, "Event field cannot be blank"
+        moment = envelope.get("time")
+        if moment is not None and not isinstance(moment, int | float):
+            try:
+                float(moment)
+            except (TypeError, ValueError):
+                return invalid
+        metadata = ("host", "source", "sourcetype", "index")
+        if any(k in envelope and not isinstance(envelope[k], str) for k in metadata):
+            return invalid
+        fields = envelope.get("fields")
+        if fields is not None and not (isinstance(fields, dict) and all(_flat(v) for v in fields.values())):
+            return invalid
+        if self.indexes is not None and envelope.get("index", "main") not in self.indexes:
+            return 7, "Incorrect index"
+        if self.reject_when is not None and self.reject_when(envelope):
+            return invalid
+        return None
+
+    def _first_invalid(self, envelopes: list[Any], bad: int | None) -> tuple[int, int, str] | None:
+        """(event number, code, text) of the first invalid event, as Splunk reads them."""
         for number, envelope in enumerate(envelopes):
-            invalid = _answer(400, 6, "Invalid data format", **{"invalid-event-number": number})
-            if not isinstance(envelope, dict) or set(envelope) - ENVELOPE_KEYS:
-                return invalid
-            if "event" not in envelope:
-                return _answer(400, 12, "Event field is required", **{"invalid-event-number": number})
-            event = envelope["event"]
-            if event is None or event == {} or (isinstance(event, str) and not event.strip()):
-                return _answer(400, 13, "Event field cannot be blank", **{"invalid-event-number": number})
-            moment = envelope.get("time")
-            if moment is not None and not isinstance(moment, int | float):
-                try:
-                    float(moment)
-                except (TypeError, ValueError):
-                    return invalid
-            if any(
-                k in envelope and not isinstance(envelope[k], str)
-                for k in ("host", "source", "sourcetype", "index")
-            ):
-                return invalid
-            fields = envelope.get("fields")
-            if fields is not None and not (
-                isinstance(fields, dict) and all(_flat(v) for v in fields.values())
-            ):
-                return invalid
-            if self.indexes is not None and envelope.get("index", "main") not in self.indexes:
-                return _answer(400, 7, "Incorrect index", **{"invalid-event-number": number})
-            if self.reject_when is not None and self.reject_when(envelope):
-                return invalid
+            if (problem := self._check(envelope)) is not None:
+                return number, *problem
         if bad is not None:
-            return _answer(400, 6, "Invalid data format", **{"invalid-event-number": bad})
+            return bad, 6, "Invalid data format"
         return None
 
     async def _event(self, request: web.Request) -> web.Response:
@@ -158,10 +182,10 @@ class HecReceiver(AiohttpPeer):
             return error
         if (status := self.faults.next_failure()) is not None:
             code = 9 if status == 503 else 8
-            return _answer(status, code, "Server is busy" if code == 9 else "Internal server error",
-                           self.failure_headers())  # fmt: skip
+            text = "Server is busy" if code == 9 else "Internal server error"
+            return self._error(request, status, code, text, self.failure_headers())
         if self.busy:
-            return _answer(503, 9, "Server is busy", self.failure_headers())
+            return self._error(request, 503, 9, "Server is busy", self.failure_headers())
         channel, error = self._channel(request)
         if error is not None:
             return error
@@ -169,10 +193,16 @@ class HecReceiver(AiohttpPeer):
             self.gzip_requests += 1
         body = (await request.read()).decode("utf-8")  # aiohttp has already inflated gzip
         if not body.strip():
-            return _answer(400, 5, "No data")
+            return self._error(request, 400, 5, "No data")
         envelopes, bad = parse_concatenated(body)
-        if (error := self._validate(envelopes, bad)) is not None:
-            return error
+        if (invalid := self._first_invalid(envelopes, bad)) is not None:
+            number, code, text = invalid
+            if number > 0 and not self.all_or_nothing:
+                await self.accept(envelopes[:number])  # Splunk indexed those before the bad one
+            if code in (6, 12, 13):
+                self.refused += 1
+            extra = {"invalid-event-number": number} if self.names_invalid_event else {}
+            return self._error(request, 400, code, text, **extra)
         extra: dict[str, Any] = {}
         if self.ack_enabled and channel is not None:
             self.channels.add(channel)
@@ -191,10 +221,10 @@ class HecReceiver(AiohttpPeer):
         if (error := self._auth_error(request)) is not None:
             return error
         if not self.ack_enabled:
-            return _answer(400, 14, "ACK is disabled")
+            return self._error(request, 400, 14, "ACK is disabled")
         channel = request.query.get("channel") or request.headers.get("X-Splunk-Request-Channel")
         if not channel:
-            return _answer(400, 10, "Data channel is missing")
+            return self._error(request, 400, 10, "Data channel is missing")
         try:
             ids = (await request.json())["acks"]
         except (ValueError, KeyError, TypeError):
@@ -203,8 +233,8 @@ class HecReceiver(AiohttpPeer):
 
     async def _health(self, request: web.Request) -> web.Response:
         if self.busy:
-            return _answer(503, 9, "Server is busy")
+            return self._error(request, 503, 9, "Server is busy")
         header = request.headers.get("Authorization")
         if header is not None and header != f"Splunk {self.token}":
-            return _answer(400, 4, "Invalid token")
+            return self._error(request, 400, 4, "Invalid token")
         return _answer(200, 17, "HEC is healthy")

@@ -4,8 +4,10 @@
 Checks ``Authorization`` against ``expected_auth`` (401 otherwise). Fault switches:
 ``faults`` (statuses, Retry-After, slow), ``max_body`` (413 above it, measured after
 inflating), ``reject_status`` + ``reject_when`` (answer a whole request with that status when
-one of its items matches, e.g. 400 or 422). Items are JSON values for NDJSON of JSON and for
-arrays; plain strings for NDJSON of CEF lines.
+one of its items matches, e.g. 400 or 422: a request is taken whole or not at all),
+``probe_failure`` (answer probes with that status), ``echo_authorization`` (every error body
+is JSON quoting the request's ``Authorization`` header, as some collectors do). Items are
+JSON values for NDJSON of JSON and for arrays; plain strings for NDJSON of CEF lines.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class HttpReceiver(AiohttpPeer):
         self.content_types: list[str] = []
         self.gzip_requests = 0
         self.probes: list[str] = []
+        self.probe_failure: int | None = None
+        self.echo_authorization = False
+        self.refused_sizes: list[int] = []  # items of each request refused with reject_status
 
     @property
     def url(self) -> str:
@@ -41,12 +46,24 @@ class HttpReceiver(AiohttpPeer):
         app.router.add_post(PATH, self._ingest)
         app.router.add_route("HEAD", PATH, self._probe)
         app.router.add_route("OPTIONS", PATH, self._probe)
+        app.router.add_get(PATH, self._probe, allow_head=False)
         return app
+
+    def _error(
+        self, request: web.Request, status: int, text: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        """An error answer; with ``echo_authorization``, JSON quoting the credentials we got."""
+        if not self.echo_authorization:
+            return web.Response(status=status, text=text, headers=headers)
+        body = {"error": text, "received_authorization": request.headers.get("Authorization")}
+        return web.json_response(body, status=status, headers=headers)
 
     async def _probe(self, request: web.Request) -> web.Response:
         self.probes.append(request.method)
         if self.expected_auth is not None and request.headers.get("Authorization") != self.expected_auth:
-            return web.Response(status=401)
+            return self._error(request, 401, "bad credentials")
+        if self.probe_failure is not None:
+            return self._error(request, self.probe_failure, "probe refused")
         return web.Response(status=204)
 
     @staticmethod
@@ -68,20 +85,21 @@ class HttpReceiver(AiohttpPeer):
         self.attempts += 1
         await self.slow_down()
         if self.expected_auth is not None and request.headers.get("Authorization") != self.expected_auth:
-            return web.Response(status=401, text="bad credentials")
+            return self._error(request, 401, "bad credentials")
         if (status := self.faults.next_failure()) is not None:
-            return web.Response(status=status, text="injected failure", headers=self.failure_headers())
+            return self._error(request, status, "injected failure", self.failure_headers())
         if request.headers.get("Content-Encoding") == "gzip":
             self.gzip_requests += 1
         body = await request.read()
         if self.max_body is not None and len(body) > self.max_body:
-            return web.Response(status=413, text="request entity too large")
+            return self._error(request, 413, "request entity too large")
         self.content_types.append(request.content_type)
         try:
             items = self.parse(body, request.content_type)
         except ValueError as exc:
-            return web.Response(status=400, text=f"unparsable body: {exc}")
+            return self._error(request, 400, f"unparsable body: {exc}")
         if self.reject_when is not None and any(self.reject_when(item) for item in items):
-            return web.Response(status=self.reject_status, text="schema violation: poison item")
+            self.refused_sizes.append(len(items))
+            return self._error(request, self.reject_status, "schema violation: poison item")
         await self.accept(items)
         return web.Response(status=204)

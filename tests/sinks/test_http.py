@@ -7,11 +7,14 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import time
 from typing import Any
 
 import pytest
 
+from auditstream.ops import secrets
+from auditstream.ops.secrets import REDACTED
 from auditstream.sinks.base import SinkFatalError, SinkState
 from auditstream.sinks.http import HttpSink, HttpSinkSettings
 from tests.helpers import async_wait_until
@@ -195,3 +198,84 @@ def test_settings_refuse_credentials_in_the_url_and_incomplete_auth():
         HttpSinkSettings(name="x", url="https://example.com/in", auth="bearer")
     with pytest.raises(ValueError, match="not an http"):
         HttpSinkSettings(name="x", url="ftp://example.com/in")
+
+
+@pytest.mark.parametrize(("k", "poison"), [(1, {250}), (5, {0, 1, 2, 333, 499})])
+async def test_a_400_bisects_and_dead_letters_only_the_events_refused_alone(state_dir, k, poison):
+    """A 400 for one event of a 500-event request used to dead-letter all 500."""
+    n = 500
+    async with HttpReceiver() as receiver:
+        receiver.reject_when = lambda item: item["seq"] in poison
+        sink = await started(settings(receiver, batch={"max_events": n, "max_age": 0}), state_dir)
+        batch = envelopes("activities", n)
+        await sink.send(batch)
+        await sink.close()
+    good = [e for e in batch if e.event["seq"] not in poison]
+    assert_delivered(receiver.requests, good, allow_retried_copies=False)
+    lines = [json.loads(x) for x in (state_dir / "dead-letter" / "web.jsonl").read_text().splitlines()]
+    assert sorted(json.loads(line["event"])["seq"] for line in lines) == sorted(poison)
+    assert {line["reason"] for line in lines} == {"HTTP 400: schema violation: poison item"}
+    assert receiver.attempts <= 1 + 2 * k * math.ceil(math.log2(n)), receiver.attempts  # the documented cost
+
+
+@pytest.mark.parametrize("status", [404, 405, 410, 415])
+async def test_statuses_about_the_url_or_body_format_stop_the_sink_and_dead_letter_nothing(state_dir, status):
+    async with HttpReceiver() as receiver:
+        receiver.faults.fail_with.append(status)
+        sink = await started(settings(receiver), state_dir)
+        with pytest.raises(SinkFatalError, match=f"HTTP {status}"):
+            await sink.send(envelopes("activities", 8))
+        await sink.close()
+    assert receiver.attempts == 1 and receiver.items == []
+    assert not (state_dir / "dead-letter").exists()
+
+
+@pytest.mark.parametrize("auth", ["bearer", "basic"])
+async def test_an_echoing_receiver_gets_no_credential_into_health_dead_letters_or_logs(
+    state_dir, caplog, capsys, monkeypatch, auth
+):
+    """The receiver quotes our Authorization header in every error body (JSON, so quotes and
+    backslashes in the secret come back escaped). Nothing is registered process-wide here:
+    the sink scrubs its own credentials."""
+    monkeypatch.setattr(secrets, "_REGISTRY", secrets.Secrets())
+    caplog.set_level(logging.DEBUG)
+    secret = 'pa"ss\\word/4711-secret'
+    credentials = (
+        {"auth": "bearer", "token": secret}
+        if auth == "bearer"
+        else {"auth": "basic", "username": "collector", "password": secret}
+    )
+    async with HttpReceiver() as receiver:
+        receiver.echo_authorization = True
+        receiver.faults.fail_with.extend([503] * 1000)
+        receiver.reject_when = lambda item: item["seq"] % 2 == 1
+        sink = await started(
+            settings(receiver, **credentials, batch={"max_events": 4, "max_age": 0}), state_dir
+        )
+        sending = asyncio.create_task(sink.send(envelopes("activities", 4)))
+
+        def echoed() -> str | None:
+            error = sink.health().last_error or ""
+            return error if "received_authorization" in error else None
+
+        health_error = await async_wait_until(echoed, 10, "a health error quoting the echo")
+        receiver.faults.fail_with.clear()
+        await sending
+        await sink.close()
+    dead_letters = (state_dir / "dead-letter" / "web.jsonl").read_text()
+    reasons = [json.loads(line)["reason"] for line in dead_letters.splitlines()]
+    assert reasons and all(r.startswith("HTTP 400: ") and REDACTED in r for r in reasons), reasons
+    assert REDACTED in health_error
+    pair = f"collector:{secret}".encode()
+    forms = [
+        secret,
+        json.dumps(secret)[1:-1],
+        base64.b64encode(pair).decode(),
+        base64.b64encode(secret.encode()).decode(),
+    ]
+    for where, text in {
+        "health": health_error,
+        "dead letters": dead_letters,
+        "logs": logged(caplog, capsys),
+    }.items():
+        assert [form for form in forms if form in text] == [], where

@@ -4,6 +4,8 @@ indexer acknowledgement and delivery under faults."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import collections
 import json
 import logging
 import uuid
@@ -11,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from auditstream.ops import secrets
+from auditstream.ops.secrets import REDACTED
 from auditstream.sinks.base import SinkFatalError, SinkState
 from auditstream.sinks.splunk_hec import SplunkHecSink, SplunkHecSinkSettings
 from tests.helpers import async_wait_until
@@ -215,3 +219,104 @@ def test_url_may_be_given_with_the_collector_path_and_token_from_a_file(tmp_path
     assert TOKEN not in repr(config)
     with pytest.raises(ValueError, match="GUID"):
         SplunkHecSinkSettings(name="s", url="https://splunk:8088", token=TOKEN, channel="not-a-guid")  # type: ignore[arg-type]
+
+
+def delivery_counts(receiver: HecReceiver) -> collections.Counter[str]:
+    return collections.Counter(envelope["event"]["id"] for envelope in receiver.events)
+
+
+def dead_lettered(state_dir) -> list[dict[str, Any]]:
+    path = state_dir / "dead-letter" / "splunk.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+BAD = {0, 1, 2, 57, 58, 250, 251, 252, 253, 498, 499}  # at the edges, adjacent, in runs
+
+
+@pytest.mark.parametrize(
+    ("receiver_kind", "ack", "most"),
+    [
+        # Splunk: names the first invalid event, has indexed those before it.
+        ("splunk", False, 1),
+        # With indexer acknowledgement the events before it are sent again to get an ackId.
+        ("splunk", True, 2),
+        # Says nothing about which event, has indexed those before it.
+        ("unnamed", False, 2),
+        # The OpenTelemetry Collector: says nothing, indexes nothing of a refused request.
+        ("otel", False, 1),
+    ],
+)
+async def test_code_6_with_k_bad_events_dead_letters_them_and_multiplies_nothing(
+    state_dir, receiver_kind, ack, most
+):
+    """Measured before the fix: 4,824 good events arrived 62,481 times (13x), as the events
+    before each bad one were sent again although Splunk had indexed them."""
+    n = 500
+    async with HecReceiver(token=TOKEN, ack_enabled=ack) as receiver:
+        receiver.names_invalid_event = receiver_kind == "splunk"
+        receiver.all_or_nothing = receiver_kind == "otel"
+        receiver.reject_when = lambda envelope: envelope["event"]["seq"] in BAD
+        overrides: dict[str, Any] = {"batch": {"max_events": n, "max_age": 0}}
+        if ack:
+            overrides |= {"ack": True, "ack_poll_interval": 0.01}
+        sink = await started(settings(receiver, **overrides), state_dir)
+        batch = envelopes("activities", n)
+        await sink.send(batch)
+        await sink.close()
+    counts = delivery_counts(receiver)
+    good = {e.key for e in batch if e.event["seq"] not in BAD}
+    assert set(counts) == good, "every good event arrives, no bad one does"
+    assert max(counts.values()) <= most, counts.most_common(3)
+    lines = dead_lettered(state_dir)
+    assert sorted(json.loads(line["event"])["event"]["seq"] for line in lines) == sorted(BAD)
+    assert all("code 6" in line["reason"] for line in lines)
+    if receiver_kind == "splunk":  # one request per bad event, plus the first (and ack's prefixes)
+        assert receiver.refused == len(BAD)
+
+
+async def test_a_wrong_url_is_fatal_and_dead_letters_nothing(state_dir):
+    async with HecReceiver(token=TOKEN) as receiver:
+        sink = await started(settings(receiver, url=receiver.base_url + "/no-such-prefix"), state_dir)
+        with pytest.raises(SinkFatalError, match="404"):
+            await sink.send(envelopes("activities", 5))
+        await sink.close()
+    assert not (state_dir / "dead-letter").exists()
+
+
+async def test_an_echoing_hec_gets_no_token_into_health_dead_letters_probe_or_logs(
+    state_dir, caplog, capsys, monkeypatch
+):
+    """HEC answers quote the Authorization header in ``text``. Nothing is registered
+    process-wide: the sink scrubs its own token."""
+    monkeypatch.setattr(secrets, "_REGISTRY", secrets.Secrets())
+    caplog.set_level(logging.DEBUG)
+    async with HecReceiver(token=TOKEN) as receiver:
+        receiver.echo_authorization = True
+        receiver.busy = True
+        receiver.reject_when = lambda envelope: envelope["event"].get("poison") is True
+        sink = await started(settings(receiver), state_dir)
+        probe = await SplunkHecSink(settings(receiver, name="probe"), state_dir=state_dir).probe()
+        batch = envelopes("activities", 2) + envelopes("activities", 1, start=2, poison=True)
+        sending = asyncio.create_task(sink.send(batch))
+
+        def echoed() -> str | None:
+            error = sink.health().last_error or ""
+            return error if "request had Authorization" in error else None
+
+        health_error = await async_wait_until(echoed, 10, "a health error quoting the echo")
+        receiver.busy = False
+        await sending
+        await sink.close()
+    (line,) = dead_lettered(state_dir)
+    assert "code 6" in line["reason"] and REDACTED in line["reason"]
+    assert not probe.ok and REDACTED in probe.detail
+    assert REDACTED in health_error
+    token_b64 = base64.b64encode(TOKEN.encode()).decode()
+    outputs = {
+        "health": health_error,
+        "dead letter": line["reason"],
+        "probe": probe.detail,
+        "logs": logged(caplog, capsys),
+    }
+    for where, text in outputs.items():
+        assert TOKEN not in text and token_b64 not in text, where
