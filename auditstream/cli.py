@@ -18,7 +18,7 @@ from auditstream.engine.checkpoint import CheckpointError
 from auditstream.engine.engine import RunPlan
 from auditstream.engine.statelock import CheckpointInUse
 from auditstream.ops import startup
-from auditstream.ops.logging import redact
+from auditstream.ops.secrets import redact
 from auditstream.sdm.errors import ApiError
 from auditstream.sdm.registry import NANOS_PER_SECOND, select_streams
 from auditstream.sinks.base import SinkError

@@ -18,8 +18,8 @@ from auditstream.config import AppConfig, ConfigError
 from auditstream.engine.checkpoint import CheckpointError, CheckpointStore
 from auditstream.engine.engine import FUTURE_TOLERANCE_NS, build_sinks, client_settings
 from auditstream.ops import startup
-from auditstream.ops.logging import redact
 from auditstream.ops.preflight import file_problems
+from auditstream.ops.secrets import redact
 from auditstream.sdm.apiclock import SKEW_WARNING_NS, ApiClock
 from auditstream.sdm.client import AuditClient
 from auditstream.sdm.errors import ApiError

@@ -6,9 +6,7 @@ Every line carries ``logger``; lines written inside a stream's poller or a sink'
 carry ``stream`` / ``sink`` from context variables the engine binds on those tasks.
 
 Last line of defence: every string of every line, exception tracebacks included, goes
-through the one scrubber of :mod:`auditstream.ops.secrets`. ``redact``, ``register_secrets``
-and ``REDACTED`` are importable from here too for the callers written before the scrubber
-moved there; new code imports them from :mod:`auditstream.ops.secrets`.
+through the one scrubber of :mod:`auditstream.ops.secrets`.
 """
 
 from __future__ import annotations
@@ -20,9 +18,7 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
-from auditstream.ops.secrets import REDACTED, active, redact, register_secrets, scrub
-
-__all__ = ["REDACTED", "configure_logging", "redact", "register_secrets", "scrub_secrets"]
+from auditstream.ops.secrets import active, scrub
 
 LogFormat = Literal["auto", "json", "console"]
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from auditstream.config import AppConfig, ConfigError, load_config
 from auditstream.engine.statelock import CheckpointLock
 from auditstream.ops.gctune import tune_for_pipeline
-from auditstream.ops.logging import configure_logging, register_secrets
+from auditstream.ops.logging import configure_logging
 from auditstream.ops.preflight import file_problems
-from auditstream.ops.secrets import config_secrets
+from auditstream.ops.secrets import config_secrets, register_secrets
 
 
 def prepare(config: AppConfig) -> AppConfig:
