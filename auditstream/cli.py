@@ -72,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def backfill_checkpoint_path(config: AppConfig, start: dt.datetime, end: dt.datetime | None) -> Path:
     stamp = start.strftime("%Y%m%dT%H%M%SZ")
     until = end.strftime("%Y%m%dT%H%M%SZ") if end else "now"
-    return config.checkpoint.path.parent / f"backfill-{stamp}-{until}.json"
+    return config.checkpoint.path.parent / f"backfill-{stamp}-{until}.db"
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument(
         "--checkpoint",
         metavar="PATH",
-        help="resume file (default: backfill-FROM-TO.json beside the checkpoint)",
+        help="resume file (default: backfill-FROM-TO.db beside the checkpoint)",
     )
     backfill.add_argument(
         "--progress", action="store_true", help="show progress even when stderr is not a TTY"

@@ -58,7 +58,7 @@ async def measure(sessions: int) -> tuple[int, float, int]:
                         "poll_interval": "1h",  # only the catch-up poll: what remains is re-checks
                         "long_query_recheck": "0.5s",
                     },
-                    "checkpoint": {"path": str(Path(tmp) / "cp.json")},
+                    "checkpoint": {"path": str(Path(tmp) / "cp.db")},
                     "sinks": [{"type": "file", "name": "f", "path": str(Path(tmp) / "out"), "fsync": False}],
                     "metrics": {"listen": ""},
                 },

@@ -227,7 +227,7 @@ insecure = true
 {streams}
 
 [checkpoint]
-path = "{workdir / f"state-{fmt}" / "checkpoints.json"}"
+path = "{workdir / f"state-{fmt}" / "checkpoints.db"}"
 
 [[sinks]]
 type = "file"

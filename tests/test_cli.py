@@ -103,7 +103,7 @@ def test_corrupt_checkpoint_exits_2_in_one_line_with_the_choices(emulator, tmp_p
     """A file run cannot use is a configuration problem (exit 2: systemd and the backfill
     Job do not retry it), found by run and by check alike."""
     config = config_for(emulator, tmp_path)
-    checkpoint = tmp_path / "state" / "checkpoints.json"
+    checkpoint = tmp_path / "state" / "checkpoints.db"
     checkpoint.parent.mkdir()
     checkpoint.write_text("{ not json")
     result = run_cli("run", "--config", str(config))
@@ -138,8 +138,8 @@ def test_sigterm_drains_saves_and_exits_0(emulator, tmp_path):
     err = log.read_bytes()
     assert proc.returncode == 0, err.decode()[-2000:]
     assert b"checkpoints saved" in err
-    assert (tmp_path / "state" / "checkpoints.json").exists()
-    assert oct((tmp_path / "state" / "checkpoints.json").stat().st_mode & 0o777) == "0o600"
+    assert (tmp_path / "state" / "checkpoints.db").exists()
+    assert oct((tmp_path / "state" / "checkpoints.db").stat().st_mode & 0o777) == "0o600"
 
 
 def test_second_signal_exits_at_once(emulator, tmp_path):

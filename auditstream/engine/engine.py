@@ -72,6 +72,7 @@ def client_settings(config: AppConfig) -> ClientSettings:
         timeout=source.timeout,
         max_transient_retries=source.max_transient_retries,
         max_rate_limit_wait=source.max_rate_limit_wait,
+        calls_per_minute=source.calls_per_minute,
     )
 
 
@@ -105,7 +106,10 @@ class Engine:
         self.observer: Observer = observer or NullObserver()
         self.api_clock = client.clock if client is not None else ApiClock(wall=clock)
         self.store = CheckpointStore(
-            plan.checkpoint_path, newest_record_ns=self._newest_record_ns, observer=self.observer
+            plan.checkpoint_path,
+            newest_record_ns=self._newest_record_ns,
+            observer=self.observer,
+            json_overlap_ns=int(config.streams.overlap * NANOS_PER_SECOND),
         )
         self.client = client
         self.sinks = sinks
@@ -141,7 +145,12 @@ class Engine:
     def load_states(self) -> None:
         """Read the checkpoint (errors stop us); streams it lacks start once the API answered."""
         self.store.check_writable()
-        self.states = {} if self.plan.fresh else self.store.load(reset=frozenset(self.plan.reset_streams))
+        if self.plan.fresh:
+            self.states = {}
+            self.store.load(reset=frozenset(self.plan.streams))
+        else:
+            self.states = self.store.load(reset=frozenset(self.plan.reset_streams))
+        self.store.take_backup()
         self._loaded = True
         if self.plan.reset_streams:
             log.warning(
@@ -187,6 +196,7 @@ class Engine:
                 **fields,
             )
         state.watermark_ns = target
+        state.swept_ns = min(state.final_ns, target)
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -195,7 +205,10 @@ class Engine:
         return WindowPolicy.from_seconds(
             overlap=streams.overlap,
             settle=streams.settle,
-            slice_=streams.slice,
+            tail=streams.tail,
+            poll=streams.poll_interval,
+            page_size=self.config.source.page_size,
+            max_length=streams.slice,
             floor_ns=self.plan.backfill_from_ns,
             end_ns=state.end_ns if self.plan.is_backfill else None,
         )
@@ -289,6 +302,9 @@ class Engine:
             if not await self._connect(client):
                 return  # stopped while waiting for the API: nothing was listed
             self._start_states()
+            # New streams (and pulled-back ones) are in the store before their first batch:
+            # a batch's keys belong to a stream row, and a kill must not find keys orphaned.
+            await self.store.save(self.states)
             await self._stream(client)
         finally:
             if owns_client:
@@ -361,6 +377,7 @@ class Engine:
             await _cancel_all(tasks)
             await self.store.save(self.states)
             await self._close_sinks(deadline[0] if deadline else None)
+            self.store.close()
 
     async def _supervise(self, tasks: list[asyncio.Task[None]], deadline: list[float]) -> None:
         stop_waiter = asyncio.create_task(self.stop.wait())

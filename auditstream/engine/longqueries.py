@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from auditstream.engine.checkpoint import OpenQuery, StreamState
+from auditstream.engine.checkpoint import OpenQuery, QueryChanges, StreamState
 from auditstream.engine.dedupe import DeliveredKeys
 from auditstream.engine.observer import EngineObserver, NullEngineObserver
 from auditstream.engine.window import Window
@@ -55,12 +55,17 @@ class LongQueryTracker:
     def open_ids(self) -> set[str]:
         return set(self._open)
 
-    def after_delivery(self, records: Iterable[Any], keys: DeliveredKeys) -> None:
-        """Track starts and completions that the sinks have just acknowledged."""
+    def after_delivery(self, records: Iterable[Any], keys: DeliveredKeys) -> QueryChanges:
+        """Track starts and completions that the sinks have just acknowledged; what changed
+        goes into the checkpoint with the batch."""
+        opened: dict[str, OpenQuery] = {}
+        closed: list[str] = []
         for record in records:
             query_id = str(record.id)
             if not query_is_open(record):
-                self._open.pop(query_id, None)
+                if self._open.pop(query_id, None) is not None:
+                    closed.append(query_id)
+                    opened.pop(query_id, None)
                 continue
             if query_id in self._open or keys.was_delivered(query_id):
                 continue  # already tracked, or its completion is already delivered
@@ -76,11 +81,14 @@ class LongQueryTracker:
                     self._cap_warned = True
                 continue
             start_ns = record.timestamp.seconds * NANOS_PER_SECOND + record.timestamp.nanos
-            self._open[query_id] = OpenQuery(start_ns=start_ns, first_seen_ns=self._clock())
+            self._open[query_id] = opened[query_id] = OpenQuery(
+                start_ns=start_ns, first_seen_ns=self._clock()
+            )
         if len(self._open) < self._max_open:
             self._cap_warned = False
         self.rounds = 0
         self._observer.long_queries_open(len(self._open))
+        return QueryChanges(opened, closed)
 
     def expire(self, now_ns: int) -> list[str]:
         """Give up on queries open longer than the horizon, loudly."""

@@ -1,9 +1,10 @@
-"""One poller per stream: list windows, drop what was delivered, deliver, then checkpoint.
+"""One poller per stream: plan windows, list them, drop what was delivered, deliver, checkpoint.
 
-Two tasks per stream joined by a bounded queue: the lister walks the pages of each window
-and the deliverer hands batches to the fan-out. The queue bound is the backpressure: a sink
-that is down stalls its streams' listing instead of filling memory. The watermark moves to a
-window's end only after every batch of that window has been acknowledged.
+Two tasks per stream joined by a bounded queue: the lister plans windows (engine.window) and
+walks their pages, some of them listed ahead (engine.prefetch); the deliverer hands batches to
+the fan-out and, once every batch of a window is acknowledged, moves the stream's marks. The
+queue bound is the backpressure: a sink that is down stalls its streams' listing instead of
+filling memory.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -23,8 +25,8 @@ from auditstream.engine.fanout import FanOut
 from auditstream.engine.longqueries import LongQueryTracker
 from auditstream.engine.normalize import Normalizer
 from auditstream.engine.observer import EngineObserver, NullEngineObserver
-from auditstream.engine.prefetch import AheadBudget, SliceLister, slices_ahead
-from auditstream.engine.window import Window, WindowPolicy, is_finished, next_window
+from auditstream.engine.prefetch import AheadBudget, SliceLister
+from auditstream.engine.window import Planner, Progress, Window, WindowKind, WindowPolicy
 from auditstream.retrying import Backoff
 from auditstream.sdm.client import AuditClient
 from auditstream.sdm.errors import ApiError
@@ -46,6 +48,7 @@ class Batch:
 @dataclass(frozen=True)
 class WindowDone:
     window: Window
+    listed: int  # records the listing returned, repeats included
 
 
 class _Finished:
@@ -60,10 +63,19 @@ QueueItem = Batch | WindowDone | _Finished
 class PollerOptions:
     poll_interval: float
     queue_batches: int
-    # Slices listed ahead while catching up, a budget shared by every poller (engine.prefetch).
+    # Windows listed ahead, a budget shared by every poller (engine.prefetch).
     ahead: AheadBudget = field(default_factory=lambda: AheadBudget(0))
     # After the client's own retries: how long a stream waits before listing again.
     error_backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
+
+
+@dataclass
+class _Listed:
+    """What listing one window gave: how many records, and the first page of a probe that
+    did not fit one page (its record times), or None."""
+
+    records: int = 0
+    probe_sample: list[int] | None = None
 
 
 class StreamPoller:
@@ -88,7 +100,6 @@ class StreamPoller:
         self._client = client
         self._fanout = fanout
         self._store = store
-        self._states = states
         self.state = states[spec.name]
         self._policy = policy
         self._normalizer = normalizer
@@ -100,13 +111,15 @@ class StreamPoller:
         self._keys = DeliveredKeys(self.state.delivered)
         self._slices = SliceLister(client, spec, options.ahead)
         self._queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=options.queue_batches)
+        self.planner = Planner(policy, self.state.watermark_ns, self.state.final_ns)
+        self._head = Progress(self.state.watermark_ns)
         self.records_delivered = 0
         self.last_success_ns: int | None = None
         self.log = log.bind(stream=spec.name)
 
     @property
     def finished(self) -> bool:
-        return is_finished(self.state.watermark_ns, self._policy)
+        return self.planner.is_finished(self.state.watermark_ns)
 
     async def run(self) -> None:
         """Run until stopped (live) or until the end is reached (backfill)."""
@@ -162,27 +175,43 @@ class StreamPoller:
         acks = [(key, relist_ns) for key, _, relist_ns in facts]
         return Batch(envelopes, acks, kept if self._tracker is not None else [])
 
-    async def _list_window(self, window: Window) -> bool:
-        """Queue every new record of the window; False when stopped part-way."""
-        upcoming = slices_ahead(window, self._clock(), self._policy, self._slices.ahead)
+    async def _queue_new(self, records: list[Any]) -> None:
+        batch = self._select_new(records)
+        if batch is not None:
+            await self._queue.put(batch)
+            self._observer.queue_depth(self.spec.name, self._queue.qsize())
+
+    async def _list_window(self, window: Window, upcoming: list[Window]) -> _Listed | None:
+        """Queue every new record of the window; None when stopped part-way."""
+        listed = _Listed()
         async with contextlib.aclosing(self._slices.pages(window, upcoming)) as pages:
             async for page in pages:
-                batch = self._select_new(page.records)
-                if batch is not None:
-                    await self._queue.put(batch)
-                    self._observer.queue_depth(self.spec.name, self._queue.qsize())
+                listed.records += len(page.records)
+                await self._queue_new(page.records)
                 if self._stop.is_set():
-                    return False
-        return True
+                    return None
+                if window.probe and page.has_more:  # more than a page: the sample sizes its successors
+                    listed.probe_sample = [self.spec.record_time_ns(r) for r in page.records]
+                    return listed
+        return listed
 
-    def _at_live_edge(self, window: Window | None, now: int) -> Window | None:
+    def _plan(self, plan: deque[Window], now: int) -> None:
+        """Top the plan up to the windows that may be listed at once (this one and those ahead)."""
+        wanted = self._slices.ahead + 1
+        while len(plan) < wanted:
+            window = self.planner.next_window(now, self.state.watermark_ns)
+            if window is None:
+                return
+            plan.append(self._at_live_edge(window, now))
+
+    def _at_live_edge(self, window: Window, now: int) -> Window:
         """A window ending at now is listed up to the API's upper time bound (sdm.apiclock)."""
-        if window is None or window.end_ns < now - self._policy.settle_ns:
+        if window.kind is not WindowKind.HEAD or window.end_ns < now - self._policy.settle_ns:
             return window
         upper = self._client.clock.upper_ns()
         if upper is None or upper <= window.end_ns:
             return window
-        return Window(window.start_ns, window.end_ns, upper)
+        return replace(window, list_until_ns=upper)
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -196,21 +225,24 @@ class StreamPoller:
         await self._queue.put(FINISHED)
 
     async def _list_windows(self) -> None:
-        listed_to = self.state.watermark_ns
+        plan: deque[Window] = deque()
+        self._plan_queue = plan
         failures = 0
         while not self._stop.is_set():
             now = self._clock()
-            window = self._at_live_edge(next_window(listed_to, now, self._policy), now)
-            if window is None:
-                if is_finished(listed_to, self._policy):
+            self._plan(plan, now)
+            if not plan:
+                if self.planner.is_finished(self.planner.head_planned):
                     break
                 await self._sleep_unless_stopped(self._options.poll_interval)
                 continue
+            window = plan.popleft()
             try:
-                complete = await self._list_window(window)
+                listed = await self._list_window(window, list(plan))
             except ApiError as exc:
                 if exc.fatal:
                     raise
+                plan.appendleft(window)
                 await self._slices.discard()  # listed again after the backoff: nothing skipped
                 self._observer.poll_failed(self.spec.name)
                 failures += 1
@@ -220,17 +252,17 @@ class StreamPoller:
                 )
                 await self._sleep_unless_stopped(delay)
                 continue
-            if not complete:
+            if listed is None:
                 break
             failures = 0
             self.last_success_ns = self._clock()
             if self._on_success is not None:
                 self._on_success.set()
-            await self._queue.put(WindowDone(window))
-            listed_to = window.end_ns
-            caught_up = window.end_ns >= self._clock() - self._policy.settle_ns - NANOS_PER_SECOND
-            if caught_up and not is_finished(listed_to, self._policy):
-                await self._sleep_unless_stopped(self._options.poll_interval)
+            if listed.probe_sample is not None:
+                self.planner.redo(window, listed.probe_sample)
+                continue
+            self.planner.completed(window, listed.records)
+            await self._queue.put(WindowDone(window, listed.records))
 
     # -- delivery ----------------------------------------------------------------------
 
@@ -248,19 +280,29 @@ class StreamPoller:
     async def _deliver(self, batch: Batch) -> None:
         await self._fanout.deliver(self.spec.name, batch.envelopes)
         self._keys.acknowledge(batch.acks)
-        if self._tracker is not None:
-            self._tracker.after_delivery(batch.records, self._keys)
+        changes = self._tracker.after_delivery(batch.records, self._keys) if self._tracker else None
         self.records_delivered += len(batch.envelopes)
-        await self._store.save(self._states)
+        await self._store.commit_batch(self.spec.name, batch.acks, changes)
 
     async def _complete_window(self, window: Window) -> None:
-        self.state.watermark_ns = max(self.state.watermark_ns, window.end_ns)
-        self._keys.prune(self.state.watermark_ns - self._policy.overlap_ns)
+        """Every batch of the window is acknowledged: the marks it proves move."""
+        state = self.state
+        policy = self._policy
+        if window.kind is WindowKind.HEAD:
+            state.watermark_ns = max(state.watermark_ns, self._head.add(window.start_ns, window.end_ns))
+        final = self.planner.final_part(window)
+        if final is not None:
+            state.swept_ns = max(state.final_ns, self.planner.final.add(*final))
+        state.swept_ns = min(state.final_ns, state.watermark_ns)
+        # No listing starts before the sweep mark minus the tail (or an edge): older keys go.
+        prune_before = state.final_ns - max(policy.tail_ns, NANOS_PER_SECOND)
+        self._keys.prune(prune_before)
+        expired: list[str] = []
         if self._tracker is not None:
             # Measured against the watermark, not the wall clock: while catching up days of
             # history, a session's completion still lies ahead of the cursor.
-            self._tracker.expire(self.state.watermark_ns)
-        await self._store.save(self._states)
+            expired = self._tracker.expire(state.watermark_ns)
+        await self._store.commit_progress(self.spec.name, state, prune_before, expired)
 
     # -- long-running queries ------------------------------------------------------------
 

@@ -1,21 +1,21 @@
-"""Listing a stream's next slices ahead while it catches up.
+"""Listing a stream's next windows ahead of their turn.
 
-A backfill, or a catch-up after downtime, walks a stream's past slice by slice
-(``[streams] slice``), and every page is a round trip to the API: listed one after the
-other, the API's latency sets the pace, not our CPU (a remote API answering a page in
-100 ms caps one sequential listing at ten pages a second). ``SliceLister`` keeps up to
-``ahead`` of the following slices listing concurrently, each into a small buffer of pages,
-while the poller still takes every slice strictly in order: dedupe, delivery and
-checkpoints see exactly the sequence of pages they would see without it.
+Every page is a round trip to the API, and pages of one window come one after the other
+(each needs the previous page's cursor): listed one window at a time, the API's latency
+sets the pace, not our CPU (a remote API answering a page in 100 ms caps one sequential
+listing at ten pages a second). The planner cuts dense ground into several windows
+(engine.window); ``SliceLister`` keeps up to ``ahead`` of the planned windows that follow
+the current one listing concurrently, each into a small buffer of pages, while the poller
+still takes every window in its turn: dedupe, delivery and checkpoints see the pages in the
+order they would see without it.
 
-Only slices that are already complete are listed ahead (their end lies behind now - settle,
-so the window the poller computes next is exactly that one); the last, still growing
-window is listed when its turn comes. Listings ahead take a slot of one budget shared by
-every stream of the process (``AheadBudget``, ``[engine] slices_ahead``), so memory is
-bounded by slots x (``buffer_pages`` + 1) pages however many streams catch up at once: a
-listing ahead stops once its buffer is full and it holds the next page. A failed slice
-fails when its turn comes, and the poller then discards every listing ahead (they are redone
-after the backoff, so nothing is skipped).
+Listings ahead take a slot of one budget shared by every stream of the process
+(``AheadBudget``, ``[engine] slices_ahead``), so memory is bounded by slots x
+(``buffer_pages`` + 1) pages however many streams catch up at once: a listing ahead stops
+once its buffer is full and it holds the next page. A probe window stops after its first
+page when more follow (the poller replaces it). A failed window fails when its turn comes,
+and the poller then discards every listing ahead (they are redone after the backoff, so
+nothing is skipped).
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ import contextlib
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
-from auditstream.engine.window import Window, WindowPolicy, next_window
+from auditstream.engine.window import Window
 from auditstream.sdm.client import AuditClient, Page
 from auditstream.sdm.registry import StreamSpec
 
 
 @dataclass(frozen=True)
 class _End:
-    """The slice has no more pages."""
+    """The window has no more pages."""
 
 
 @dataclass(frozen=True)
@@ -49,29 +49,12 @@ class _Listing:
     pages: asyncio.Queue[_Item]
 
 
-def slices_ahead(after: Window, now_ns: int, policy: WindowPolicy, count: int) -> list[Window]:
-    """Up to ``count`` windows following ``after`` that are complete already.
-
-    A window ending at ``now - settle`` is still growing: computed later it would end later,
-    so it is not listed ahead (and neither is anything after it).
-    """
-    upcoming: list[Window] = []
-    end = after.end_ns
-    while len(upcoming) < count:
-        window = next_window(end, now_ns, policy)
-        if window is None or window.end_ns >= now_ns - policy.settle_ns:
-            break
-        upcoming.append(window)
-        end = window.end_ns
-    return upcoming
-
-
 class AheadBudget:
     """Slices that may be listed ahead at once, over every stream of the process.
 
     One budget for all streams rather than one per stream: a backfill of 28 streams then
     holds no more listings ahead in memory than a backfill of one, and the slots go to
-    whichever streams still have slices to list.
+    whichever streams still have windows to list.
     """
 
     def __init__(self, slots: int) -> None:
@@ -106,12 +89,12 @@ class SliceLister:
 
     @property
     def ahead(self) -> int:
-        """The most slices this stream may list ahead (when the budget has them free)."""
+        """The most windows this stream may list ahead (when the budget has them free)."""
         return self._budget.slots
 
     @property
     def listing_ahead(self) -> int:
-        """How many slices are being (or have been) listed ahead right now."""
+        """How many windows are being (or have been) listed ahead right now."""
         return len(self._listings)
 
     async def pages(self, window: Window, upcoming: Sequence[Window] = ()) -> AsyncGenerator[Page, None]:
@@ -158,14 +141,16 @@ class SliceLister:
                 self._listings[window] = _Listing(task, pages)
 
     def _listing(self, window: Window) -> AsyncGenerator[Page, None]:
-        return self._client.pages(self._spec, window.start_ns, window.before_ns)
+        return self._client.pages(self._spec, window.start_ns, window.before_ns, urgent=window.urgent)
 
     async def _fill(self, window: Window, pages: asyncio.Queue[_Item]) -> None:
         try:
             async with contextlib.aclosing(self._listing(window)) as listing:
                 async for page in listing:
                     await pages.put(page)  # blocks while the buffer is full: bounded memory
-        except Exception as exc:  # handed to the poller when this slice's turn comes
+                    if window.probe and page.has_more:
+                        break  # the poller stops here too and replaces the window
+        except Exception as exc:  # handed to the poller when this window's turn comes
             await pages.put(_Failed(exc))
             return
         await pages.put(_End())

@@ -1,67 +1,427 @@
-"""Which time window a poll cycle lists.
+"""Which windows a stream lists, and what each proves once it has been listed in full.
 
-Each cycle lists ``[watermark - overlap, min(now - settle, watermark + slice)]``: the overlap
-re-reads the recent past (late records, bounds that may be exclusive, page boundaries inside
-groups of equal timestamps), the optional settle margin (0 by default: the overlap already
-re-reads the newest records, and a margin delays every record by its length) leaves them to
-the next cycle, and the slice keeps a catch-up or backfill listing bounded.
+A stream keeps two marks (engine.checkpoint):
+
+* the **watermark**: every record before it has been listed and delivered, as far as it was
+  visible when listed. *Head* windows move it forward. At the live edge each poll lists
+  ``[watermark - tail, now]``: the short ``tail`` catches records stamped just before the last
+  poll that became visible just after it (StrongDM: "a few seconds to be processed"), and
+  makes the API's bound semantics irrelevant (a record at exactly the boundary is in one of
+  the two listings whether ``after``/``before`` are inclusive or not).
+* the **sweep mark**: every record before it is final, late arrivals included. A record may
+  become visible up to ``overlap`` after its time; a range listed before it was that old is
+  listed once more, by a *sweep* window, once it is. A record is thus listed about twice
+  (the head, the sweep) instead of once per poll for as long as the overlap lasts (eleven
+  times at 30 s polls and a 5 minute overlap). A range the head lists when it is already
+  ``overlap`` old (a backfill, a catch-up) is final at once and never swept. A record
+  visible later than ``tail`` after its time is delivered by the sweep, at most about
+  ``overlap`` after its time; later than ``overlap``, it is not covered (as before).
+
+Both marks advance only over a contiguous run of completed windows (:class:`Progress`), so
+the order in which windows complete never matters for correctness.
+
+Window **lengths follow the stream's density** (records per nanosecond seen in its completed
+windows) so that one holds about ``target_pages`` pages: a sparse stretch (most history
+streams, most of a 13-month backfill) is crossed in one call, a dense hour is cut into
+windows that can be listed concurrently (engine.prefetch). Without a density yet, or when a
+window is expected to fit one page, it is a *probe*: if its first page comes back with a
+cursor, the listing stops there and that page (a sample of the window's records) sizes the
+windows that replace it. Adjacent windows overlap by a small ``edge`` for the same
+bound-semantics reason as the tail.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+import enum
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from auditstream.sdm.registry import NANOS_PER_SECOND
+
+MS = 1_000_000
+MIN_WINDOW_NS = NANOS_PER_SECOND
+"""Shorter windows are not worth a call of their own."""
+MAX_GROWTH = 8
+"""A window is at most this many times longer than the one before it: density seen in one
+stretch says little about the next, and a too-long dense window cannot be listed
+concurrently."""
+UNCONFIRMED_AHEAD = 4
+"""Windows planned from a density no completed window has confirmed yet (a probe's sample,
+or none at all), at most: a wrong guess then costs a few calls, not a plan full of them."""
+SAMPLE_SPAN_FLOOR = 64
+"""A sample's time span counts as at least its window's length over this: a page of records
+sharing one instant says they are dense there, not that the whole window is."""
+SPLIT_PARTS = 3
+"""Parts a failed probe is cut into when its sample is spread over the whole window (records
+in no time order): how many records there are is then unknown, and three parts keep the
+calls within 1.3 times the minimum plus two, however many there are (BENCHMARKS.md)."""
+
+
+def edge_ns(length_ns: int) -> int:
+    """How far a window reaches back into the one before it."""
+    return max(MS, min(NANOS_PER_SECOND, length_ns // 16))
+
+
+class WindowKind(enum.Enum):
+    HEAD = "head"  # new ground: moves the watermark
+    SWEEP = "sweep"  # aged ground listed again: moves the sweep mark
+
+
+@dataclass(frozen=True)
+class Window:
+    start_ns: int  # the listing's after bound
+    end_ns: int  # what the window proves once listed in full
+    kind: WindowKind = WindowKind.HEAD
+    planned_at_ns: int = 0  # the API's time when it was planned
+    probe: bool = False  # expected to fit one page: stop after the first page if it does not
+    list_until_ns: int | None = None  # the listing's before bound when past end_ns (the live edge)
+    urgent: bool = False  # live work (the live edge, a sweep): first in line when calls are scarce
+
+    @property
+    def before_ns(self) -> int:
+        return self.end_ns if self.list_until_ns is None else max(self.end_ns, self.list_until_ns)
+
+    @property
+    def length_ns(self) -> int:
+        return max(self.end_ns - self.start_ns, 1)
+
+    def aged(self, overlap_ns: int) -> bool:
+        """Listed when its records had all had ``overlap`` to become visible: final."""
+        return self.end_ns <= self.planned_at_ns - overlap_ns
 
 
 @dataclass(frozen=True)
 class WindowPolicy:
     overlap_ns: int
     settle_ns: int
-    slice_ns: int
+    tail_ns: int
+    poll_ns: int
+    page_size: int
+    max_length_ns: int = 0  # 0: no limit but the density's
+    target_pages: int = 8
     floor_ns: int | None = None  # backfill: never list before its --from
-    end_ns: int | None = None  # backfill: stop here
+    end_ns: int | None = None  # backfill: stop here; nothing is swept
+    sweep_every_ns: int = 0  # 0: derived from overlap and poll
 
     @classmethod
     def from_seconds(
         cls,
+        *,
         overlap: float,
         settle: float,
-        slice_: float,
+        tail: float,
+        poll: float,
+        page_size: int,
+        max_length: float = 0.0,
         floor_ns: int | None = None,
         end_ns: int | None = None,
     ) -> WindowPolicy:
+        s = NANOS_PER_SECOND
         return cls(
-            overlap_ns=int(overlap * NANOS_PER_SECOND),
-            settle_ns=int(settle * NANOS_PER_SECOND),
-            slice_ns=max(int(slice_ * NANOS_PER_SECOND), NANOS_PER_SECOND),
+            overlap_ns=int(overlap * s),
+            settle_ns=int(settle * s),
+            tail_ns=max(int(tail * s), MS),
+            poll_ns=int(poll * s),
+            page_size=page_size,
+            max_length_ns=int(max_length * s),
             floor_ns=floor_ns,
             end_ns=end_ns,
         )
 
-
-@dataclass(frozen=True)
-class Window:
-    start_ns: int  # what is listed from (watermark - overlap)
-    end_ns: int  # what the watermark becomes once the window is delivered
-    list_until_ns: int | None = None  # the listing's before bound when past end_ns (the live edge)
+    @property
+    def sweeps(self) -> bool:
+        """A backfill only lists the past once; the live daemon sweeps what it listed fresh."""
+        return self.end_ns is None and self.overlap_ns > 0
 
     @property
-    def before_ns(self) -> int:
-        return self.end_ns if self.list_until_ns is None else max(self.end_ns, self.list_until_ns)
+    def sweep_period_ns(self) -> int:
+        """How much aged ground gathers before a sweep lists it: fewer, longer sweep windows
+        cost fewer calls; a late record waits at most this much longer."""
+        if self.sweep_every_ns:
+            return self.sweep_every_ns
+        return max(self.poll_ns, min(self.overlap_ns // 4, 60 * NANOS_PER_SECOND))
+
+    @property
+    def target_records(self) -> int:
+        return self.target_pages * self.page_size
 
 
-def next_window(watermark_ns: int, now_ns: int, policy: WindowPolicy) -> Window | None:
-    """The next window to list, or None when the watermark is already as far as it may go."""
-    end = min(now_ns - policy.settle_ns, watermark_ns + policy.slice_ns)
-    if policy.end_ns is not None:
-        end = min(end, policy.end_ns)
-    if end <= watermark_ns:
+class Progress:
+    """Completed windows of one kind, and the contiguous run they make from a mark.
+
+    A window extends the run when it starts at or before the mark (windows reach back by
+    their edge or tail); the others wait until the run reaches them.
+    """
+
+    def __init__(self, mark: int) -> None:
+        self.mark = mark
+        self._pending: list[tuple[int, int]] = []  # (start, end), sorted by start
+
+    def add(self, start: int, end: int) -> int:
+        bisect.insort(self._pending, (start, end))
+        while self._pending and self._pending[0][0] <= self.mark:
+            _, done = self._pending.pop(0)
+            self.mark = max(self.mark, done)
+        return self.mark
+
+    def covered(self, at: int) -> int | None:
+        """The end of a completed-but-pending window containing ``at``, if any."""
+        for start, end in self._pending:
+            if start <= at < end:
+                return end
         return None
-    start = watermark_ns - policy.overlap_ns
-    if policy.floor_ns is not None:
-        start = max(start, policy.floor_ns)
-    return Window(start_ns=start, end_ns=end)
+
+    def next_start(self, after: int) -> int | None:
+        """The start of the first completed-but-pending window beginning after ``after``."""
+        starts = [start for start, _ in self._pending if start > after]
+        return min(starts) if starts else None
+
+
+@dataclass
+class _Sizing:
+    """What is known of the density of some ground, and how windows over it have grown."""
+
+    density: float | None = None  # records per ns
+    confirmed: bool = False  # measured by a completed window, not guessed from a sample
+    unconfirmed: int = 0  # windows planned since the density was last confirmed
+    last_length: int | None = None
+
+    def length(self, policy: WindowPolicy, remaining: int) -> tuple[int, bool]:
+        """The next window's length over ``remaining`` ground, and whether it is a probe.
+
+        Without any density the rest is one probe: a single call if it is as sparse as most
+        ground is, a sample to size windows by if it is not. With one, windows hold about
+        ``target_records`` and are listed through (a window is never abandoned once a density
+        sized it, so no call is spent twice); after an empty one they grow by
+        :data:`MAX_GROWTH`, over sparse ground quickly, into dense ground with a bounded
+        overshoot.
+        """
+        if self.density is None:
+            length, probe = remaining, True
+        else:
+            probe = False
+            length = remaining if self.density <= 0 else int(policy.target_records / self.density)
+            if self.last_length is not None:
+                length = min(length, self.last_length * MAX_GROWTH)
+        if policy.max_length_ns:
+            length = min(length, policy.max_length_ns)
+        length = max(length, MIN_WINDOW_NS)
+        if remaining - length < max(MIN_WINDOW_NS, length // 4):
+            length = remaining  # no sliver left behind: it would cost a call of its own
+        length = max(min(length, remaining), 1)
+        self.last_length = length
+        if not self.confirmed:
+            self.unconfirmed += 1
+        return length, probe
+
+    @property
+    def may_plan(self) -> bool:
+        return self.confirmed or self.unconfirmed < UNCONFIRMED_AHEAD
+
+    def measured(self, window: Window, listed: int) -> None:
+        self.density = listed / window.length_ns
+        self.confirmed = True
+        self.unconfirmed = 0
+
+    def sampled(self, window: Window, sample_ns: Sequence[int]) -> None:
+        span = max(sample_ns) - min(sample_ns) if sample_ns else 0
+        floor = max(window.length_ns // SAMPLE_SPAN_FLOOR, MIN_WINDOW_NS)
+        self.density = max(len(sample_ns), 1) / max(span, floor)
+        self.confirmed = False
+        self.unconfirmed = 0
+        self.last_length = None
+
+
+@dataclass
+class _Redo:
+    """Ground a probe covered without fitting one page: planned again, window by window,
+    with the density its sample showed."""
+
+    start_ns: int  # the next window's after bound
+    end_ns: int
+    kind: WindowKind
+    urgent: bool
+    list_until_ns: int | None
+    whole: bool = False  # one window, listed through (a part of a spread sample)
+    sizing: _Sizing = field(default_factory=_Sizing)
+
+
+class Planner:
+    """Cuts what a stream must list into windows, in time order, sized by its density."""
+
+    def __init__(
+        self, policy: WindowPolicy, watermark_ns: int, swept_ns: int, at_live_edge: bool = True
+    ) -> None:
+        self.policy = policy
+        self.head_planned = watermark_ns
+        self.sweep_planned = swept_ns
+        self._sweep_until = swept_ns
+        # After a restart the last window may have ended at the live edge: reach back by tail.
+        self._head_was_live = at_live_edge
+        self.sizing = _Sizing()  # the stream's own, for the head and the sweeps
+        self.final = Progress(swept_ns)  # ranges that need no sweep
+        self._redo: list[_Redo] = []
+        self._sized_by: dict[Window, _Sizing] = {}
+
+    @property
+    def density(self) -> float | None:
+        return self.sizing.density
+
+    def _start(self, planned: int, reach: int) -> int:
+        """``planned - reach``, but a backfill lists nothing before its --from (one
+        nanosecond before it, so a record at exactly --from is in, bounds either way)."""
+        start = planned - reach
+        floor = self.policy.floor_ns
+        return start if floor is None else max(start, floor - 1)
+
+    def next_window(self, now_ns: int, watermark_ns: int) -> Window | None:
+        """The next window to list: ground to plan again first, then the head, then a sweep.
+
+        None also while the windows already planned rest on an unconfirmed density: their
+        completions come first.
+        """
+        window = self._next_redo(now_ns)
+        if window is None and self._redo:
+            return None
+        if window is None and self.sizing.may_plan:
+            window = self.next_head(now_ns) or self.next_sweep(now_ns, watermark_ns)
+            if window is not None:
+                self._sized_by[window] = self.sizing
+        return window
+
+    # -- head -------------------------------------------------------------------------------
+
+    def head_target(self, now_ns: int) -> int:
+        end = now_ns - self.policy.settle_ns
+        if self.policy.end_ns is not None:
+            end = min(end, self.policy.end_ns)
+        return end
+
+    def next_head(self, now_ns: int) -> Window | None:
+        """The next head window, or None when the head is as far as it may go for now.
+
+        At the live edge a new window waits until a poll interval of new ground has gathered
+        (a backfill's last window does not wait).
+        """
+        target = self.head_target(now_ns)
+        remaining = target - self.head_planned
+        if remaining <= 0:
+            return None
+        at_end = self.policy.end_ns is not None and target >= self.policy.end_ns
+        if self._head_was_live and remaining < self.policy.poll_ns and not at_end:
+            return None
+        length, probe = self.sizing.length(self.policy, remaining)
+        end = self.head_planned + length
+        reach = self.policy.tail_ns if self._head_was_live else edge_ns(length)
+        live = end >= now_ns - self.policy.settle_ns - self.policy.tail_ns
+        urgent = live and self.policy.end_ns is None
+        start = self._start(self.head_planned, reach)
+        window = Window(start, end, WindowKind.HEAD, now_ns, probe, urgent=urgent)
+        self._head_was_live = live
+        self.head_planned = end
+        return window
+
+    # -- sweep ------------------------------------------------------------------------------
+
+    def next_sweep(self, now_ns: int, watermark_ns: int) -> Window | None:
+        """The next sweep window over aged ground the head listed fresh, when one is due."""
+        policy = self.policy
+        if not policy.sweeps:
+            return None
+        self.sweep_planned = max(self.sweep_planned, self.final.mark)
+        if self.sweep_planned >= self._sweep_until:  # between passes: is the next one due?
+            limit = min(now_ns - policy.overlap_ns, watermark_ns)
+            if limit - self.sweep_planned < policy.sweep_period_ns:
+                return None
+            self._sweep_until = limit
+        skipped = self.final.covered(self.sweep_planned)
+        while skipped is not None:  # listed aged by the head: nothing to sweep there
+            self.sweep_planned = skipped
+            skipped = self.final.covered(self.sweep_planned)
+        end_of_gap = min(self._sweep_until, self.final.next_start(self.sweep_planned) or self._sweep_until)
+        remaining = end_of_gap - self.sweep_planned
+        if remaining <= 0:
+            return None
+        length, probe = self.sizing.length(policy, remaining)
+        end = self.sweep_planned + length
+        start = self._start(self.sweep_planned, edge_ns(length))
+        self.sweep_planned = end
+        return Window(start, end, WindowKind.SWEEP, now_ns, probe, urgent=True)
+
+    # -- what listing taught us -------------------------------------------------------------
+
+    def completed(self, window: Window, listed: int) -> None:
+        """A window was listed in full: ``listed`` records (repeats included) over its length."""
+        sizing = self._sized_by.pop(window, self.sizing)
+        sizing.measured(window, listed)
+
+    def final_part(self, window: Window) -> tuple[int, int] | None:
+        """The part of a completed window that needs no sweep: all of a sweep window, and of
+        a head window what was ``overlap`` old when it was planned (everything, without
+        sweeps: a backfill lists the past once)."""
+        if window.kind is WindowKind.SWEEP or not self.policy.sweeps:
+            return window.start_ns, window.end_ns
+        aged_until = min(window.end_ns, window.planned_at_ns - self.policy.overlap_ns)
+        return (window.start_ns, aged_until) if aged_until > window.start_ns else None
+
+    def redo(self, window: Window, sample_ns: Sequence[int]) -> None:
+        """A probe did not fit one page: plan its ground again, sized from its first page.
+
+        A sample that sits in a stretch of the window (records in time order, or in time
+        buckets as some servers page them) gives the density there. Windows sized by it cover
+        the sample and the ground after it, and, separately, the ground before it, each part
+        adapting as its windows complete (an empty one makes the rest of the part one probe):
+        records that came oldest first leave the ground before empty (a call or two), records
+        that came newest first fill it at about the sample's density. A sample spread over
+        the whole window (no time order) says only that more than a page lies in it: the
+        window is cut into :data:`SPLIT_PARTS` parts holding equal shares of the sample, each
+        listed through.
+        """
+        self._sized_by.pop(window, None)
+        lo, hi = window.start_ns, window.end_ns
+        times = sorted(t for t in sample_ns if lo <= t <= hi) or [lo]
+        kind, urgent, until = window.kind, window.urgent, window.list_until_ns
+        if window.length_ns <= 2 * MIN_WINDOW_NS:  # too short to cut further: listed through
+            self._redo.append(_Redo(lo, hi, kind, urgent, until, whole=True))
+        elif times[-1] - times[0] < window.length_ns // 2:
+            pivot, reach = times[0], edge_ns(window.length_ns)
+            after, before = _Sizing(), _Sizing()
+            after.sampled(window, times)
+            before.sampled(window, times)
+            self._redo.append(_Redo(max(lo, pivot - reach), hi, kind, urgent, until, sizing=after))
+            if pivot - reach > lo:  # ends before the sample: each probe of it holds fewer records
+                self._redo.append(_Redo(lo, pivot - reach // 2, kind, urgent, None, sizing=before))
+        else:
+            inner = {times[len(times) * k // SPLIT_PARTS] for k in range(1, SPLIT_PARTS)}
+            cuts = [lo, *sorted(t for t in inner if lo < t < hi), hi]
+            for first, last in itertools.pairwise(cuts):
+                start = first if first == lo else first - edge_ns(last - first)
+                self._redo.append(_Redo(start, last, kind, urgent, until if last == hi else None, whole=True))
+        self._redo.sort(key=lambda part: part.start_ns)
+
+    def _next_redo(self, now_ns: int) -> Window | None:
+        part = next((p for p in self._redo if p.whole or p.sizing.may_plan), None)
+        if part is None:
+            return None
+        if part.whole:
+            start, end, probe = part.start_ns, part.end_ns, False
+        else:
+            length, probe = part.sizing.length(self.policy, max(part.end_ns - part.start_ns, 1))
+            start, end = part.start_ns, min(part.start_ns + length, part.end_ns)
+        done = start <= part.start_ns and end >= part.end_ns
+        until = part.list_until_ns if end >= part.end_ns else None
+        window = Window(start, end, part.kind, now_ns, probe, until, part.urgent)
+        self._sized_by[window] = part.sizing
+        if done:
+            self._redo.remove(part)
+        else:
+            part.start_ns = end - edge_ns(end - start)
+        return window
+
+    def is_finished(self, watermark_ns: int) -> bool:
+        return self.policy.end_ns is not None and watermark_ns >= self.policy.end_ns and not self._redo
 
 
 def is_finished(watermark_ns: int, policy: WindowPolicy) -> bool:

@@ -79,6 +79,14 @@ RATE_LIMIT_REMAINING = Gauge(
     "Requests remaining in the bucket, as last reported by the API.",
     ["bucket"],
 )
+API_BUDGET_CALLS = Gauge(
+    "auditstream_api_budget_calls_last_minute",
+    "StrongDM API calls this process made over the last minute (see [source] calls_per_minute).",
+)
+API_BUDGET_CEILING = Gauge(
+    "auditstream_api_budget_calls_per_minute",
+    "This process's ceiling on StrongDM API calls per minute ([source] calls_per_minute).",
+)
 POLL_ERRORS = Counter(
     "auditstream_poll_errors_total", "Poll cycles that failed (and will be retried).", ["stream"]
 )

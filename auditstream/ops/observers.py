@@ -37,6 +37,10 @@ class PrometheusObserver(Observer):
     def rate_limit_remaining(self, bucket: str, remaining: int) -> None:
         metrics.RATE_LIMIT_REMAINING.labels(bucket).set(remaining)
 
+    def budget_used(self, calls_last_minute: int, per_minute: int) -> None:
+        metrics.API_BUDGET_CALLS.set(calls_last_minute)
+        metrics.API_BUDGET_CEILING.set(per_minute)
+
     # -- the engine -----------------------------------------------------------------------
 
     def duplicates_dropped(self, stream: str, count: int) -> None:

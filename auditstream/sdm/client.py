@@ -26,6 +26,7 @@ from tenacity import (
 
 from auditstream.retrying import Backoff
 from auditstream.sdm.apiclock import ApiClock
+from auditstream.sdm.budget import CallBudget
 from auditstream.sdm.errors import ApiError, RateLimitError, RateLimitInfo, TransientApiError, from_rpc_error
 from auditstream.sdm.observer import ApiObserver, NullApiObserver
 from auditstream.sdm.ratelimit import RateLimitGate, Turn
@@ -53,6 +54,7 @@ def time_filter(after_ns: int, before_ns: int, extra: str = "") -> str:
 class Page:
     records: list[Any]
     rate_limit: RateLimitInfo | None
+    has_more: bool = False  # a cursor came back: the listing goes on
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class ClientSettings:
     timeout: float = 30.0
     max_transient_retries: int = 6
     max_rate_limit_wait: float = 300.0
+    calls_per_minute: int = 2500
     retry_initial: float = 0.5
     retry_max: float = 30.0
 
@@ -75,17 +78,28 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 class OutageLog:
-    """Says so at the first failed call, again every ``interval`` while the API stays away,
+    """Says so when the API stops answering, again every ``interval`` while it stays away,
     and once when it answers again: an unreachable API is a log line within seconds, not
-    after a stream has used up its retries, and 28 streams failing at once are one line."""
+    after a stream has used up its retries, and 28 streams failing at once are one line.
+
+    A failure while other calls still succeed (a fault here and there, retried) is not an
+    outage: only failures with no success for ``quiet`` seconds, or before any success at
+    all, are said.
+    """
 
     def __init__(
-        self, endpoint: str, interval: float = 30.0, clock: Callable[[], float] = time.monotonic
+        self,
+        endpoint: str,
+        interval: float = 30.0,
+        quiet: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._endpoint = endpoint
         self._interval = interval
+        self._quiet = quiet
         self._clock = clock
-        self._since: float | None = None
+        self._last_success: float | None = None
+        self._since: float | None = None  # when the outage was first said
         self._last_said = 0.0
         self._failures = 0
 
@@ -93,6 +107,8 @@ class OutageLog:
         now = self._clock()
         self._failures += 1
         if self._since is None:
+            if self._last_success is not None and now - self._last_success < self._quiet:
+                return  # the API answers other calls: a fault, retried
             self._since = self._last_said = now
             log.warning("cannot reach the StrongDM API; retrying", endpoint=self._endpoint, error=str(error))
         elif now - self._last_said >= self._interval:
@@ -106,15 +122,17 @@ class OutageLog:
             )
 
     def success(self) -> None:
+        now = self._clock()
+        self._last_success = now
         if self._since is not None:
             log.info(
                 "the StrongDM API answers again",
                 endpoint=self._endpoint,
-                unreachable_seconds=round(self._clock() - self._since),
+                unreachable_seconds=round(now - self._since),
                 failed_calls=self._failures,
             )
             self._since = None
-            self._failures = 0
+        self._failures = 0
 
 
 class AuditClient:
@@ -132,6 +150,7 @@ class AuditClient:
         self._observer: ApiObserver = observer or NullApiObserver()
         self._gate = gate or RateLimitGate(max_wait=settings.max_rate_limit_wait, observer=self._observer)
         self.clock = clock or ApiClock()
+        self.budget = CallBudget(settings.calls_per_minute)
         self.outages = OutageLog(settings.endpoint)
         self._bucket_of: dict[str, str] = {}
         self._channel = self._open_channel()
@@ -188,7 +207,7 @@ class AuditClient:
         self._observer.api_call(spec.name, "OK", time.monotonic() - started)
         return response
 
-    async def _call(self, spec: StreamSpec, request: Any) -> Any:
+    async def _call(self, spec: StreamSpec, request: Any, urgent: bool = True) -> Any:
         """A call through the bucket's turns and pauses, with bounded transient retries.
 
         Each attempt takes its own turn, so tenacity's backoff sleeps outside it: a stream
@@ -203,6 +222,8 @@ class AuditClient:
         )
         async for attempt in retrying:
             with attempt:
+                await self.budget.take(urgent)
+                self._observer.budget_used(self.budget.used_last_minute(), self.budget.per_minute)
                 response = await self._call_granted(spec, request)
         self.outages.success()
         return response
@@ -242,6 +263,7 @@ class AuditClient:
                 return None
             info = RateLimitInfo.from_proto(response.rate_limit) if response.HasField("rate_limit") else None
             self._observe_clock(info)
+            self.budget.observe(info, time.time())
             self._learn_bucket(spec, info)
             self._gate.observe(info, self._bucket_of.get(spec.name))
             return response
@@ -257,23 +279,24 @@ class AuditClient:
             self._bucket_of[spec.name] = info.bucket
 
     async def pages(
-        self, spec: StreamSpec, after_ns: int, before_ns: int, extra_filter: str = ""
+        self, spec: StreamSpec, after_ns: int, before_ns: int, extra_filter: str = "", *, urgent: bool = True
     ) -> AsyncGenerator[Page, None]:
         """Every page of the records whose time lies between the bounds.
 
         Whether the bounds are inclusive, and in which order records come, is unknown:
-        callers overlap their windows and dedupe by key rather than trust either.
+        callers overlap their windows and dedupe by key rather than trust either. Catch-up
+        work (``urgent=False``) yields the call budget to live work (sdm.budget).
         """
         request = spec.request_class()
         request.meta.limit = self._settings.page_size
         request.filter = time_filter(after_ns, before_ns, extra_filter)
         while True:
-            response = await self._call(spec, request)
+            response = await self._call(spec, request, urgent)
             records = list(getattr(response, spec.records_field))
             self._observer.records_listed(spec.name, len(records))
             cursor = response.meta.next_cursor
             rate = RateLimitInfo.from_proto(response.rate_limit) if response.HasField("rate_limit") else None
-            yield Page(records=records, rate_limit=rate)
+            yield Page(records=records, rate_limit=rate, has_more=bool(cursor))
             if not cursor:
                 return
             request.meta.cursor = cursor

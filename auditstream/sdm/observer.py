@@ -27,6 +27,10 @@ class ApiObserver(Protocol):
         """The API reported this many calls left in ``bucket``."""
         return None
 
+    def budget_used(self, calls_last_minute: int, per_minute: int) -> None:
+        """This process made ``calls_last_minute`` calls over the last minute, of its ceiling."""
+        return None
+
 
 class NullApiObserver(ApiObserver):
     """Ignores everything: the default, for tests and embedders."""

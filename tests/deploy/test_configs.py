@@ -79,7 +79,7 @@ def test_config_is_toml_without_secrets(path: Path) -> None:
     """Always runs: TOML syntax, the checkpoint on the state volume, and no secret written in the
     file (secrets only through *_file keys)."""
     config = tomllib.loads(path.read_text())
-    assert config["checkpoint"]["path"] == f"{STATE_DIR}/checkpoints.json"
+    assert config["checkpoint"]["path"] == f"{STATE_DIR}/checkpoints.db"
     assert config["source"]["endpoint"] == "app.strongdm.com:443"
     literal = [key for key, _ in _walk(config) if key.rsplit(".", 1)[-1] in LITERAL_SECRET_KEYS]
     assert literal == [], f"secrets written into the config: {literal}"
@@ -114,7 +114,7 @@ def test_config_sections_pass_the_loader(tmp_path: Path, name: str) -> None:
     config = parse_config(data, source=name, env=env)
     assert config.source.access_key == ACCESS_KEY
     assert config.source.secret_key.get_secret_value() == SECRET_KEY
-    assert str(config.checkpoint.path) == f"{STATE_DIR}/checkpoints.json"
+    assert str(config.checkpoint.path) == f"{STATE_DIR}/checkpoints.db"
     expected_listen = "0.0.0.0:9464" if name == "kubernetes" else "127.0.0.1:9464"
     assert config.metrics.listen == expected_listen
     assert config.engine.shutdown_timeout == 20

@@ -225,7 +225,7 @@ def test_credentials_match_the_config() -> None:
         }
         assert loaded == referenced, unit.name
     config = tomllib.loads(text)
-    assert config["checkpoint"]["path"] == f"{STATE_DIR}/checkpoints.json"
+    assert config["checkpoint"]["path"] == f"{STATE_DIR}/checkpoints.db"
 
 
 def test_exec_start_is_accepted_by_the_cli() -> None:

@@ -58,7 +58,7 @@ def test_backfill_of_100k_records_is_complete_with_progress(tmp_path, since):
     assert all(n == 1 for n in delivered.values()), "a clean backfill sends no duplicates"
     assert "records/s" in text and "ETA" in text and "%" in text, "progress is shown"
     assert "backfill complete: 101,200 records" in text
-    assert not (tmp_path / "state" / "checkpoints.json").exists(), "the daemon's checkpoint is never touched"
+    assert not (tmp_path / "state" / "checkpoints.db").exists(), "the daemon's checkpoint is never touched"
 
 
 def test_interrupted_backfill_resumes_where_it_stopped(tmp_path, since):
@@ -83,8 +83,8 @@ def test_interrupted_backfill_resumes_where_it_stopped(tmp_path, since):
     resent = sum(delivered.values()) - len(delivered)
     assert 0 < partial < len(delivered), "the first run really was cut short"
     assert resent <= len(ALL_STREAM_NAMES) * 50, f"resuming re-sent {resent} records"
-    checkpoints = list((tmp_path / "state").glob("backfill-*.json"))
-    assert len(checkpoints) == 1 and not (tmp_path / "state" / "checkpoints.json").exists()
+    checkpoints = list((tmp_path / "state").glob("backfill-*.db"))
+    assert len(checkpoints) == 1 and not (tmp_path / "state" / "checkpoints.db").exists()
 
 
 def test_backfill_usage_errors_exit_2(tmp_path):

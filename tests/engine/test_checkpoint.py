@@ -1,44 +1,103 @@
+"""The checkpoint store: SQLite, one transaction per batch and per window, 0600, a backup
+taken at every start, a JSON checkpoint of 0.1 migrated once, and errors that name the file
+and the way out."""
+
+from __future__ import annotations
+
 import asyncio
 import os
+import sqlite3
 import stat
+from pathlib import Path
 
+import orjson
 import pytest
 
-from auditstream.engine.checkpoint import CheckpointError, CheckpointStore, OpenQuery, StreamState
+from auditstream.engine.checkpoint import (
+    CheckpointError,
+    CheckpointStore,
+    OpenQuery,
+    QueryChanges,
+    StreamState,
+)
+
+S = 1_000_000_000
 
 
-def states():
-    return {
-        "activities": StreamState(watermark_ns=123, delivered={"a1": 100, "a2": 200}),
-        "queries": StreamState(watermark_ns=456, open_queries={"q1": OpenQuery(10, 20)}),
-    }
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
-async def test_round_trip_with_mode_0600_and_backup(tmp_path):
-    store = CheckpointStore(tmp_path / "cp.json")
-    await store.save(states())
-    assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
-    loaded = store.load()
-    assert loaded["activities"].delivered == {"a1": 100, "a2": 200}
-    assert loaded["queries"].open_queries["q1"] == OpenQuery(10, 20)
-    changed = states()
-    changed["activities"].watermark_ns = 999
-    await store.save(changed)
-    assert store.load()["activities"].watermark_ns == 999
-    assert store.backup.exists()
-    assert CheckpointStore(store.backup).load()["activities"].watermark_ns == 123
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+async def test_batches_and_windows_round_trip_with_mode_0600(tmp_path):
+    store = CheckpointStore(tmp_path / "state" / "cp.db")
+    state = StreamState(watermark_ns=123, swept_ns=100)
+    await store.save({"activities": state, "queries": StreamState(watermark_ns=456)})
+    await store.commit_batch("activities", [("a1", 100)])
+    await store.commit_batch("activities", [("a2", 180), ("a3", 200)])
+    await store.commit_batch("queries", [("q1:start", 10)], QueryChanges({"q1": OpenQuery(10, 20)}))
+    state.watermark_ns, state.swept_ns = 999, 150
+    await store.commit_progress("activities", state, prune_before_ns=150)
+    store.close()
+    loaded = CheckpointStore(store.path).load()
+    assert loaded["activities"].watermark_ns == 999 and loaded["activities"].final_ns == 150
+    # A batch's keys share its latest time: a2 stays with a3 (kept a little longer, never less).
+    assert loaded["activities"].delivered == {"a2": 200, "a3": 200}, "a1 could no longer be listed"
+    assert loaded["queries"].open_queries == {"q1": OpenQuery(10, 20)}
+    assert loaded["queries"].delivered == {"q1:start": 10}
+    for name in ("cp.db", "cp.db-wal", "cp.db-shm"):
+        path = store.path.with_name(name)
+        assert not path.exists() or mode(path) == 0o600, name
+    assert mode(store.path.parent) == 0o700
+
+
+async def test_settled_and_expired_queries_leave_the_open_set(tmp_path):
+    store = CheckpointStore(tmp_path / "cp.db")
+    state = StreamState(watermark_ns=1)
+    await store.save({"queries": state})
+    await store.commit_batch("queries", [], QueryChanges({"q1": OpenQuery(1, 2), "q2": OpenQuery(3, 4)}))
+    await store.commit_batch("queries", [("q1", 5)], QueryChanges(closed=["q1"]))
+    await store.commit_progress("queries", state, prune_before_ns=0, expired=["q2"])
+    store.close()
+    assert CheckpointStore(store.path).load()["queries"].open_queries == {}
+
+
+async def test_a_commit_costs_the_batch_not_the_state(tmp_path):
+    """Appending a batch of 500 keys to a store that holds 100,000 writes a few pages, not
+    the store (the JSON file it replaces was rewritten whole at every batch)."""
+    store = CheckpointStore(tmp_path / "cp.db")
+    state = StreamState(watermark_ns=1)
+    await store.save({"activities": state})
+    for batch in range(200):
+        await store.commit_batch("activities", [(f"k{batch}-{i}", batch) for i in range(500)])
+    wal = store.path.with_name("cp.db-wal")
+    before = wal.stat().st_size if wal.exists() else 0
+    store._open().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    await store.commit_batch("activities", [(f"last-{i}", 10**6) for i in range(500)])
+    written = wal.stat().st_size
+    assert written < 64 * 1024, f"one batch of 500 keys wrote {written} bytes to the WAL (before: {before})"
+    store.close()
+
+
+async def test_a_backup_is_taken_at_start_and_restores(tmp_path):
+    store = CheckpointStore(tmp_path / "cp.db")
+    await store.save({"activities": StreamState(watermark_ns=5)})
+    store.load()
+    store.take_backup()
+    assert mode(store.backup) == 0o600
+    state = StreamState(watermark_ns=9)
+    await store.commit_progress("activities", state, 0)
+    store.close()
+    assert CheckpointStore(store.backup).load()["activities"].watermark_ns == 5
+    assert CheckpointStore(store.path).load()["activities"].watermark_ns == 9
 
 
 def test_absent_file_is_a_first_start(tmp_path):
-    assert CheckpointStore(tmp_path / "cp.json").load() == {}
+    assert CheckpointStore(tmp_path / "cp.db").load() == {}
 
 
-@pytest.mark.parametrize(
-    "content", [b"{not json", b"[]", b'{"schema_version": 99, "streams": {}}', b'{"schema_version": 1}']
-)
+@pytest.mark.parametrize("content", [b"not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 4000])
 def test_corrupt_file_stops_with_the_file_and_the_choices(tmp_path, content):
-    path = tmp_path / "cp.json"
+    path = tmp_path / "cp.db"
     path.write_bytes(content)
     with pytest.raises(CheckpointError) as err:
         CheckpointStore(path).load()
@@ -46,49 +105,114 @@ def test_corrupt_file_stops_with_the_file_and_the_choices(tmp_path, content):
     assert str(path) in message and ".bak" in message and "start_at" in message
 
 
-def test_one_corrupt_stream_names_it_and_can_be_reset_alone(tmp_path):
-    path = tmp_path / "cp.json"
-    path.write_bytes(
-        b'{"schema_version": 1, "streams": {"activities": {"watermark_ns": 5}, "queries": {"delivered": {}}}}'
-    )
-    with pytest.raises(CheckpointError, match=r"stream queries .*--reset-checkpoint queries"):
+def test_a_store_from_a_newer_auditstream_is_refused(tmp_path):
+    path = tmp_path / "cp.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(CheckpointError, match="schema 99"):
         CheckpointStore(path).load()
-    states = CheckpointStore(path).load(reset=frozenset({"queries"}))
+
+
+async def test_a_reset_stream_is_dropped_alone(tmp_path):
+    store = CheckpointStore(tmp_path / "cp.db")
+    await store.save({"activities": StreamState(5), "queries": StreamState(6)})
+    await store.commit_batch("queries", [("q", 1)])
+    store.close()
+    states = CheckpointStore(store.path).load(reset=frozenset({"queries"}))
     assert list(states) == ["activities"] and states["activities"].watermark_ns == 5
+    assert list(CheckpointStore(store.path).load()) == ["activities"], "dropped from the store too"
 
 
 def test_missing_file_with_a_backup_is_not_a_silent_fresh_start(tmp_path):
-    (tmp_path / "cp.json.bak").write_bytes(b"{}")
+    (tmp_path / "cp.db.bak").write_bytes(b"x")
     with pytest.raises(CheckpointError, match="missing"):
-        CheckpointStore(tmp_path / "cp.json").load()
+        CheckpointStore(tmp_path / "cp.db").load()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_unwritable_directory_is_reported_at_start(tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    with pytest.raises(CheckpointError, match="not writable"):
-        CheckpointStore(locked / "cp.json").check_writable()
+def json_checkpoint(path: Path) -> None:
+    path.write_bytes(
+        orjson.dumps(
+            {
+                "schema_version": 1,
+                "newest_record_ns": 777,
+                "streams": {
+                    "activities": {"watermark_ns": 600 * S, "delivered": {"a1": 590 * S}},
+                    "queries": {
+                        "watermark_ns": 700 * S,
+                        "delivered": {},
+                        "open_queries": {"q1": {"start_ns": 1, "first_seen_ns": 2}},
+                    },
+                },
+            }
+        )
+    )
 
 
-async def test_unwritable_directory_fails_save_without_touching_the_old_file(tmp_path):
-    store = CheckpointStore(tmp_path / "cp.json")
-    await store.save(states())
-    before = store.path.read_bytes()
-    bad = CheckpointStore(tmp_path / "not-a-dir" / "cp.json")
-    (tmp_path / "not-a-dir").write_text("a file where a directory should be")
-    with pytest.raises(CheckpointError, match="cannot write"):
-        await bad.save(states())
-    assert store.path.read_bytes() == before
+@pytest.mark.parametrize("name", ["checkpoints.json", "checkpoints.db"])
+def test_a_json_checkpoint_of_0_1_is_migrated_once(tmp_path, name):
+    """At the configured path itself, or as the old default name beside a new ``.db`` path.
+    Its watermark was final only up to ``watermark - overlap`` (that daemon re-read the overlap
+    at every poll), so that is the sweep mark."""
+    legacy = tmp_path / "checkpoints.json"
+    json_checkpoint(legacy)
+    store = CheckpointStore(tmp_path / name, json_overlap_ns=300 * S)
+    states = store.load()
+    assert states["activities"].watermark_ns == 600 * S and states["activities"].final_ns == 300 * S
+    assert states["activities"].delivered == {"a1": 590 * S}
+    assert states["queries"].open_queries == {"q1": OpenQuery(1, 2)}
+    assert store.loaded_newest_record_ns == 777
+    store.close()
+    assert (tmp_path / "checkpoints.json.migrated").exists(), "the JSON file is kept"
+    assert CheckpointStore(tmp_path / name).load()["queries"].watermark_ns == 700 * S, "read as SQLite now"
+    assert mode(tmp_path / name) == 0o600
 
 
-async def test_concurrent_saves_all_land(tmp_path):
-    store = CheckpointStore(tmp_path / "cp.json")
-    shared = states()
+def test_a_corrupt_json_checkpoint_is_not_migrated(tmp_path):
+    path = tmp_path / "checkpoints.json"
+    path.write_bytes(b'{"schema_version": 1')
+    with pytest.raises(CheckpointError, match="corrupt"):
+        CheckpointStore(path).load()
+    assert path.read_bytes() == b'{"schema_version": 1', "the evidence is left alone"
 
-    async def bump(i):
-        shared["activities"].delivered[f"k{i}"] = i
-        await store.save(shared)
-        assert f"k{i}" in store.load()["activities"].delivered
 
-    await asyncio.gather(*(bump(i) for i in range(20)))
+def test_a_directory_nobody_can_write_is_reported_at_start_even_as_root(tmp_path):
+    """A regular file where the directory should be: no permission bit root could bypass."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    with pytest.raises(CheckpointError, match="not a directory"):
+        CheckpointStore(blocker / "cp.db").check_writable()
+
+
+async def test_a_failing_write_raises_naming_the_file_and_keeps_the_last_state(tmp_path):
+    store = CheckpointStore(tmp_path / "cp.db")
+    await store.save({"activities": StreamState(5)})
+    store._open().execute("PRAGMA query_only = ON")  # every write now fails, as on a read-only disk
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*cp\.db"):
+        await store.commit_progress("activities", StreamState(9), 0)
+    store.close()
+    assert CheckpointStore(store.path).load()["activities"].watermark_ns == 5
+
+
+async def test_concurrent_commits_all_land(tmp_path):
+    store = CheckpointStore(tmp_path / "cp.db")
+    await store.save({"activities": StreamState(1)})
+
+    async def commit(i: int) -> None:
+        await store.commit_batch("activities", [(f"k{i}", i)])
+
+    await asyncio.gather(*(commit(i) for i in range(50)))
+    store.close()
+    assert len(CheckpointStore(store.path).load()["activities"].delivered) == 50
+
+
+def test_the_store_is_created_private_whatever_the_umask(tmp_path):
+    old = os.umask(0)
+    try:
+        store = CheckpointStore(tmp_path / "deep" / "cp.db")
+        store.load()
+        store.take_backup()
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "deep") == 0o700
+    assert mode(store.backup) == 0o600

@@ -1,4 +1,4 @@
-"""Slices listed ahead: taken strictly in order, bounded, and a failure surfaces in its turn."""
+"""Windows listed ahead: taken strictly in order, bounded, and a failure surfaces in its turn."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from auditstream.engine.prefetch import AheadBudget, SliceLister, slices_ahead
-from auditstream.engine.window import Window, WindowPolicy, next_window
+from auditstream.engine.prefetch import AheadBudget, SliceLister
+from auditstream.engine.window import Window
 from auditstream.sdm.client import Page
 from auditstream.sdm.errors import TransientApiError
 from auditstream.sdm.registry import STREAMS
@@ -18,42 +18,6 @@ from tests.helpers import async_wait_until
 S = 1_000_000_000
 HOUR = 3600 * S
 DEADLINE = 5.0
-
-
-def policy(**kw: Any) -> WindowPolicy:
-    base: dict[str, Any] = {"overlap": 300, "settle": 0, "slice_": 3600}
-    base.update(kw)
-    return WindowPolicy.from_seconds(**base)
-
-
-def test_only_complete_slices_are_listed_ahead():
-    p = policy()
-    now = 10 * HOUR + 1800 * S  # the slice after the 10th is still growing
-    first = next_window(0, now, p)
-    assert first is not None
-    upcoming = slices_ahead(first, now, p, 32)
-    assert [w.end_ns for w in upcoming] == [h * HOUR for h in range(2, 11)]
-    assert next_window(10 * HOUR, now, p) == Window(10 * HOUR - 300 * S, now), "growing: listed in its turn"
-    assert slices_ahead(first, now, p, 3) == upcoming[:3]
-    assert slices_ahead(first, now, p, 0) == []
-
-
-def test_a_backfill_end_makes_its_last_partial_slice_complete():
-    p = policy(end_ns=3 * HOUR + 5 * S)
-    first = next_window(0, 100 * HOUR, p)
-    assert first is not None
-    assert [w.end_ns for w in slices_ahead(first, 100 * HOUR, p, 8)] == [2 * HOUR, 3 * HOUR, 3 * HOUR + 5 * S]
-
-
-def test_upcoming_windows_are_exactly_those_the_poller_computes_next():
-    p = policy(settle=10)
-    now = 7 * HOUR
-    window = next_window(0, now, p)
-    assert window is not None
-    for ahead in slices_ahead(window, now, p, 10):
-        computed_later = next_window(window.end_ns, now + 60 * S, p)  # time has passed meanwhile
-        assert computed_later == ahead
-        window = ahead
 
 
 class FakeClient:
@@ -68,7 +32,9 @@ class FakeClient:
         self.gate = asyncio.Event()  # listings block until a test opens it
         self.gate.set()
 
-    async def pages(self, spec: Any, after_ns: int, before_ns: int, extra: str = "") -> AsyncIterator[Page]:
+    async def pages(
+        self, spec: Any, after_ns: int, before_ns: int, extra: str = "", *, urgent: bool = True
+    ) -> AsyncIterator[Page]:
         self.started.append(before_ns)
         self.running += 1
         self.most_running = max(self.most_running, self.running)
@@ -77,7 +43,8 @@ class FakeClient:
                 await self.gate.wait()
                 if before_ns in self.fail and number == 1:
                     raise TransientApiError("unavailable")
-                yield Page(records=[(before_ns, number)], rate_limit=None)
+                more = number < self.pages_per_window - 1
+                yield Page(records=[(before_ns, number)], rate_limit=None, has_more=more)
         finally:
             self.running -= 1
 
@@ -128,12 +95,12 @@ async def test_buffers_bound_what_is_listed_ahead():
     assert client.running == 0 and lister.listing_ahead == 0
 
 
-async def test_a_failed_slice_fails_in_its_turn_and_discard_forgets_the_rest():
+async def test_a_failed_window_fails_in_its_turn_and_discard_forgets_the_rest():
     windows = hour_windows(4)
     client = FakeClient(fail={windows[2].end_ns})
     lister = SliceLister(client, STREAMS["activities"], AheadBudget(3))  # type: ignore[arg-type]
     assert len(await consume(lister, windows, 0)) == 3
-    assert len(await consume(lister, windows, 1)) == 3, "the failure ahead does not touch this slice"
+    assert len(await consume(lister, windows, 1)) == 3, "the failure ahead does not touch this window"
     with pytest.raises(TransientApiError):
         await consume(lister, windows, 2)
     await lister.discard()
@@ -191,3 +158,15 @@ async def test_one_budget_bounds_the_listings_ahead_of_every_stream_together():
         await lister.discard()
     assert budget.free == 3, "every slot is given back"
     assert sum(c.running for c in clients) == 0
+
+
+async def test_a_probe_listed_ahead_stops_after_its_first_page_when_more_follow():
+    """A probe is replaced when it does not fit one page: listing it further ahead would
+    only spend calls on pages nobody takes."""
+    client = FakeClient(pages_per_window=5)
+    lister = SliceLister(client, STREAMS["activities"], AheadBudget(2))  # type: ignore[arg-type]
+    windows = [Window(0, HOUR), Window(HOUR, 2 * HOUR, probe=True)]
+    assert len(await consume(lister, windows, 0)) == 5
+    probe = await consume(lister, windows, 1)
+    assert probe == [(2 * HOUR, 0)], "the first page only"
+    assert client.started.count(2 * HOUR) == 1

@@ -84,7 +84,7 @@ access_key = "auth-demo0emulator0key"
 insecure = true
 {source}
 [checkpoint]
-path = "@STATE@/checkpoints.json"
+path = "@STATE@/checkpoints.db"
 [streams]
 {streams}
 [[sinks]]

@@ -10,8 +10,10 @@ clock ahead all along delivered nothing, and one behind delivered everything ten
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -131,15 +133,16 @@ def test_a_clock_ten_minutes_off_all_along_loses_nothing_and_is_timely(tmp_path,
 def test_a_checkpoint_a_month_in_the_future_is_pulled_back_and_loses_nothing(tmp_path, figures):
     options = EmulatorOptions(seed=43, live_for=16, **LIVE, **SHORT_SESSIONS)
     out, log = tmp_path / "out.jsonl", tmp_path / "daemon.log"
-    checkpoint = tmp_path / "state" / "checkpoints.json"
+    checkpoint = tmp_path / "state" / "checkpoints.db"
     with running_emulator(options) as emu:
         config = write_daemon_config(emu, tmp_path)
         with Daemon(config, log):
             wait_until(lambda: len(read_events(out)) >= 500, 60, "records delivered")
-        document = orjson.loads(checkpoint.read_bytes())
-        for state in document["streams"].values():
-            state["watermark_ns"] += 30 * DAY_NS
-        checkpoint.write_bytes(orjson.dumps(document))
+        with contextlib.closing(sqlite3.connect(checkpoint)) as db, db:
+            db.execute(
+                "UPDATE streams SET watermark_ns = watermark_ns + ?, swept_ns = swept_ns + ?",
+                (30 * DAY_NS, 30 * DAY_NS),
+            )
         checked = subprocess.run(
             [*CLI, "check", "--config", str(config)], capture_output=True, text=True, timeout=60
         )

@@ -136,7 +136,7 @@ def test_sigkill_during_a_backfill_then_resuming_loses_nothing(tmp_path, figures
     assert not lost, f"{len(lost)} records lost across {KILLS} kills, e.g. {sorted(lost)[:5]}"
     for stream, count in per_stream_duplicates(delivered).items():
         assert count <= KILLS * PAGE_SIZE, f"{stream}: {count} duplicates after {KILLS} kills"
-    assert not (tmp_path / "state" / "checkpoints.json").exists(), "the daemon's checkpoint is untouched"
+    assert not (tmp_path / "state" / "checkpoints.db").exists(), "the daemon's checkpoint is untouched"
 
 
 def test_a_torn_last_line_from_a_killed_write_is_cut_at_the_next_start(tmp_path, figures):

@@ -106,13 +106,13 @@ def test_a_second_daemon_on_the_same_checkpoint_is_refused(tmp_path, figures):
             wait_until(lambda: b"first poll succeeded" in log.read_bytes(), 30, "the first daemon")
             second = run_cli("run", "--config", str(config))
             assert second.returncode == 1
-            checkpoint = tmp_path / "state" / "checkpoints.json"
+            checkpoint = tmp_path / "state" / "checkpoints.db"
             assert second.stderr.strip() == (
                 f"auditstream: checkpoint {checkpoint} is in use by another auditstream (pid {first.pid}); "
                 "stop that one first, or give this one its own [checkpoint] path (a backfill: its own "
                 "--checkpoint)"
             )
-            lock = checkpoint.with_name("checkpoints.json.lock")
+            lock = checkpoint.with_name("checkpoints.db.lock")
             assert stat.S_IMODE(lock.stat().st_mode) == 0o600
         finally:
             first.send_signal(signal.SIGTERM)
@@ -176,7 +176,7 @@ def bad_file_configs(tmp_path: Path, emu_address: str, access_key: str, secret: 
         source = {"endpoint": emu_address, "access_key": access_key, "secret_key": secret, "insecure": True}
         return {
             "source": source,
-            "checkpoint": {"path": str(tmp_path / "state" / "checkpoints.json")},
+            "checkpoint": {"path": str(tmp_path / "state" / "checkpoints.db")},
             "sinks": [base],
             "metrics": {"listen": ""},
         }
@@ -192,7 +192,7 @@ def bad_file_configs(tmp_path: Path, emu_address: str, access_key: str, secret: 
         "sinks[0] (out).dead_letter_path": document(dead_letter_path=str(blocker / "dead.jsonl")),
         "checkpoint.path": {
             **document(dead_letter_path=str(tmp_path / "dead.jsonl")),
-            "checkpoint": {"path": str(blocker / "checkpoints.json")},
+            "checkpoint": {"path": str(blocker / "checkpoints.db")},
         },
     }
     secure = document()
@@ -242,7 +242,7 @@ def test_an_api_that_does_not_answer_is_said_within_ten_seconds(tmp_path):
                 "insecure": True,
                 "timeout": "60s",
             },
-            "checkpoint": {"path": str(tmp_path / "state" / "checkpoints.json")},
+            "checkpoint": {"path": str(tmp_path / "state" / "checkpoints.db")},
             "sinks": [{"type": "file", "name": "out", "path": str(tmp_path / "out.jsonl")}],
             "metrics": {"listen": ""},
             "logging": {"format": "json"},
@@ -273,7 +273,7 @@ def test_a_refused_port_is_said_at_the_first_failure(tmp_path):
             "secret_key": "c2VjcmV0LXNlY3JldC1zZWNyZXQ=",
             "insecure": True,
         },
-        "checkpoint": {"path": str(tmp_path / "state" / "checkpoints.json")},
+        "checkpoint": {"path": str(tmp_path / "state" / "checkpoints.db")},
         "sinks": [{"type": "file", "name": "out", "path": str(tmp_path / "out.jsonl")}],
         "metrics": {"listen": ""},
         "logging": {"format": "json"},
@@ -301,11 +301,11 @@ def test_state_is_private_whatever_the_umask(tmp_path, umask):
                 [*CLI, "run", "--config", str(config)], stderr=err, preexec_fn=lambda: os.umask(umask)
             )
         try:
-            wait_until(lambda: (state / "checkpoints.json").exists(), 30, "a checkpoint")
+            wait_until(lambda: (state / "checkpoints.db").exists(), 30, "a checkpoint")
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0, tail(log)
     for directory in (tmp_path / "deep", state):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
-    for name in ("checkpoints.json", "checkpoints.json.lock"):
+    for name in ("checkpoints.db", "checkpoints.db.lock"):
         assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name

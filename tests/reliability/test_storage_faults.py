@@ -97,7 +97,7 @@ def wait_for_the_backlog(emu: Emulator, out: Path) -> None:
 def test_corrupt_checkpoint_stops_with_the_way_out_and_the_backup_loses_nothing(tmp_path, figures):
     options = EmulatorOptions(seed=41, records=300, **LIVE)
     out, log = tmp_path / "out.jsonl", tmp_path / "daemon.log"
-    checkpoint = tmp_path / "state" / "checkpoints.json"
+    checkpoint = tmp_path / "state" / "checkpoints.db"
     with running_emulator(options) as emu:
         config = write_daemon_config(emu, tmp_path)
         with daemon_running(config, log):
@@ -163,7 +163,7 @@ def test_checkpoint_directory_turning_read_only_mid_run_stops_without_overclaimi
     options = EmulatorOptions(seed=43, records=300, **LIVE)
     out, log = tmp_path / "out.jsonl", tmp_path / "daemon.log"
     state = tmp_path / "state"
-    checkpoint = state / "checkpoints.json"
+    checkpoint = state / "checkpoints.db"
     with running_emulator(options) as emu, tmpfs(state, "4m"):
         config = write_daemon_config(emu, tmp_path)
         daemon = start_daemon(config, log)
@@ -195,7 +195,7 @@ def test_full_disk_under_the_file_sink_holds_the_checkpoint_then_resumes(tmp_pat
     log = tmp_path / "daemon.log"
     disk = tmp_path / "disk"
     out = disk / "out.jsonl"
-    checkpoint = tmp_path / "state" / "checkpoints.json"
+    checkpoint = tmp_path / "state" / "checkpoints.db"
     with running_emulator(options) as emu, tmpfs(disk, "512k"):
         sink = {"type": "file", "name": "out", "path": str(out)}
         retry = {"initial": "100ms", "maximum": "500ms"}
