@@ -12,7 +12,7 @@ for the verb or stream (``severity``), then ``default_severity``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -107,8 +107,7 @@ class CefEncoder:
         return (rule or self._generic_severity)(event)
 
     def _activity_severity(self, log_type: str) -> Callable[[Event], int]:
-        verb_of = _activity_verb()
-        return lambda event: self._verb_severity(verb_of(map_activity(event)[3]), log_type)
+        return lambda event: self._verb_severity(map_activity(event)[3][VERB_GROUP][VERB_INDEX], log_type)
 
     def _verb_severity(self, verb: str, log_type: str) -> int:
         """An activity's: the stream's override ranks below the verb's, above the built-in rules."""
@@ -154,7 +153,7 @@ class CefEncoder:
     def _activity_encoder(self, log_type: str) -> Callable[[Event], bytes]:
         """Activities: header and severity both follow from the verb, one lookup per event."""
         heads, prefix, render = self._activity_heads, self._prefix, renderer_for(ACTIVITY_LAYOUT)
-        group, index = _activity_verb_position()
+        group, index = VERB_GROUP, VERB_INDEX
 
         def head_of(class_id: str, name: str, verb: str) -> str:
             """``CEF:0|...|<class id>|<name>|<severity>|`` of a verb, remembered."""
@@ -177,14 +176,11 @@ class CefEncoder:
         )
 
 
-def _activity_verb_position() -> tuple[int, int]:
-    """Where ``map_activity`` returns the verb (``act``): group, index in the group."""
+def _verb_position() -> tuple[int, int]:
+    """Where ``map_activity`` returns the verb (``act``): its group, its index in the group."""
     group, index = ACTIVITY_LAYOUT.position("act")
     assert index is not None  # the verb shares its group with its outcome and actor
     return group, index
 
 
-def _activity_verb() -> Callable[[tuple[Any, ...]], str]:
-    """The verb (``act``) in ``map_activity``'s string values: the mapper decides what the verb is."""
-    group, index = _activity_verb_position()
-    return lambda strings: strings[group][index]  # type: ignore[no-any-return]
+VERB_GROUP, VERB_INDEX = _verb_position()  # the mapper decides what the verb is, once

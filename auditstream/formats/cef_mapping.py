@@ -173,25 +173,37 @@ def compile_mapper(table: FieldTable, **names: Any) -> tuple[Mapper, Layout]:
             <target> = <expression>  # each let, in order
             return <class id>, <name>, (<number values>,), (<string values, grouped>,), _layout
 
-    ``names`` are constants the expressions refer to (a history stream's entity key...).
+    A group whose values are, in order, the names one let unpacks (``src, c6a2``) takes that
+    let's tuple as it comes instead of a copy. ``names`` are constants the expressions refer
+    to (a history stream's entity key...).
     """
-    layout = table.layout()
+    groups = {
+        tuple(f.value for f in g): f"_g{n}"
+        for n, g in enumerate(table.strings)
+        if not isinstance(g, Field) and len(g) > 1
+    }
+    passed: set[str] = set()
+    lines = ["def map_event(event):", "    get = event.get"]
+    for target, expression in table.let:
+        whole = groups.get(tuple(name.strip() for name in target.split(",")))
+        if whole is None:
+            lines.append(f"    {target} = {expression}")
+        else:
+            passed.add(whole)
+            lines += [f"    {whole} = {expression}", f"    {target} = {whole}"]
 
     def value(group: Field | tuple[Field, ...]) -> str:
         if isinstance(group, Field):
             return group.value
         if len(group) == 1:  # a one-key group's value stands alone (Layout)
             return group[0].value
-        return f"({', '.join(field.value for field in group)})"
+        whole = groups[tuple(field.value for field in group)]
+        return whole if whole in passed else f"({', '.join(field.value for field in group)})"
 
     numbers = "".join(f"{field.value}, " for field in table.numbers)
     strings = "".join(f"{value(group)}, " for group in table.strings)
-    lines = [
-        "def map_event(event):",
-        "    get = event.get",
-        *(f"    {target} = {expression}" for target, expression in table.let),
-        f"    return ({table.class_id}), ({table.event_name}), ({numbers}), ({strings}), _layout",
-    ]
+    lines.append(f"    return ({table.class_id}), ({table.event_name}), ({numbers}), ({strings}), _layout")
+    layout = table.layout()
     namespace: dict[str, Any] = {**HELPERS, **names, "_layout": layout}
     exec(compile("\n".join(lines) + "\n", f"<cef mapper {table.name}>", "exec"), namespace)  # see above
     mapper: Mapper = namespace["map_event"]
@@ -218,7 +230,7 @@ FAILURE_VERBS = re.compile(
 _addresses: dict[str, tuple[str | None, str | None]] = {}
 _outcomes: dict[str, str] = {}
 _targets: dict[str, tuple[str, int | None]] = {}
-_entities: dict[str, tuple[Any, Any, Any, str]] = {}  # entities JSON -> activity_entities()
+_entities: dict[str, tuple[tuple[Any, Any, Any], str]] = {}  # entities JSON -> activity_entities()
 
 
 def source_address(value: Any) -> tuple[str | None, str | None]:
@@ -303,9 +315,9 @@ def compact_json(value: Any) -> str | None:
     return orjson.dumps(value).decode("utf-8")
 
 
-def activity_entities(event: dict[str, Any]) -> tuple[Any, Any, Any, str | None]:
-    """(duser, duid, dhost, cs3) of an activity: the first user entity's email (or name) and
-    id, the first datasource or node entity's name, and the entities as compact JSON.
+def activity_entities(event: dict[str, Any]) -> tuple[tuple[Any, Any, Any], str | None]:
+    """((duser, duid, dhost), cs3) of an activity: the first user entity's email (or name)
+    and id, the first datasource or node entity's name; the entities as compact JSON.
 
     The usual ``entityDetails``, a list of objects, is serialized for cs3 anyway, and that
     JSON doubles as the key of the targets it holds (entities recur from event to event).
@@ -315,14 +327,12 @@ def activity_entities(event: dict[str, Any]) -> tuple[Any, Any, Any, str | None]
         text = _dumps(details).decode("utf-8")
         known = _entities.get(text)
         if known is None:
-            known = remember(_entities, text, (*entity_targets(details), text))
+            known = remember(_entities, text, (_entity_targets(details), text))
         return known
-    return (*entity_targets(details), compact_json(details if details is not None else event.get("entities")))
+    return _entity_targets(details), compact_json(details if details is not None else event.get("entities"))
 
 
-def entity_targets(details: Any) -> tuple[Any, Any, Any]:
-    """(duser, duid, dhost) of an activity: the first user entity's email (or name) and id,
-    the first datasource or node entity's name."""
+def _entity_targets(details: Any) -> tuple[Any, Any, Any]:
     target_user: dict[str, Any] = _NO_ENTITY
     target_host = None
     if type(details) is list:
@@ -369,7 +379,8 @@ ACTIVITY_FIELDS = FieldTable(
         ("name", "verb or 'activity'"),
         ("actor_name", "get('actorName')"),
         ("src, c6a2", "source_address(get('ipAddress'))"),
-        ("duser, duid, dhost, entities_json", "activity_entities(event)"),
+        ("targets, entities_json", "activity_entities(event)"),
+        ("duser, duid, dhost", "targets"),
     ),
     class_id="name",
     event_name="name",
