@@ -131,29 +131,26 @@ class _Connection:
     says alone whether the receiver has everything.
     """
 
-    def __init__(self, sock: socket.socket, tls: ssl.SSLObject | None, incoming: ssl.MemoryBIO) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._tls = tls
-        self._incoming = incoming
-        self._outgoing = ssl.MemoryBIO()
-        self.closed = False  # by the receiver, or broken
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls: ssl.SSLObject | None = None
         self._reader: asyncio.Task[None] | None = None
+        self.closed = False  # by the receiver, or broken
 
     @classmethod
     async def open(
         cls, host: str, port: int, context: ssl.SSLContext | None, server_name: str | None
     ) -> _Connection:
-        sock = await _connected_socket(host, port, socket.SOCK_STREAM)
-        incoming = ssl.MemoryBIO()
-        conn = cls(sock, None, incoming)
+        conn = cls(await _connected_socket(host, port, socket.SOCK_STREAM))
         try:
             if context is not None:
-                conn._tls = context.wrap_bio(incoming, conn._outgoing, server_hostname=server_name)
+                conn._tls = context.wrap_bio(conn._incoming, conn._outgoing, server_hostname=server_name)
                 await conn._handshake()
         except BaseException:
-            sock.close()
+            conn.sock.close()
             raise
-        conn._reader = asyncio.create_task(conn._read(), name=f"syslog-read-{host}:{port}")
+        conn._reader = asyncio.create_task(conn._read())
         return conn
 
     async def _handshake(self) -> None:
@@ -165,7 +162,7 @@ class _Connection:
                 done = True
             except ssl.SSLWantReadError:
                 done = False
-            await loop.sock_sendall(self.sock, self._outgoing.read())
+            await self._flush()
             if done:
                 return
             data = await loop.sock_recv(self.sock, 65536)
@@ -175,10 +172,15 @@ class _Connection:
 
     async def send(self, data: bytes) -> None:
         """Hand ``data`` to the kernel, every byte of it (encrypted first over TLS)."""
-        if self._tls is not None:
-            self._tls.write(data)
-            data = self._outgoing.read()
-        await asyncio.get_running_loop().sock_sendall(self.sock, data)
+        if self._tls is None:
+            await asyncio.get_running_loop().sock_sendall(self.sock, data)
+            return
+        self._tls.write(data)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        """Hand what TLS has written to the kernel."""
+        await asyncio.get_running_loop().sock_sendall(self.sock, self._outgoing.read())
 
     async def _read(self) -> None:
         """A receiver sends nothing but TLS housekeeping and the end of the connection: take it
@@ -211,7 +213,7 @@ class _Connection:
                     if self._tls is not None:
                         with contextlib.suppress(ssl.SSLError):  # SSLWantReadError: theirs is to come
                             self._tls.unwrap()
-                        await self.send(b"")
+                        await self._flush()  # our close_notify
                     self.sock.shutdown(socket.SHUT_WR)
                     if self._reader is not None:
                         await asyncio.shield(self._reader)
