@@ -181,6 +181,7 @@ def test_checkpoint_directory_turning_unwritable_mid_run_stops_without_overclaim
             stack.enter_context(tmpfs(state, "4m"))
         config = write_daemon_config(emu, tmp_path)
         daemon = start_daemon(config, log)
+        stack.callback(lambda: daemon.poll() is None and (daemon.kill(), daemon.wait()))  # none left over
         wait_for_the_backlog(emu, out)
         if fault == "read-only remount":
             remount(state, "ro")
