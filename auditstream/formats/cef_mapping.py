@@ -358,16 +358,10 @@ _HOST_ENTITY_TYPES = ("datasource", "node")
 _HOST_KEYS = ("resource", "node")
 
 HELPERS: dict[str, Any] = {
-    "epoch_ms": epoch_ms,
-    "source_address": source_address,
-    "outcome": outcome,
     "_outcomes": _outcomes,
-    "split_target": split_target,
-    "external_id": external_id,
-    "compact_json": compact_json,
-    "activity_entities": activity_entities,
     "_NO_ENTITY": _NO_ENTITY,
-    "_full_name": _full_name,
+    **{f.__name__: f for f in (epoch_ms, source_address, outcome, split_target, external_id, compact_json)},
+    **{f.__name__: f for f in (activity_entities, _full_name)},
 }
 
 # Activities: actor -> suser/suid/src, first user entity -> duser/duid, first datasource or
