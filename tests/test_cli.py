@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import orjson
@@ -170,19 +171,31 @@ def test_demo_prints_events_and_stops_cleanly(tmp_path):
     config = tmp_path / "demo.toml"
     config.write_text(text)
     env = {**os.environ, "AUDITSTREAM_DEMO_STATE": str(tmp_path / "state")}
-    proc = subprocess.Popen(
-        [*CLI, "demo", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-    )
+    err_path = tmp_path / "demo.err"
+    with err_path.open("wb") as err_file:  # a file, not a pipe nobody reads: the demo never blocks on it
+        proc = subprocess.Popen(
+            [*CLI, "demo", "--config", str(config)], stdout=subprocess.PIPE, stderr=err_file, env=env
+        )
+    stdout = proc.stdout
+    assert stdout is not None
     lines: list[bytes] = []
-    assert proc.stdout is not None
+
+    def read_lines() -> None:  # in a thread: waiting for lines keeps its deadline if none comes
+        for line in stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read_lines, daemon=True)
+    reader.start()
     try:
-        wait_until(lambda: lines.append(proc.stdout.readline()) or len(lines) >= 5, 60, "five events")  # type: ignore[union-attr]
+        wait_until(lambda: len(lines) >= 5, 60, "five events")
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    reader.join(10)
+    err = err_path.read_bytes()
     assert proc.returncode == 0, err.decode()[-2000:]
     events = [orjson.loads(line) for line in lines]
     assert all({"logType", "id", "timestamp"} <= set(event) for event in events)

@@ -14,8 +14,8 @@ loss can only take the last commits back, which re-delivers them (duplicates, ne
 since progress is always committed after delivery).
 
 The file is created 0600 (SQLite gives its ``-wal`` and ``-shm`` files the same mode) in a
-directory created 0700. At every start, once the file has been read, a consistent copy goes
-to ``<file>.bak``: a corrupt store stops the daemon with a message naming both. A JSON
+directory created 0700. A consistent copy goes to ``<file>.bak`` at every start, every ten
+minutes and at a clean stop: a corrupt store stops the daemon with a message naming both. A JSON
 checkpoint from an earlier version (at the path, or at the same name ending in ``.json``) is
 read once and migrated; it is kept as ``<json>.migrated``.
 """
@@ -43,6 +43,7 @@ from auditstream.fsutil import (
 )
 
 SCHEMA_VERSION = 2
+BACKUP_EVERY = 600.0
 KEYS_PER_ROW = 1000
 JSON_SCHEMA_VERSION = 1
 FILE_MODE = PRIVATE_FILE_MODE
@@ -352,7 +353,10 @@ class CheckpointStore:
             ) from None
 
     def take_backup(self) -> None:
-        """A consistent copy of the store as ``<file>.bak`` (0600), replaced atomically."""
+        """A consistent copy of the store as ``<file>.bak`` (0600), replaced atomically.
+
+        Taken at every start, every :data:`BACKUP_EVERY` seconds and at a clean stop, so
+        restoring it re-sends at most that much (never loses: it is an older state)."""
         db = self._open()
         temporary = self.backup.with_name(f".{self.backup.name}.tmp")
         try:
@@ -439,6 +443,11 @@ class CheckpointStore:
         async with self._lock:
             await asyncio.to_thread(transaction)
         self._observer.checkpoint_written()
+
+    async def back_up(self) -> None:
+        """:meth:`take_backup` between transactions, off the event loop."""
+        async with self._lock:
+            await asyncio.to_thread(self.take_backup)
 
     async def save(self, states: Mapping[str, StreamState]) -> None:
         """Write every state whole (a first start, a reset, tests); streams and open queries

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from auditstream.config import AppConfig
-from auditstream.engine.checkpoint import CheckpointStore, StreamState
+from auditstream.engine.checkpoint import BACKUP_EVERY, CheckpointStore, StreamState
 from auditstream.engine.fanout import FanOut
 from auditstream.engine.longqueries import LongQueryTracker
 from auditstream.engine.normalize import Normalizer, build_redactor
@@ -370,14 +370,26 @@ class Engine:
             asyncio.create_task(p.run(), name=f"poll-{p.spec.name}", context=_stream_context(p.spec.name))
             for p in self.pollers
         ]
+        backups = asyncio.create_task(self._back_up_now_and_then(), name="checkpoint-backup")
         deadline: list[float] = []
+        clean = False
         try:
             await self._supervise(tasks, deadline)
+            clean = True
         finally:
-            await _cancel_all(tasks)
+            await _cancel_all([*tasks, backups])
             await self.store.save(self.states)
             await self._close_sinks(deadline[0] if deadline else None)
+            if clean:
+                await self.store.back_up()  # restoring it after a clean stop re-sends nothing
             self.store.close()
+
+    async def _back_up_now_and_then(self) -> None:
+        """Keep ``<checkpoint>.bak`` recent: restoring it re-sends at most this much."""
+        while not self.stop.is_set():
+            await self._sleep_unless_stopped(BACKUP_EVERY)
+            if not self.stop.is_set():
+                await self.store.back_up()
 
     async def _supervise(self, tasks: list[asyncio.Task[None]], deadline: list[float]) -> None:
         stop_waiter = asyncio.create_task(self.stop.wait())

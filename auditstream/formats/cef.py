@@ -12,16 +12,16 @@ for the verb or stream (``severity``), then ``default_severity``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 import auditstream
 from auditstream.formats import cef_escape, compiled, severity
+from auditstream.formats.cache import remember
 from auditstream.formats.cef_escape import escape_header
 from auditstream.formats.cef_mapping import (
     ACTIVITY_LAYOUT,
-    ACTIVITY_VERB_GROUP,
     Mapper,
     history_mapper,
     map_activity,
@@ -68,27 +68,25 @@ class CefEncoder:
         )
         self._overrides = dict(settings.severity)
         self._default = settings.default_severity
-        self._verb_severity: dict[str, int] = {}
         self._headers: dict[tuple[str, str], str] = {}  # class id and name repeat: escape once
         self._activity_heads: dict[str, str] = {}  # activity verb -> line head up to the extension
-        self._mappers: dict[str, Mapper] = {}
+        # One encoding function per stream, its mapper, renderer and severity rule bound in:
+        # the hot path dispatches once on logType and calls straight through.
+        self._encoders: dict[str, Callable[[Event], bytes]] = {}
+        self._severities: dict[str, Callable[[Event], int]] = {}
         for spec in STREAMS.values():
             if spec.kind is StreamKind.ACTIVITY:
-                self._mappers[spec.name] = map_activity
-            elif spec.kind is StreamKind.QUERY:
-                self._mappers[spec.name] = map_query
+                self._severities[spec.name] = self._activity_severity(spec.name)
+                self._encoders[spec.name] = self._activity_encoder(spec.name)
+                continue
+            if spec.kind is StreamKind.QUERY:
+                mapper = map_query
             else:
                 entity = spec.record_class.DESCRIPTOR.fields_by_name[spec.entity_field].message_type
-                self._mappers[spec.name] = history_mapper(
-                    spec.name, history_entity_key(spec), compiled.is_polymorphic(entity)
-                )
-        # One encoding function per stream, its mapper and renderer bound in: the hot path
-        # dispatches once on logType and calls straight through.
-        self._encoders: dict[str, Callable[[Event], bytes]] = {
-            name: self._activity_encoder() if mapper is map_activity else self._stream_encoder(mapper, name)
-            for name, mapper in self._mappers.items()
-        }
-        self._generic_encoder = self._stream_encoder(map_generic)
+                mapper = history_mapper(spec.name, history_entity_key(spec), compiled.is_polymorphic(entity))
+            self._severities[spec.name] = self._stream_severity(spec.name, spec.kind)
+            self._encoders[spec.name] = self._stream_encoder(mapper, self._severities[spec.name])
+        self._generic_encoder = self._stream_encoder(map_generic, self._generic_severity)
 
     def encode(self, event: Event) -> str:
         """One CEF line for one event."""
@@ -100,10 +98,49 @@ class CefEncoder:
         encode = self._encoders.get(log_type) if type(log_type) is str else None
         return (encode or self._generic_encoder)(event)
 
-    def _stream_encoder(self, mapper: Mapper, log_type: str | None = None) -> Callable[[Event], bytes]:
-        """The encoding function of one stream (``log_type``), or of any unknown one (None)."""
+    # -- severity: configured override for the verb, then for the stream, then built in ----
+
+    def severity_of(self, event: Event) -> int:
+        """The severity of an event under these settings (what its line's header carries)."""
+        log_type = event.get("logType")
+        rule = self._severities.get(log_type) if type(log_type) is str else None
+        return (rule or self._generic_severity)(event)
+
+    def _activity_severity(self, log_type: str) -> Callable[[Event], int]:
+        return lambda event: self._verb_severity(map_activity(event)[3][VERB_GROUP][VERB_INDEX], log_type)
+
+    def _verb_severity(self, verb: str, log_type: str) -> int:
+        """An activity's: the stream's override ranks below the verb's, above the built-in rules."""
+        override = self._overrides.get(verb, self._overrides.get(log_type))
+        if override is not None:
+            return override
+        built_in = severity.activity_severity(verb)
+        return self._default if built_in is None else built_in
+
+    def _stream_severity(self, log_type: str, kind: StreamKind) -> Callable[[Event], int]:
+        """The severity rule of one query or history stream, its constants resolved."""
+        override = self._overrides.get(log_type)
+        if override is not None:
+            return lambda event: override
+        if kind is StreamKind.QUERY:
+            return lambda event: severity.QUERY_SEVERITY
+        return lambda event: (
+            severity.HISTORY_SEVERITY if event.get("deletedAt") is None else severity.HISTORY_DELETED_SEVERITY
+        )
+
+    def _generic_severity(self, event: Event) -> int:
+        """A stream this build has no mapping for: its override, else ``default_severity``."""
+        log_type = event.get("logType")
+        override = self._overrides.get(log_type) if isinstance(log_type, str) else None
+        return self._default if override is None else override
+
+    # -- encoding -----------------------------------------------------------------------
+
+    def _stream_encoder(
+        self, mapper: Mapper, severity_of: Callable[[Event], int]
+    ) -> Callable[[Event], bytes]:
+        """The encoding function of one stream (or of any stream without a mapping)."""
         headers, header_of, prefix = self._headers, self._header, self._prefix
-        severity_of = self._stream_severity(mapper, log_type)
 
         def encode(event: Event) -> bytes:
             class_id, name, numbers, strings, layout = mapper(event)
@@ -113,81 +150,37 @@ class CefEncoder:
 
         return encode
 
-    def _stream_severity(self, mapper: Mapper, log_type: str | None) -> Callable[[Event], int]:
-        """``severity_of`` for one known non-activity stream, with its constants resolved."""
-        if log_type is None:
-            return lambda event: self.severity_of(event, mapper)
-        override = self._overrides.get(log_type)
-        if override is not None:
-            return lambda event: override
-        if mapper is map_query:
-            return lambda event: severity.QUERY_SEVERITY
-        return lambda event: (
-            severity.HISTORY_SEVERITY if event.get("deletedAt") is None else severity.HISTORY_DELETED_SEVERITY
-        )
-
-    def _activity_encoder(self) -> Callable[[Event], bytes]:
+    def _activity_encoder(self, log_type: str) -> Callable[[Event], bytes]:
         """Activities: header and severity both follow from the verb, one lookup per event."""
-        heads, head_of, render = self._activity_heads, self._activity_head, renderer_for(ACTIVITY_LAYOUT)
+        heads, prefix, render = self._activity_heads, self._prefix, renderer_for(ACTIVITY_LAYOUT)
+        group, index = VERB_GROUP, VERB_INDEX
+
+        def head_of(class_id: str, name: str, verb: str) -> str:
+            """``CEF:0|...|<class id>|<name>|<severity>|`` of a verb, remembered."""
+            header = self._headers.get((class_id, name)) or self._header(class_id, name)
+            return remember(heads, verb, f"{prefix}{header}{self._verb_severity(verb, log_type)}|")
 
         def encode(event: Event) -> bytes:
             class_id, name, numbers, strings, _ = map_activity(event)
-            verb = strings[ACTIVITY_VERB_GROUP][0]
-            head = heads.get(verb) or head_of(event, class_id, name, verb)
+            verb = strings[group][index]
+            head = heads.get(verb) or head_of(class_id, name, verb)
             return (head + render(numbers, strings)).encode("utf-8")
 
         return encode
 
-    def _activity_head(self, event: Event, class_id: str, name: str, verb: str) -> str:
-        """``CEF:0|...|<class id>|<name>|<severity>|`` of an activity verb, remembered."""
-        header = self._headers.get((class_id, name)) or self._header(class_id, name)
-        head = f"{self._prefix}{header}{self.severity_of(event, map_activity)}|"
-        if len(self._activity_heads) >= _HEADER_CACHE_LIMIT:
-            self._activity_heads.clear()
-        self._activity_heads[verb] = head
-        return head
-
     def _header(self, class_id: str, name: str) -> str:
         """``<class id>|<name>|``, escaped once per distinct pair (they repeat)."""
         class_text = escape_header(class_id, cef_escape.CLASS_ID_MAX)
-        header = f"{class_text}|{escape_header(name, cef_escape.NAME_MAX)}|"
-        if len(self._headers) >= _HEADER_CACHE_LIMIT:
-            self._headers.clear()
-        self._headers[(class_id, name)] = header
-        return header
-
-    def severity_of(self, event: Event, mapper: Mapper | None = None) -> int:
-        """The severity of an event under these settings."""
-        log_type = event.get("logType")
-        if mapper is None:
-            mapper = self._mappers.get(log_type, map_generic) if type(log_type) is str else map_generic
-        if mapper is map_activity:
-            verb = event.get("activity")
-            verb = verb if isinstance(verb, str) else ""
-            cached = self._verb_severity.get(verb)
-            if cached is None:
-                cached = self._resolve_verb(verb, log_type)
-                if len(self._verb_severity) >= _HEADER_CACHE_LIMIT:  # bounded, even for junk verbs
-                    self._verb_severity.clear()
-                self._verb_severity[verb] = cached
-            return cached
-        if isinstance(log_type, str) and log_type in self._overrides:
-            return self._overrides[log_type]
-        if mapper is map_query:
-            return severity.QUERY_SEVERITY
-        if mapper is map_generic:
-            return self._default
-        if event.get("deletedAt") is not None:
-            return severity.HISTORY_DELETED_SEVERITY
-        return severity.HISTORY_SEVERITY
-
-    def _resolve_verb(self, verb: str, log_type: Any) -> int:
-        if verb in self._overrides:
-            return self._overrides[verb]
-        if isinstance(log_type, str) and log_type in self._overrides:
-            return self._overrides[log_type]
-        built_in = severity.activity_severity(verb)
-        return self._default if built_in is None else built_in
+        return remember(
+            self._headers, (class_id, name), f"{class_text}|{escape_header(name, cef_escape.NAME_MAX)}|"
+        )
 
 
-_HEADER_CACHE_LIMIT = 4096
+def _verb_position() -> tuple[int, int]:
+    """Where ``map_activity`` returns the verb (``act``): its group, its index in the group."""
+    group, index = ACTIVITY_LAYOUT.position("act")
+    assert index is not None  # the verb shares its group with its outcome and actor
+    return group, index
+
+
+VERB_GROUP, VERB_INDEX = _verb_position()  # the mapper decides what the verb is, once

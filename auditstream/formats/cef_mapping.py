@@ -1,11 +1,19 @@
 """Which event field goes to which CEF header field and extension key, per stream kind.
 
-Each mapper reads an event dict (after redaction: a dropped field is simply missing, so it
-can never reappear in CEF) and returns a ``Mapped``: the Device Event Class ID, the Name, the
-string extension pairs, the numeric ones, and its ``Layout`` (the labels of the custom fields
-it uses, ``cs1`` -> ``actorName``). ``cef.CefEncoder`` adds the severity, applies lengths and
-escaping, drops empty values, and writes a label right before its field only when the field
-is written, so no label ever dangles. docs/cef.md is the human-readable form of this module.
+Each stream kind has one ``FieldTable``: its class id and name, then every extension key
+with the expression of its value and its label, in output order. Both halves of the
+encoding come from that one table, so no key can be written without its value or the other
+way round: ``FieldTable.layout`` (which keys, in which order, grouped and labelled how;
+``cef_render`` generates the renderer from it) and ``compile_mapper``, which generates the
+mapper: a function reading an event dict (after redaction: a dropped field is simply
+missing, so it can never reappear in CEF) and returning a ``Mapped``: the class id, the
+name, the number and string values in the layout's order, and the layout. A generated
+mapper is the function one would write by hand, each value in its slot, so the table costs
+nothing per event. The expressions only wire event fields to keys; what they call (address
+classification, targets, outcomes) is ordinary code below. ``cef.CefEncoder`` adds the
+severity, applies lengths and escaping, drops empty values, and writes a label right before
+its field only when the field is written, so no label ever dangles. docs/cef.md is the
+human-readable form of this module.
 """
 
 from __future__ import annotations
@@ -13,10 +21,12 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import orjson
 
+from auditstream.formats.cache import remember
 from auditstream.formats.cef_escape import DEFAULT_LIMIT, EXTENSION_LIMITS, escape_extension, short_id
 from auditstream.formats.protovalues import epoch_ms
 
@@ -25,7 +35,8 @@ Values = tuple[Any, ...]
 
 
 class Layout:
-    """How one mapper's extension is written, computed once instead of once per event.
+    """How one mapper's extension is written, computed once instead of once per event
+    (``FieldTable.layout`` derives it from the table the mapper is generated from).
 
     ``numbers`` are the numeric keys in output order. ``strings`` are the string keys in
     output order, in groups: a tuple of keys is a group whose values repeat across events
@@ -101,21 +112,125 @@ class Layout:
         """(limit, prefix) of a key; a key outside the dictionary table gets the default."""
         return self.fields.get(key) or (DEFAULT_LIMIT, f"{key}=")
 
+    def position(self, key: str) -> tuple[int, int | None]:
+        """Where a mapper returns ``key``'s value: its group, and its index in the group
+        (None when the value stands alone: a bare key or a one-key group)."""
+        index = self.string_keys.index(key)
+        for number, (start, stop, _) in enumerate(self.groups):
+            if start <= index < stop:
+                return number, index - start if stop - start > 1 else None
+        raise KeyError(f"{key} is a constant of layout {self.name}, not a mapped value")
+
 
 # class id, name, number values, string values (in the layout's key order), layout
 Mapped = tuple[str, str, Values, Values, Layout]
 Mapper = Callable[[dict[str, Any]], Mapped]
+
+
+class Field(NamedTuple):
+    """One extension key, the expression of its value, and the label of a custom field.
+
+    An expression may use ``get`` (the event's), the names its table's ``let`` assigns, this
+    module's ``HELPERS`` and the names given to ``compile_mapper``.
+    """
+
+    key: str
+    value: str
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class FieldTable:
+    """What one stream kind writes. ``strings`` lists bare fields (values that differ on
+    nearly every event) and tuples of fields (values that repeat together, rendered once per
+    distinct combination: see ``Layout``). ``let`` assigns what several expressions share,
+    once per event and in order, as ``(target, expression)``."""
+
+    name: str
+    class_id: str
+    event_name: str
+    numbers: tuple[Field, ...]
+    strings: tuple[Field | tuple[Field, ...], ...]
+    let: tuple[tuple[str, str], ...] = ()
+    constants: tuple[tuple[str, str], ...] = ()
+
+    def layout(self) -> Layout:
+        fields = [*self.numbers, *(f for g in self.strings for f in ((g,) if isinstance(g, Field) else g))]
+        return Layout(
+            {field.key: field.label for field in fields if field.label is not None},
+            numbers=tuple(field.key for field in self.numbers),
+            strings=tuple(g.key if isinstance(g, Field) else tuple(f.key for f in g) for g in self.strings),
+            name=self.name,
+            constants=self.constants,
+        )
+
+
+def compile_mapper(table: FieldTable, **names: Any) -> tuple[Mapper, Layout]:
+    """The table's mapper and layout. The mapper is generated as::
+
+        def map_event(event):
+            get = event.get
+            <target> = <expression>  # each let, in order
+            return <class id>, <name>, (<number values>,), (<string values, grouped>,), _layout
+
+    A group whose values are, in order, the names one let unpacks (``src, c6a2``) takes that
+    let's tuple as it comes instead of a copy. ``names`` are constants the expressions refer
+    to (a history stream's entity key...).
+    """
+    groups = {
+        tuple(f.value for f in g): f"_g{n}"
+        for n, g in enumerate(table.strings)
+        if not isinstance(g, Field) and len(g) > 1
+    }
+    passed: set[str] = set()
+    lines = ["def map_event(event):", "    get = event.get"]
+    for target, expression in table.let:
+        whole = groups.get(tuple(name.strip() for name in target.split(",")))
+        if whole is None:
+            lines.append(f"    {target} = {expression}")
+        else:
+            passed.add(whole)
+            lines += [f"    {whole} = {expression}", f"    {target} = {whole}"]
+
+    def value(group: Field | tuple[Field, ...]) -> str:
+        if isinstance(group, Field):
+            return group.value
+        if len(group) == 1:  # a one-key group's value stands alone (Layout)
+            return group[0].value
+        whole = groups[tuple(field.value for field in group)]
+        return whole if whole in passed else f"({', '.join(field.value for field in group)})"
+
+    numbers = "".join(f"{field.value}, " for field in table.numbers)
+    strings = "".join(f"{value(group)}, " for group in table.strings)
+    lines.append(f"    return ({table.class_id}), ({table.event_name}), ({numbers}), ({strings}), _layout")
+    layout = table.layout()
+    namespace: dict[str, Any] = {**HELPERS, **names, "_layout": layout}
+    exec(compile("\n".join(lines) + "\n", f"<cef mapper {table.name}>", "exec"), namespace)  # see above
+    mapper: Mapper = namespace["map_event"]
+    return mapper, layout
+
+
+def text_of(expression: str, default: str = "") -> str:
+    """Source of ``expression``'s value if it is text, else ``default`` (inline: a function
+    call per field would cost as much as the rest of the field)."""
+    return f"(_v if isinstance(_v := {expression}, str) else {default!r})"
+
+
+def object_of(expression: str) -> str:
+    """Source of ``expression``'s value if it is an object (dict), else an empty one."""
+    return f"(_v if type(_v := {expression}) is dict else _NO_ENTITY)"
+
 
 SOURCE_IPV6_LABEL = "sourceIPv6Address"
 FAILURE_VERBS = re.compile(
     r"failed|denied|rejected|locked due to|attempt(ed)? to (login|enroll)", re.IGNORECASE
 )
 
-# Verbs, addresses and targets repeat across events: classify each distinct value once.
-_ip_cache: dict[str, tuple[str | None, str | None]] = {}
+# Verbs, addresses, targets and entities repeat across events: work each distinct one out once.
+_addresses: dict[str, tuple[str | None, str | None]] = {}
 _outcomes: dict[str, str] = {}
 _targets: dict[str, tuple[str, int | None]] = {}
-_CACHE_LIMIT = 4096
+_entities: dict[str, tuple[tuple[Any, Any, Any], str]] = {}  # entities JSON -> activity_entities()
 
 
 def source_address(value: Any) -> tuple[str | None, str | None]:
@@ -127,13 +242,11 @@ def source_address(value: Any) -> tuple[str | None, str | None]:
     """
     if not isinstance(value, str) or not value:
         return _NO_ADDRESS
-    slots = _ip_cache.get(value)
+    slots = _addresses.get(value)
     if slots is None:
         key = _classify_ip(value)
         slots = (value, None) if key == "src" else (None, value) if key == "c6a2" else _NO_ADDRESS
-        if len(_ip_cache) >= _CACHE_LIMIT:
-            _ip_cache.clear()
-        _ip_cache[value] = slots
+        remember(_addresses, value, slots)
     return slots
 
 
@@ -156,10 +269,7 @@ def outcome(verb: str) -> str:
     """``failure`` for verbs that record a refused or failed attempt, else ``success``."""
     known = _outcomes.get(verb)
     if known is None:
-        known = "failure" if FAILURE_VERBS.search(verb) else "success"
-        if len(_outcomes) >= _CACHE_LIMIT:
-            _outcomes.clear()
-        _outcomes[verb] = known
+        known = remember(_outcomes, verb, "failure" if FAILURE_VERBS.search(verb) else "success")
     return known
 
 
@@ -169,10 +279,7 @@ def split_target(target: Any) -> tuple[str, int | None]:
         return "", None
     known = _targets.get(target)
     if known is None:
-        known = _split_target(target)
-        if len(_targets) >= _CACHE_LIMIT:
-            _targets.clear()
-        _targets[target] = known
+        known = remember(_targets, target, _split_target(target))
     return known
 
 
@@ -208,64 +315,24 @@ def compact_json(value: Any) -> str | None:
     return orjson.dumps(value).decode("utf-8")
 
 
-def _text(value: Any) -> str | None:
-    """A string field of the event, None when missing or not a string."""
-    return value if isinstance(value, str) else None
+def activity_entities(event: dict[str, Any]) -> tuple[tuple[Any, Any, Any], str | None]:
+    """((duser, duid, dhost), cs3) of an activity: the first user entity's email (or name)
+    and id, the first datasource or node entity's name; the entities as compact JSON.
 
-
-ACTIVITY_LAYOUT = Layout(
-    {"c6a2": SOURCE_IPV6_LABEL, "cs1": "actorName", "cs2": "actorExternalID", "cs3": "entities"},
-    numbers=("rt",),
-    constants=(("cat", "activities"),),
-    strings=(
-        "externalId",
-        ("act", "outcome", "suser", "suid"),
-        ("src", "c6a2"),
-        ("duser", "duid", "dhost"),
-        "msg",
-        ("requestClientApplication", "cs1", "cs2"),
-        ("cs3",),
-    ),
-    name="activities",
-)
-ACTIVITY_VERB_GROUP = 1  # strings[1][0] is the verb (act)
-
-
-def map_activity(event: dict[str, Any]) -> Mapped:
-    """Activities: actor -> suser/suid/src, first user entity -> duser/duid, first
-    datasource or node entity -> dhost, description -> msg."""
-    get = event.get
-    verb = get("activity")
-    if not isinstance(verb, str):
-        verb = ""
-    details = get("entityDetails")
-    if type(details) is list and details and _DICT_ONLY.issuperset(map(type, details)):
-        # The usual case: the entities' JSON (cs3) doubles as the key of their targets.
+    The usual ``entityDetails``, a list of objects, is serialized for cs3 anyway, and that
+    JSON doubles as the key of the targets it holds (entities recur from event to event).
+    """
+    details = event.get("entityDetails")
+    if type(details) is list and details and _OBJECTS_ONLY.issuperset(map(type, details)):
         text = _dumps(details).decode("utf-8")
-        targets = _targets_by_json.get(text)
-        if targets is None:
-            targets = _remember(_targets_by_json, text, entity_targets(details))
-        entities_json: str | None = text
-    else:
-        targets = entity_targets(details)
-        entities_json = compact_json(details if details is not None else get("entities"))
-    actor_name = get("actorName")
-    strings = (
-        get("id"),
-        (verb, _outcomes.get(verb) or outcome(verb), get("actorEmail") or actor_name, get("actorAccountID")),
-        source_address(get("ipAddress")),
-        targets,
-        get("description"),
-        (get("userAgent"), actor_name, get("actorExternalID")),
-        entities_json,
-    )
-    name = verb or "activity"
-    return name, name, (epoch_ms(get("timestamp")),), strings, ACTIVITY_LAYOUT
+        known = _entities.get(text)
+        if known is None:
+            known = remember(_entities, text, (_entity_targets(details), text))
+        return known
+    return _entity_targets(details), compact_json(details if details is not None else event.get("entities"))
 
 
-def entity_targets(details: Any) -> tuple[Any, Any, Any]:
-    """(duser, duid, dhost) of an activity: the first user entity's email (or name) and id,
-    the first datasource or node entity's name."""
+def _entity_targets(details: Any) -> tuple[Any, Any, Any]:
     target_user: dict[str, Any] = _NO_ENTITY
     target_host = None
     if type(details) is list:
@@ -280,92 +347,116 @@ def entity_targets(details: Any) -> tuple[Any, Any, Any]:
     return target_user.get("email") or target_user.get("name"), target_user.get("id"), target_host
 
 
-def _remember(cache: dict[str, Any], key: str, value: Any) -> Any:
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
-    cache[key] = value
-    return value
-
-
-_dumps = orjson.dumps
-_DICT_ONLY = frozenset({dict})
-_targets_by_json: dict[str, tuple[Any, Any, Any]] = {}  # entities JSON -> entity_targets()
-_NO_ENTITY: dict[str, Any] = {}
-_HOST_ENTITY_TYPES = ("datasource", "node")
-
-
-QUERY_LAYOUT = Layout(
-    {
-        "c6a2": SOURCE_IPV6_LABEL,
-        "cn1": "durationMs",
-        "cn2": "recordCount",
-        "cs1": "resourceName",
-        "cs2": "resourceType",
-        "cs3": "resourceId",
-        "cs4": "queryId",
-        "cs5": "queryState",
-        "cs6": "queryHash",
-    },
-    numbers=("rt", "start", "end", "dpt", "cn1", "cn2"),
-    constants=(("cat", "queries"),),
-    strings=(
-        "externalId",
-        ("act", "suser", "suid"),
-        ("src", "c6a2"),
-        ("duser", "dhost"),
-        "msg",
-        ("request", "requestMethod", "fname"),
-        ("cs1", "cs2", "cs3"),
-        "cs4",
-        ("cs5",),
-        "cs6",
-    ),
-    name="queries",
-)
-
-
-def map_query(event: dict[str, Any]) -> Mapped:
-    """Queries: account -> suser/suid/src, target -> dhost/dpt, remote user -> duser,
-    body -> msg, duration and record count -> cn1/cn2."""
-    get = event.get
-    category = get("queryCategory")
-    if not isinstance(category, str):
-        category = ""
-    state = get("queryState")
-    if not isinstance(state, str):
-        state = ""
-    host, port = split_target(get("target"))
-    capture = get("capture")
-    capture = capture if type(capture) is dict else _NO_ENTITY
-    resource_name, resource_type = get("resourceName"), get("resourceType")
-    start = epoch_ms(get("timestamp"))
-    strings = (
-        get("id"),
-        (
-            category,
-            get("accountEmail") or _full_name(get("accountFirstName"), get("accountLastName")),
-            get("accountId"),
-        ),
-        source_address(get("clientIp") or get("sourceIp")),
-        (get("remoteIdentityUsername") or get("identityAliasUsername"), host or resource_name),
-        get("queryBody"),
-        (capture.get("requestUri"), capture.get("requestMethod"), capture.get("fileName")),
-        (resource_name, resource_type, get("resourceId")),
-        get("queryId"),
-        state,
-        get("queryHash"),
-    )
-    numbers = (start, start, epoch_ms(get("completedAt")), port, get("durationMs"), get("recordCount"))
-    what = _text(resource_type) or category or "resource"
-    class_id = f"query:{category}" if category else "query"
-    return class_id, f"{what} query {state}".strip(), numbers, strings, QUERY_LAYOUT
-
-
 def _full_name(first: Any, last: Any) -> str:
     return " ".join(part for part in (first, last) if type(part) is str and part)
 
 
+_dumps = orjson.dumps
+_OBJECTS_ONLY = frozenset({dict})
+_NO_ENTITY: dict[str, Any] = {}
+_HOST_ENTITY_TYPES = ("datasource", "node")
 _HOST_KEYS = ("resource", "node")
+
+HELPERS: dict[str, Any] = {
+    "_outcomes": _outcomes,
+    "_NO_ENTITY": _NO_ENTITY,
+    **{f.__name__: f for f in (epoch_ms, source_address, outcome, split_target, external_id, compact_json)},
+    **{f.__name__: f for f in (activity_entities, _full_name)},
+}
+
+# Activities: actor -> suser/suid/src, first user entity -> duser/duid, first datasource or
+# node entity -> dhost, description -> msg.
+ACTIVITY_FIELDS = FieldTable(
+    "activities",
+    let=(
+        ("verb", text_of("get('activity')")),
+        ("name", "verb or 'activity'"),
+        ("actor_name", "get('actorName')"),
+        ("src, c6a2", "source_address(get('ipAddress'))"),
+        ("targets, entities_json", "activity_entities(event)"),
+        ("duser, duid, dhost", "targets"),
+    ),
+    class_id="name",
+    event_name="name",
+    numbers=(Field("rt", "epoch_ms(get('timestamp'))"),),
+    constants=(("cat", "activities"),),
+    strings=(
+        Field("externalId", "get('id')"),
+        (
+            Field("act", "verb"),
+            Field("outcome", "_outcomes.get(verb) or outcome(verb)"),
+            Field("suser", "get('actorEmail') or actor_name"),
+            Field("suid", "get('actorAccountID')"),
+        ),
+        (Field("src", "src"), Field("c6a2", "c6a2", SOURCE_IPV6_LABEL)),
+        (Field("duser", "duser"), Field("duid", "duid"), Field("dhost", "dhost")),
+        Field("msg", "get('description')"),
+        (
+            Field("requestClientApplication", "get('userAgent')"),
+            Field("cs1", "actor_name", "actorName"),
+            Field("cs2", "get('actorExternalID')", "actorExternalID"),
+        ),
+        (Field("cs3", "entities_json", "entities"),),
+    ),
+)
+map_activity, ACTIVITY_LAYOUT = compile_mapper(ACTIVITY_FIELDS)
+
+# Queries: account -> suser/suid/src, target -> dhost/dpt, remote user -> duser, body -> msg,
+# duration and record count -> cn1/cn2.
+QUERY_FIELDS = FieldTable(
+    "queries",
+    let=(
+        ("category", text_of("get('queryCategory')")),
+        ("state", text_of("get('queryState')")),
+        ("host, port", "split_target(get('target'))"),
+        ("src, c6a2", "source_address(get('clientIp') or get('sourceIp'))"),
+        ("capture", object_of("get('capture')")),
+        ("resource_name", "get('resourceName')"),
+        ("resource_type", "get('resourceType')"),
+        ("start", "epoch_ms(get('timestamp'))"),
+    ),
+    class_id="'query:' + category if category else 'query'",
+    event_name=f"(({text_of('resource_type')} or category or 'resource') + ' query ' + state).strip()",
+    numbers=(
+        Field("rt", "start"),
+        Field("start", "start"),
+        Field("end", "epoch_ms(get('completedAt'))"),
+        Field("dpt", "port"),
+        Field("cn1", "get('durationMs')", "durationMs"),
+        Field("cn2", "get('recordCount')", "recordCount"),
+    ),
+    constants=(("cat", "queries"),),
+    strings=(
+        Field("externalId", "get('id')"),
+        (
+            Field("act", "category"),
+            Field(
+                "suser", "get('accountEmail') or _full_name(get('accountFirstName'), get('accountLastName'))"
+            ),
+            Field("suid", "get('accountId')"),
+        ),
+        (Field("src", "src"), Field("c6a2", "c6a2", SOURCE_IPV6_LABEL)),
+        (
+            Field("duser", "get('remoteIdentityUsername') or get('identityAliasUsername')"),
+            Field("dhost", "host or resource_name"),
+        ),
+        Field("msg", "get('queryBody')"),
+        (
+            Field("request", "capture.get('requestUri')"),
+            Field("requestMethod", "capture.get('requestMethod')"),
+            Field("fname", "capture.get('fileName')"),
+        ),
+        (
+            Field("cs1", "resource_name", "resourceName"),
+            Field("cs2", "resource_type", "resourceType"),
+            Field("cs3", "get('resourceId')", "resourceId"),
+        ),
+        Field("cs4", "get('queryId')", "queryId"),
+        (Field("cs5", "state", "queryState"),),
+        Field("cs6", "get('queryHash')", "queryHash"),
+    ),
+)
+map_query, QUERY_LAYOUT = compile_mapper(QUERY_FIELDS)
 
 
 def history_mapper(log_type: str, entity_key: str, polymorphic: bool) -> Mapper:
@@ -375,72 +466,63 @@ def history_mapper(log_type: str, entity_key: str, polymorphic: bool) -> Mapper:
     ``entityType`` is the oneof member of a polymorphic entity (``postgres``, ``user``) and
     the entity key otherwise (an AccessRequestEvent's own ``type`` field is not its type).
     """
-    label = re.sub(r"(?<!^)(?=[A-Z])", " ", entity_key).lower()
-
-    layout = Layout(
-        {
-            "deviceCustomDate1": "deletedAt",
-            "cs1": "activityId",
-            "cs2": "entityType",
-            "cs3": "entityId",
-            "cs4": "entityName",
-            "cs5": entity_key,
-            "cs6": "id",
-        },
-        numbers=("rt", "deviceCustomDate1"),
+    table = FieldTable(
+        log_type,
+        let=(
+            ("entity", object_of("get(ENTITY_KEY)")),
+            ("entity_get", "entity.get"),
+            ("deleted", "epoch_ms(get('deletedAt'))"),
+            ("change", "'changed' if deleted is None else 'deleted'"),
+            ("record_id", "get('id')"),
+        ),
+        class_id="LOG_TYPE",
+        event_name="LABEL + change",
+        numbers=(
+            Field("rt", "epoch_ms(get('timestamp'))"),
+            Field("deviceCustomDate1", "deleted", "deletedAt"),
+        ),
         constants=(("cat", log_type),),
         strings=(
-            "externalId",
-            ("act", "duser", "duid", "dhost"),
-            "cs1",
-            ("cs2", "cs3", "cs4"),
-            "cs5",
-            "cs6",
+            Field("externalId", "external_id(record_id)"),
+            (
+                Field("act", "change"),
+                Field("duser", "entity_get('email') or (entity_get('name') if IS_ACCOUNT else None)"),
+                Field("duid", "entity_get('accountId') or (entity_get('id') if IS_ACCOUNT else None)"),
+                Field("dhost", "entity_get('hostname') or (entity_get('name') if IS_HOST else None)"),
+            ),
+            Field("cs1", "get('activityId')", "activityId"),
+            (
+                Field("cs2", "(entity_get('type') if POLYMORPHIC else None) or ENTITY_KEY", "entityType"),
+                Field("cs3", "entity_get('id')", "entityId"),
+                Field("cs4", "entity_get('name')", "entityName"),
+            ),
+            Field("cs5", "compact_json(entity)", entity_key),
+            Field("cs6", "record_id", "id"),
         ),
-        name=log_type,
     )
-    is_account = entity_key == "account"
-    is_host = entity_key in _HOST_KEYS
-
-    def map_history(event: dict[str, Any]) -> Mapped:
-        get = event.get
-        entity = get(entity_key)
-        entity = entity if type(entity) is dict else _NO_ENTITY
-        entity_get = entity.get
-        deleted = epoch_ms(get("deletedAt"))
-        change = "changed" if deleted is None else "deleted"
-        record_id = get("id")
-        strings = (
-            external_id(record_id),
-            (
-                change,
-                entity_get("email") or (entity_get("name") if is_account else None),
-                entity_get("accountId") or (entity_get("id") if is_account else None),
-                entity_get("hostname") or (entity_get("name") if is_host else None),
-            ),
-            get("activityId"),
-            (
-                (entity_get("type") if polymorphic else None) or entity_key,
-                entity_get("id"),
-                entity_get("name"),
-            ),
-            compact_json(entity),
-            record_id,
-        )
-        numbers = (epoch_ms(get("timestamp")), deleted)
-        return log_type, f"{label} {change}", numbers, strings, layout
-
-    return map_history
+    mapper, _ = compile_mapper(
+        table,
+        LOG_TYPE=log_type,
+        ENTITY_KEY=entity_key,
+        LABEL=re.sub(r"(?<!^)(?=[A-Z])", " ", entity_key).lower() + " ",
+        POLYMORPHIC=polymorphic,
+        IS_ACCOUNT=entity_key == "account",
+        IS_HOST=entity_key in _HOST_KEYS,
+    )
+    return mapper
 
 
-GENERIC_LAYOUT = Layout(
-    {"cs6": "id"}, numbers=("rt",), strings=(("cat",), "externalId", "cs6"), name="generic"
+# A stream this build has no mapping for: time, category and id, nothing guessed.
+GENERIC_FIELDS = FieldTable(
+    "generic",
+    let=(("log_type", text_of("get('logType')") + " or 'event'"), ("record_id", "get('id')")),
+    class_id="log_type",
+    event_name="log_type",
+    numbers=(Field("rt", "epoch_ms(get('timestamp'))"),),
+    strings=(
+        (Field("cat", "log_type"),),
+        Field("externalId", "external_id(record_id)"),
+        Field("cs6", "record_id", "id"),
+    ),
 )
-
-
-def map_generic(event: dict[str, Any]) -> Mapped:
-    """A stream this build has no mapping for: time, category and id, nothing guessed."""
-    log_type = _text(event.get("logType")) or "event"
-    record_id = event.get("id")
-    numbers = (epoch_ms(event.get("timestamp")),)
-    return log_type, log_type, numbers, (log_type, external_id(record_id), record_id), GENERIC_LAYOUT
+map_generic, GENERIC_LAYOUT = compile_mapper(GENERIC_FIELDS)

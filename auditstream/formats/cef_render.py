@@ -12,8 +12,9 @@ the renderer saves bytecodes wherever it can:
 
 - a *group* of values that repeat together (the verb and its outcome, the actor's email and
   id; ``Layout``) is rendered by ``render_extension`` once per distinct combination and then
-  looked up in a dict keyed by the values. Only combinations of plain strings (or None) are
-  remembered, so a cached text never stands for a number or list that compares equal;
+  looked up in a dict keyed by the values (bounded by ``cache.remember``). Only combinations
+  of plain strings (or None) are remembered, so a cached text never stands for a number or
+  list that compares equal;
 - a value that differs on nearly every event (ids, descriptions, query bodies) is written
   as ``prefix + value`` (escaped when it holds a character to escape) when it is a plain
   string within its limit, and by ``render_extension`` otherwise;
@@ -31,13 +32,13 @@ from typing import Any
 import orjson
 
 from auditstream.formats import cef_escape
+from auditstream.formats.cache import remember
 from auditstream.formats.cef_escape import escape_extension, needs_extension_escape, truncate
 from auditstream.formats.cef_mapping import Layout, Pairs, Values
 
 Renderer = Callable[[Values, Values], str]
 
 PLAIN_LAYOUT = Layout({})
-GROUP_CACHE_LIMIT = 4096  # distinct value combinations remembered per group
 _SEP = "\x00"
 
 
@@ -101,11 +102,6 @@ def source_of(layout: Layout) -> str:
     """The generated source of a layout's renderer."""
     renderer_for(layout)
     return str(layout.renderer_source)
-
-
-def render_values(numbers: Values, strings: Values, layout: Layout) -> str:
-    """The extension of one event from a mapper's values (grouped as ``Layout`` says)."""
-    return renderer_for(layout)(numbers, strings)
 
 
 def _generate(layout: Layout) -> tuple[str, dict[str, Any]]:
@@ -183,9 +179,7 @@ def _render_group(key: Any, start: int, stop: int, cache: dict[Any, str], layout
     else:
         segment = " ".join(parts)
     if _TEXT_OR_NONE.issuperset(map(type, values)):
-        if len(cache) >= GROUP_CACHE_LIMIT:
-            cache.clear()
-        cache[key] = segment
+        remember(cache, key, segment)
     return segment
 
 

@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 
 from auditstream.formats import compiled
 from auditstream.formats.protovalues import duration_ms, tags, timestamp
-from auditstream.sdm.registry import StreamKind, StreamSpec
+from auditstream.sdm.registry import StreamKind, StreamSpec, query_key
 
 Event = dict[str, Any]
 
@@ -146,11 +146,10 @@ def _query_converter(log_type: str, keep_credentials: bool) -> RecordConverter:
     def convert(query: Any) -> Event:
         query_id, started, completed, duration, account_tags, resource_tags = read_messages(query)
         completed_at = timestamp(completed)
-        # Same rule as registry.query_key: an open start record is keyed "<id>:start".
         event: Event = {
             "logType": log_type,
             "formatVersion": FORMAT_VERSION,
-            "id": f"{query_id}:start" if completed_at is None else query_id,
+            "id": query_key(query),
             "timestamp": timestamp(started),
             "queryId": query_id,
             "queryState": QUERY_STARTED if completed_at is None else QUERY_COMPLETED,

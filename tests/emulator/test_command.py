@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import grpc
 import pytest
 
 from auditstream.emulator import (
@@ -24,7 +26,7 @@ from auditstream.emulator.truthfile import read_truth_file
 from auditstream.sdm.registry import ALL_STREAM_NAMES
 from tests.helpers import free_port
 
-from .rawclient import RawClient
+from .rawclient import RawClient, build_request, signed_metadata
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,10 +85,30 @@ async def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
         assert args[1] not in stderr.decode()  # never echo a secret, even a malformed one
 
 
-def test_demo_credentials_are_accepted_by_default() -> None:
+async def test_demo_credentials_are_accepted_by_default() -> None:
+    """Started without --access-key/--secret-key, the emulator answers a call signed with the
+    demo credentials, and refuses one signed with another secret."""
     assert make_demo_credentials() == (DEMO_ACCESS_KEY, DEMO_SECRET_KEY)
-    options = EmulatorOptions()
-    assert (options.access_key, options.secret_key) == make_demo_credentials()
+    port = free_port()
+    proc = await spawn("--listen", f"127.0.0.1:{port}", "--records", "5", "--streams", "activities")
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+        assert line.decode().strip() == f"listening on 127.0.0.1:{port}"
+        demo = SimpleNamespace(access_key=DEMO_ACCESS_KEY, secret=base64.b64decode(DEMO_SECRET_KEY))
+        async with RawClient(SimpleNamespace(address=f"127.0.0.1:{port}", options=demo)) as client:
+            listed = await client.list_all("activities")
+            wrong = build_request("activities")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await client.call(
+                    "activities", wrong, signed_metadata(client.emu, "activities", wrong, b"x" * 32)
+                )
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert len(listed.records) == 5
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_a_taken_port_fails_to_start_instead_of_sharing_it() -> None:

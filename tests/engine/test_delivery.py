@@ -107,8 +107,11 @@ async def test_a_stalled_sink_holds_back_its_streams_with_bounded_memory_and_los
         watermark = activities.state.watermark_ns
         await async_wait_until(lambda: activities._queue.full(), 10, "the activities queue to fill")
         requests = emu.stats.requests_total["activities"]
-        # Backpressure: while the sink is down, listing stops at the queue bound.
-        await asyncio.sleep(0.5)
+        # Backpressure: while the sink is down, listing stops at the queue bound. The clock is
+        # the queries stream, polling on every poll_interval: three more of its polls, and
+        # activities has listed at most the page it was holding.
+        polls = emu.stats.requests_total["queries"]
+        await async_wait_until(lambda: emu.stats.requests_total["queries"] >= polls + 3, 10, "queries polls")
         assert emu.stats.requests_total["activities"] - requests <= 1
         assert activities._queue.qsize() <= engine.config.engine.queue_batches
         assert activities.state.watermark_ns == watermark, "no checkpoint progress without acknowledgement"

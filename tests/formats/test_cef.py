@@ -367,6 +367,11 @@ def test_severity_overrides_verb_then_stream_then_default() -> None:
     assert _severity(plain, logType="activities", activity="something new in a later SDK") == 4
     assert _severity(plain, logType="groups_history", deletedAt=None) == 3
     assert _severity(plain, logType="groups_history", deletedAt="2024-01-01T00:00:00Z") == 6
+    assert _severity(plain, logType="queries") == 3
+    assert _severity(plain, logType="not_a_stream_of_this_build") == 4
+    assert _severity(encoder, logType="not_a_stream_of_this_build") == 4
+    unknown = CefEncoder(CefSettings(severity={"not_a_stream_of_this_build": 8}))
+    assert _severity(unknown, logType="not_a_stream_of_this_build") == 8
 
 
 @pytest.mark.parametrize(

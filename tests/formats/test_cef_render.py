@@ -13,16 +13,20 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from auditstream.formats.cef import CefEncoder, CefSettings
+from auditstream.formats import compiled
+from auditstream.formats.cef import CefEncoder
 from auditstream.formats.cef_mapping import (
     ACTIVITY_LAYOUT,
     GENERIC_LAYOUT,
     QUERY_LAYOUT,
     Layout,
     history_mapper,
+    map_activity,
+    map_generic,
+    map_query,
 )
 from auditstream.formats.cef_render import render_extension, renderer_for, source_of
-from auditstream.formats.events import to_event
+from auditstream.formats.events import history_entity_key, to_event
 from auditstream.sdm.registry import STREAMS
 from tests.formats import samples
 
@@ -115,16 +119,22 @@ def test_encoder_lines_do_not_depend_on_cache_state() -> None:
         assert CefEncoder(device_version="t").encode(dict(event)) == first
 
 
-def test_per_stream_encoders_agree_with_severity_of() -> None:
-    """The per-stream encoders resolve severity constants up front; severity_of is the rule."""
-    settings = CefSettings(
-        severity={"roles_history": 9, "queries": 1, "user suspended": 10}, default_severity=4
-    )
-    encoder = CefEncoder(settings, device_version="t")
-    for name in [*STREAMS, "not_a_stream"]:
-        event = to_event(STREAMS[name], samples.sample(name)) if name in STREAMS else {"logType": name}
-        for deleted in (None, "2024-05-01T00:00:00Z", "not a time"):
-            if "deletedAt" in event or name == "not_a_stream":
-                event = {**event, "deletedAt": deleted}
-            line = encoder.encode(event)
-            assert line.split("|")[6] == str(encoder.severity_of(event)), (name, deleted)
+def test_every_mapper_returns_its_values_in_the_shape_of_its_layout() -> None:
+    """Mapper and layout come from one table: every key has its value, every group its tuple."""
+    for name, spec in STREAMS.items():
+        event = to_event(spec, samples.sample(name))
+        if name == "activities":
+            mapped = map_activity(event)
+        elif name == "queries":
+            mapped = map_query(event)
+        else:
+            entity = spec.record_class.DESCRIPTOR.fields_by_name[spec.entity_field].message_type
+            mapped = history_mapper(name, history_entity_key(spec), compiled.is_polymorphic(entity))(event)
+        _, _, numbers, strings, layout = mapped
+        assert len(numbers) == len(layout.number_keys), name
+        assert len(strings) == len(layout.groups), name
+        for (start, stop, _), value in zip(layout.groups, strings, strict=True):
+            assert stop - start == 1 or len(value) == stop - start, (name, layout.string_keys[start:stop])
+        assert len(layout.flatten(strings)) == len(layout.string_keys), name
+    _, _, numbers, strings, layout = map_generic({"logType": "x"})
+    assert (len(numbers), len(strings)) == (len(layout.number_keys), len(layout.groups))

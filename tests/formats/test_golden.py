@@ -2,8 +2,9 @@
 
 Any change to names, shapes, mappings or escaping shows up as a diff of a checked-in file.
 Regenerate deliberately with ``UPDATE_GOLDEN=1 .venv/bin/pytest tests/formats/test_golden.py``
-and review the diff. The CEF header's device version is pinned to ``golden`` so a release
-does not rewrite every file.
+and review the diff; with ``CI`` set as well the tests fail (CI checks the files, it never
+rewrites them). The CEF header's device version is pinned to ``golden`` so a release does not
+rewrite every file.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tests.formats import samples
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+IN_CI = bool(os.environ.get("CI"))
 CEF = CefEncoder(device_version="golden")
 
 
@@ -38,8 +40,8 @@ CASES = _cases()
 
 def _check(path: Path, actual: str) -> None:
     if UPDATE:
+        assert not IN_CI, "UPDATE_GOLDEN=1 in CI would rewrite the golden files instead of checking them"
         path.write_text(actual, encoding="utf-8")
-        return
     assert path.exists(), f"{path.name} missing: run with UPDATE_GOLDEN=1 and review it"
     assert actual == path.read_text(encoding="utf-8"), f"{path.name} differs (UPDATE_GOLDEN=1 to accept)"
 

@@ -1,11 +1,14 @@
 """What the reliability cases share: the daemon as a process (started, run until the sink holds
-the ground truth, stopped), counting, small filesystems."""
+the ground truth, stopped), the comparison with the emulator's own records, counting, small
+filesystems."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import datetime as dt
+import os
 import signal
 import subprocess
 import sys
@@ -15,7 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from auditstream.emulator import Emulator
+from auditstream.formats import to_event
+from auditstream.sdm.registry import STREAMS, StreamKind
 from tests.e2e.support import missing, read_events
 from tests.helpers import wait_until
 
@@ -112,6 +119,73 @@ def backfill_args(since: dt.datetime, until: dt.datetime) -> list[str]:
     return ["--from", since.isoformat(), "--to", until.isoformat()]
 
 
+# -- the sink's file against the emulator's own records ----------------------------------------
+#
+# Records are compared by what they hold, not by their key: the key (``StreamSpec.record_key``,
+# the event's ``id`` for queries and history) is derived by the same code on the daemon's side
+# and in the emulator's truth, so a bug there (two records under one key, one dropped as a
+# duplicate) would hide on both sides. A record's identity is its stream and every field of
+# its event but that derived ``id``, as canonical JSON; the emulator's side is built from the
+# records it stores and serves, one by one.
+
+Identity = tuple[str, bytes]
+
+
+def identity(event: dict[str, Any]) -> Identity:
+    stream = event["logType"]
+    fields = (
+        event
+        if STREAMS[stream].kind is StreamKind.ACTIVITY
+        else {k: v for k, v in event.items() if k != "id"}
+    )
+    return stream, orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+
+
+def truth_identities(emu: Emulator, streams: Collection[str]) -> set[Identity]:
+    """The identity of every record the emulator holds (and serves) now."""
+    emu.store.publish_due()
+    identities: set[Identity] = set()
+    count = 0
+    for name in streams:
+        spec = STREAMS[name]
+        with emu.store.lock:
+            payloads = list(emu.store.stream(name).payloads)
+        for payload in payloads:
+            identities.add(identity(to_event(spec, spec.record_class.FromString(payload))))
+        count += len(payloads)
+    assert len(identities) == count, "two of the emulator's records look alike: the identity is not enough"
+    return identities
+
+
+def delivered_lines(path: Path) -> list[Identity]:
+    """The identity of every complete line of a file sink's output, in file order."""
+    data = path.read_bytes() if path.exists() else b""
+    return [identity(orjson.loads(line)) for line in data[: data.rfind(b"\n") + 1].splitlines()]
+
+
+@dataclass
+class Comparison:
+    """A file sink's output against the emulator's records."""
+
+    delivered: collections.Counter[Identity]  # with repeats
+    lost: set[Identity]  # in the emulator, never delivered
+    invented: set[Identity]  # delivered, not in the emulator
+
+
+def compare(emu: Emulator, streams: Collection[str], out: Path) -> Comparison:
+    delivered = collections.Counter(delivered_lines(out))
+    truth = truth_identities(emu, streams)
+    return Comparison(delivered, truth - delivered.keys(), delivered.keys() - truth)
+
+
+def assert_exactly_the_truth(result: Comparison, what: str = "") -> None:
+    """Nothing lost and nothing invented (each named by its stream and fields)."""
+    assert not result.lost, f"{len(result.lost)} records lost{what}, e.g. {sorted(result.lost)[:3]}"
+    assert not result.invented, (
+        f"{len(result.invented)} records invented{what}, e.g. {sorted(result.invented)[:3]}"
+    )
+
+
 def line_count(path: Path) -> int:
     if not path.exists():
         return 0
@@ -149,7 +223,7 @@ def can_mount() -> bool:
         return True
 
 
-MOUNT_SKIP = "needs a tmpfs mount (root with CAP_SYS_ADMIN, as CI runs); the simulated full disk runs instead"
+MOUNT_SKIP = "needs a tmpfs mount (root with CAP_SYS_ADMIN, as CI runs)"
 
 
 @contextlib.contextmanager
@@ -162,6 +236,19 @@ def tmpfs(directory: Path, size: str) -> Iterator[Path]:
         yield directory
     finally:
         subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+
+
+def swap_paths(first: Path, second: Path) -> None:
+    """Exchange two paths in one step (``renameat2`` with ``RENAME_EXCHANGE``), so that a
+    process using either never finds it missing (it would recreate a missing directory)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE):
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(first))
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 
 
 def remount(directory: Path, options: str) -> None:

@@ -1,27 +1,31 @@
 """Storage going wrong: a corrupt checkpoint, a checkpoint directory that cannot be written
-(at start-up and mid-run), a full disk under the file sink.
+at start-up, checkpoint writes failing mid-run, a full disk under the file sink.
 
 Each case asserts a clear error, that the checkpoint never claims a record the sink does not
 hold (for every stream: every record older than the watermark, and every key the checkpoint
 lists as delivered, is in the sink's file), and that once the fault is fixed the run ends
-with nothing missing. The size-limited and read-only filesystems are real tmpfs mounts
-(root, as CI runs); without that right those cases skip and the simulated full disk (ENOSPC
-from ``os.write``, half of each write landing first) runs in their place.
+with exactly the emulator's records delivered (nothing missing, nothing invented). The
+size-limited and read-only filesystems are real tmpfs mounts (root with CAP_SYS_ADMIN, as CI
+runs). Faults that need no such right run everywhere: a regular file in the checkpoint
+directory's place (which root cannot write through either), checkpoint writes refused
+in-process mid-run (the store turned read-only under the running engine), and a full disk
+simulated in-process (ENOSPC from ``os.write``, half of each write landing first).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from auditstream.emulator import Emulator, EmulatorOptions, running_emulator
+from auditstream.engine.checkpoint import CheckpointError, CheckpointStore
 from auditstream.sdm.registry import ALL_STREAM_NAMES
 from auditstream.sinks import file as file_module
 from auditstream.sinks.base import SinkState
@@ -37,7 +41,9 @@ from tests.e2e.support import (
 from tests.helpers import async_wait_until, wait_until
 from tests.reliability.support import (
     MOUNT_SKIP,
+    assert_exactly_the_truth,
     can_mount,
+    compare,
     daemon_running,
     duplicates,
     remount,
@@ -53,7 +59,6 @@ pytestmark = pytest.mark.reliability
 STREAMS = list(ALL_STREAM_NAMES)
 MOUNTABLE = can_mount()
 needs_mount = pytest.mark.skipif(not MOUNTABLE, reason=MOUNT_SKIP)
-# Where mounting is not allowed the full disk is simulated instead (ENOSPC from os.write).
 # No late records here: every record is visible by the time the daemon lists past it, so
 # "older than the watermark" must mean "in the sink".
 LIVE: dict[str, Any] = {"live": 20, "live_for": 7, "live_session_seconds": (0.5, 2.0)}
@@ -61,12 +66,17 @@ LIVE: dict[str, Any] = {"live": 20, "live_for": 7, "live_session_seconds": (0.5,
 
 def checkpoint_claims(emu: Emulator, checkpoint: Path) -> set[tuple[str, str]]:
     """Every record the checkpoint says is delivered: older than its stream's watermark, or
-    listed among the stream's delivered keys."""
-    states = orjson.loads(checkpoint.read_bytes())["streams"]
+    listed among the stream's delivered keys (read through a connection of its own, as a
+    second reader of the store the daemon writes)."""
+    store = CheckpointStore(checkpoint)
+    try:
+        states = store.load()
+    finally:
+        store.close()
     claimed: set[tuple[str, str]] = set()
     for stream, state in states.items():
-        claimed |= {(stream, key) for key in state.get("delivered", {})}
-        claimed |= {(stream, key) for key, t in emu.filter_truth(stream) if t < state["watermark_ns"]}
+        claimed |= {(stream, key) for key in state.delivered}
+        claimed |= {(stream, key) for key, t in emu.filter_truth(stream) if t < state.watermark_ns}
     return claimed
 
 
@@ -102,15 +112,15 @@ def test_corrupt_checkpoint_stops_with_the_way_out_and_the_backup_loses_nothing(
         config = write_daemon_config(emu, tmp_path)
         with daemon_running(config, log):
             wait_for_the_backlog(emu, out)
-        # A torn write: the file cut in the middle (what atomic replacement prevents, and a
-        # disk or an operator may still do).
+        # A torn file: cut in the middle (what transactions prevent, and a disk or an operator
+        # may still do).
         whole = checkpoint.read_bytes()
         checkpoint.write_bytes(whole[: len(whole) // 2])
         torn = checkpoint.read_bytes()
         lines_before = out.read_bytes().count(b"\n")
 
         code, stderr = run_to_failure(config, tmp_path / "corrupt.log")
-        assert code == 1, stderr
+        assert code == 2, stderr  # a file run cannot use: a configuration problem, not retried
         (message,) = error_lines(stderr)
         assert f"checkpoint {checkpoint} is corrupt" in message
         assert f"cp {checkpoint}.bak {checkpoint}" in message, "the way out is named"
@@ -119,14 +129,15 @@ def test_corrupt_checkpoint_stops_with_the_way_out_and_the_backup_loses_nothing(
         assert out.read_bytes().count(b"\n") == lines_before, "nothing delivered without a checkpoint"
 
         shutil.copy(f"{checkpoint}.bak", checkpoint)  # the documented way out
-        delivered = run_daemon_until_complete(emu, STREAMS, config, out, log)
-        lost = missing(emu, STREAMS, delivered)
+        run_daemon_until_complete(emu, STREAMS, config, out, log)
+        result = compare(emu, STREAMS, out)
     figures(
         load=f"{options.live:g} records/s live across the failed start",
-        faults="checkpoint cut in half; exit 1 naming it and the .bak; restored from .bak",
-        **tally(delivered, lost),
+        faults="checkpoint cut in half; exit 2 naming it and the .bak; restored from .bak",
+        **tally(result.delivered, result.lost),
     )
-    assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:5]}"
+    assert_exactly_the_truth(result)
+    assert duplicates(result.delivered) == 0, "the backup of a clean stop holds everything: nothing re-sent"
 
 
 def test_unwritable_checkpoint_directory_at_start_is_refused(tmp_path, figures):
@@ -144,14 +155,16 @@ def test_unwritable_checkpoint_directory_at_start_is_refused(tmp_path, figures):
             how = "a regular file in the directory's place"
             state.write_text("not a directory")
             code, stderr = run_to_failure(config, tmp_path / "ro.log")
-    assert code == 1, stderr
-    (message,) = error_lines(stderr)
-    assert f"checkpoint directory {state} is not writable" in message, message
+    assert code == 2, stderr  # a configuration problem: systemd and the backfill Job do not retry it
+    (message,) = [line for line in error_lines(stderr) if "checkpoint.path" in line]
+    assert f"directory {state} is not writable" in message or f"{state} is not a directory" in message, (
+        message
+    )
     assert "Traceback" not in stderr
     assert not out.exists(), "nothing is delivered when progress cannot be kept"
     figures(
         load="50-record backlog",
-        faults=f"checkpoint directory unwritable at start ({how}): exit 1 before delivering",
+        faults=f"checkpoint directory unwritable at start ({how}): exit 2 before delivering",
         records=0,
         lost=0,
         duplicates=0,
@@ -159,33 +172,69 @@ def test_unwritable_checkpoint_directory_at_start_is_refused(tmp_path, figures):
 
 
 @needs_mount
-def test_checkpoint_directory_turning_read_only_mid_run_stops_without_overclaiming(tmp_path, figures):
+def test_checkpoint_disk_filling_up_mid_run_stops_without_overclaiming(tmp_path, figures):
+    """Mid-run, the checkpoint's filesystem fills up (a 16 MiB tmpfs, then a file eating what
+    is left): the daemon stops (exit 1, one line naming the checkpoint and the cause), having
+    claimed nothing the sink lacks; with space back it ends with every record."""
     options = EmulatorOptions(seed=43, records=300, **LIVE)
     out, log = tmp_path / "out.jsonl", tmp_path / "daemon.log"
     state = tmp_path / "state"
     checkpoint = state / "checkpoints.db"
-    with running_emulator(options) as emu, tmpfs(state, "4m"):
+    with contextlib.ExitStack() as stack:
+        emu = stack.enter_context(running_emulator(options))
+        stack.enter_context(tmpfs(state, "16m"))
         config = write_daemon_config(emu, tmp_path)
         daemon = start_daemon(config, log)
+        stack.callback(lambda: daemon.poll() is None and (daemon.kill(), daemon.wait()))  # none left over
         wait_for_the_backlog(emu, out)
-        remount(state, "ro")
-        code = daemon.wait(30)
+        filler = state / "filler"
+        with filler.open("wb") as handle, contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 65536)
+        code = daemon.wait(60)
         stderr = log.read_text()
         assert code == 1, stderr
         (message,) = error_lines(stderr)
-        assert f"cannot write checkpoint {checkpoint}: Read-only file system" in message, message
+        assert f"cannot write checkpoint {checkpoint}" in message, message
         assert "none are lost" in message
+        filler.unlink()
         claimed = assert_checkpoint_holds(emu, checkpoint, out)
-        remount(state, "rw")
-        delivered = run_daemon_until_complete(emu, STREAMS, config, out, log)
-        lost = missing(emu, STREAMS, delivered)
+        run_daemon_until_complete(emu, STREAMS, config, out, log)
+        result = compare(emu, STREAMS, out)
     figures(
         load=f"{options.live:g} records/s live",
-        faults=f"checkpoint filesystem remounted read-only mid-run: exit 1, checkpoint claims "
-        f"{claimed:,} records, all in the sink; restarted once writable",
-        **tally(delivered, lost),
+        faults=f"checkpoint filesystem full mid-run: exit 1, checkpoint claims {claimed:,} records, "
+        "all in the sink; restarted with space back",
+        **tally(result.delivered, result.lost),
     )
-    assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:5]}"
+    assert_exactly_the_truth(result)
+
+
+async def test_checkpoint_writes_refused_mid_run_stop_without_overclaiming(tmp_path, figures):
+    """The same fault with no mount rights needed: the store under the running engine turns
+    read-only (every write refused, as a failing disk would), in-process."""
+    options = EmulatorOptions(seed=46, records=300, **LIVE)
+    out = tmp_path / "out.jsonl"
+    async with Emulator(options) as emu:
+        config = daemon_config(emu, tmp_path)
+        engine = live_engine(config)
+        running = asyncio.create_task(engine.run())
+        await async_wait_until(lambda: truth_keys(emu, STREAMS) <= set(read_events(out)), 60, "the backlog")
+        engine.store._open().execute("PRAGMA query_only = ON")
+        with pytest.raises(CheckpointError, match=f"cannot write checkpoint {engine.store.path}") as raised:
+            await asyncio.wait_for(running, 60)
+        assert "none are lost" in str(raised.value)
+        claimed = await asyncio.to_thread(assert_checkpoint_holds, emu, engine.store.path, out)
+        engine = live_engine(config)
+        await run_until_complete(engine, emu, out, deadline_s=90)
+        result = compare(emu, STREAMS, out)
+    figures(
+        load=f"{options.live:g} records/s live",
+        faults=f"checkpoint writes refused mid-run (in-process): stopped, checkpoint claims {claimed:,} "
+        "records, all in the sink; restarted",
+        **tally(result.delivered, result.lost),
+    )
+    assert_exactly_the_truth(result)
 
 
 @needs_mount
@@ -213,22 +262,20 @@ def test_full_disk_under_the_file_sink_holds_the_checkpoint_then_resumes(tmp_pat
             assert held_back > 0
             remount(disk, "size=16m")  # space comes back
             wait_for_every_record(emu, STREAMS, out)
-        delivered = read_events(out)  # every line parses: no half-written line survived
-        lost = missing(emu, STREAMS, delivered)
+        result = compare(emu, STREAMS, out)  # every line parses: no half-written line survived
     figures(
         load=f"{options.live:g} records/s live; {held_back:,} records held back while full",
         faults=f"file sink on a full 512 KiB tmpfs (ENOSPC; checkpoint claimed {claimed:,} records, "
         "all written), then grown",
-        **tally(delivered, lost),
+        **tally(result.delivered, result.lost),
     )
-    assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:5]}"
-    assert duplicates(delivered) == 0, "a failed write is cut back, never written twice"
+    assert_exactly_the_truth(result)
+    assert duplicates(result.delivered) == 0, "a failed write is cut back, never written twice"
 
 
-@pytest.mark.skipif(MOUNTABLE, reason="the fallback: a real full tmpfs is tested instead (the case above)")
 async def test_full_disk_simulated_enospc(tmp_path, monkeypatch, figures):
-    """The same with ENOSPC raised by ``os.write`` in-process, for machines that cannot mount:
-    half of each write lands, then the disk is "full"."""
+    """The same with ENOSPC raised by ``os.write`` in-process, half of each write landing
+    first: the worst moment a real disk can choose, and a case that needs no mount rights."""
     options = EmulatorOptions(seed=45, records=300, **LIVE)
     out = tmp_path / "out.jsonl"
     real_write = file_module.os.write
@@ -259,15 +306,15 @@ async def test_full_disk_simulated_enospc(tmp_path, monkeypatch, figures):
             return claimed, sink.last_error
 
         fault = asyncio.create_task(fill_then_free())
-        delivered = await run_until_complete(engine, emu, out, deadline_s=60)
+        await run_until_complete(engine, emu, out, deadline_s=60)
         claimed, error = await fault
-        lost = missing(emu, STREAMS, delivered)
+        result = compare(emu, STREAMS, out)
     figures(
         load=f"{options.live:g} records/s live",
         faults=f"simulated ENOSPC, {disk['refused']} writes refused half-way; checkpoint claimed "
         f"{claimed:,} records, all written",
-        **tally(delivered, lost),
+        **tally(result.delivered, result.lost),
     )
     assert error == f"cannot write {out}: No space left on device"
-    assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:5]}"
-    assert duplicates(delivered) == 0
+    assert_exactly_the_truth(result)
+    assert duplicates(result.delivered) == 0

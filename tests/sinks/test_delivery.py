@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import stat
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -47,10 +48,13 @@ class FakeTransport:
         self.active_streams: list[str] = []
         self.overlaps = 0
         self.closed = False
+        self.encoded = 0  # DeliverySink.send queues an event right after encoding it
+        self.written_at: list[float] = []
 
     def encode(self, envelope: Envelope) -> bytes:
         if envelope.event.get("unencodable"):
             raise TypeError("cannot serialise")
+        self.encoded += 1
         return json.dumps(envelope.event).encode()
 
     async def open(self) -> None:
@@ -69,6 +73,7 @@ class FakeTransport:
         self.active_streams.extend(streams)
         try:
             self.requests.append([r.envelope.key for r in records])
+            self.written_at.append(time.monotonic())
             if self.gate is not None:
                 await self.gate.wait()
             action = self.script.popleft() if self.script else None
@@ -143,7 +148,8 @@ async def test_by_default_what_arrives_during_a_request_is_coalesced_into_the_ne
     others = asyncio.gather(
         *(sink.send(envelopes(s, 2)) for s in ("queries", "roles_history", "users_history"))
     )
-    await asyncio.sleep(0.05)  # give a wrong implementation the chance to send them separately
+    # All three are queued (encoded, then queued in the same step) while the first is in flight.
+    await async_wait_until(lambda: transport.encoded == 8, what="the other sends queued")
     transport.gate.set()
     await first
     await others
@@ -151,16 +157,29 @@ async def test_by_default_what_arrives_during_a_request_is_coalesced_into_the_ne
     assert [len(r) for r in transport.requests] == [2, 6]
 
 
-async def test_a_partial_request_waits_for_max_age_and_flush_sends_it_now(tmp_path):
+async def test_a_partial_request_waits_for_max_age(tmp_path):
+    transport = FakeTransport()
+    sink = make_sink(tmp_path, transport, batch={"max_events": 100, "max_age": 0.3})
+    await sink.start()
+    queued_before = time.monotonic()  # the sink stamps the events after this
+    await sink.send(envelopes("activities", 3))
+    await sink.close()
+    assert transport.requests == [[f"activities-{i}" for i in range(3)]]
+    assert transport.written_at[0] - queued_before >= 0.3, "a partial request went out before max_age"
+
+
+async def test_flush_sends_a_partial_request_now(tmp_path):
     transport = FakeTransport()
     sink = make_sink(tmp_path, transport, batch={"max_events": 100, "max_age": 3600})
     await sink.start()
     sending = asyncio.create_task(sink.send(envelopes("activities", 3)))
-    await asyncio.sleep(0.05)  # let the dispatcher look at the queue: nothing may go out yet
-    assert transport.requests == [] and not sending.done()
-    await sink.flush()
-    await sending
+    await async_wait_until(lambda: transport.encoded == 3, what="the events queued")
+    flushed_at = time.monotonic()
+    async with asyncio.timeout(10):  # without flush, max_age would hold them for an hour
+        await sink.flush()
+        await sending
     assert transport.requests == [[f"activities-{i}" for i in range(3)]]
+    assert transport.written_at[0] >= flushed_at, "sent before the flush, not by it"
     await sink.close()
 
 
@@ -272,7 +291,7 @@ async def test_a_cancelled_send_leaves_the_queue(tmp_path):
     sink = make_sink(tmp_path, transport, batch={"max_age": 3600})
     await sink.start()
     sending = asyncio.create_task(sink.send(envelopes("activities", 3)))
-    await asyncio.sleep(0)
+    await async_wait_until(lambda: transport.encoded == 3, what="the events queued")
     sending.cancel()
     with pytest.raises(asyncio.CancelledError):
         await sending
@@ -285,7 +304,7 @@ async def test_close_flushes_what_is_queued_and_refuses_more(tmp_path):
     sink = make_sink(tmp_path, transport, batch={"max_age": 3600})
     await sink.start()
     sending = asyncio.create_task(sink.send(envelopes("activities", 3)))
-    await asyncio.sleep(0)
+    await async_wait_until(lambda: transport.encoded == 3, what="the events queued")
     await sink.close()
     await sending
     assert transport.requests == [[f"activities-{i}" for i in range(3)]] and transport.closed
