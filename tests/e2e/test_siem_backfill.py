@@ -199,6 +199,22 @@ async def test_backfill_delivers_every_record_once_to_sentinel_elasticsearch_and
                 "elasticsearch": peers.elastic_docs(),
                 "datadog": peers.datadog_logs(),
             }
+            # auditstream check: a token, GET / and _has_privileges, the key validated; no event
+            peers.ingestion.publishers.clear()  # and a missing role is named
+            rows_before = len(peers.ingestion.rows)
+            check = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "auditstream.cli",
+                "check",
+                "--config",
+                str(config),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=tls_environment(peers),
+            )
+            out, _ = await asyncio.wait_for(check.communicate(), timeout=120)
+            assert len(peers.ingestion.rows) == rows_before
             documents = list(peers.elastic.docs.items())
             rows = [row for _, row in peers.ingestion.rows]
             entries = peers.datadog.entries
@@ -212,8 +228,14 @@ async def test_backfill_delivers_every_record_once_to_sentinel_elasticsearch_and
     assert {entry["ddtags"] for entry in entries} == {f"env:test,stream:{s}" for s in STREAMS}
     assert not (tmp_path / "dead-letter").exists() or not list((tmp_path / "dead-letter").iterdir())
     assert f"backfill complete: {len(truth):,} records" in tail(log)
+    lines = out.decode().splitlines()
+    assert check.returncode == 1, lines
+    (sentinel,) = [line for line in lines if "sink sentinel" in line]
+    assert sentinel.startswith("FAIL") and "Monitoring Metrics Publisher" in sentinel
+    assert any(line.startswith("ok") and "sink elastic" in line and "create_doc" in line for line in lines)
+    assert any(line.startswith("ok") and "sink datadog" in line and "API key valid" in line for line in lines)
     for secret in (CLIENT_SECRET, ES_KEY, DD_KEY):
-        assert secret not in log.read_text()
+        assert secret not in log.read_text() and secret not in out.decode()
 
 
 async def test_a_backfill_killed_while_delivering_resumes_with_nothing_missing_and_no_duplicate_in_elastic(
