@@ -114,12 +114,12 @@ async def test_the_token_is_cached_and_a_new_one_is_fetched_once_it_expires(peer
         await sink.send(envelopes("activities", 10, start=start))
     assert len(peers.entra.token_requests) == 1  # one token for four calls
     await sink.close()
-    peers.entra.tokens.clear()  # the first token is revoked; the next lives one second
-    peers.entra.expires_in = 1
+    peers.entra.tokens.clear()  # the first token is revoked; the next lives three seconds
+    peers.entra.expires_in = 3
     sink = await started(peers.settings(), state_dir)
     await sink.send(envelopes("activities", 10, start=40))
     first = min(token.expires_at for token in peers.entra.tokens.values())
-    await async_wait_until(lambda: time.time() > first + 0.1, 5, "the token to expire")
+    await async_wait_until(lambda: time.time() > first + 0.1, 10, "the token to expire")
     await sink.send(envelopes("activities", 10, start=50))  # the ingestion refuses expired tokens
     await sink.close()
     assert len(peers.entra.token_requests) == 3
