@@ -13,7 +13,10 @@ are lower bounds; rsyslogd runs as its own process (skipped if not installed).
 The AWS sinks (s3, cloudwatch_logs) send to moto server, a separate process (skipped if the
 test extra is not installed), with their own default batch settings (objects, PutLogEvents
 calls); they also report how many API calls 100,000 events took. moto is far slower than
-AWS, so their rates are those of the emulator. ``--only`` runs only the given sink types;
+AWS, so their rates are those of the emulator. The SIEM-native sinks (azure_monitor,
+elasticsearch, datadog) send over TLS to the strict stand-ins of tests/peers (Entra ID and Logs
+Ingestion, ``_bulk``, the Datadog intake), in this same process: lower bounds again, and they
+report requests (calls) per 100,000 events. ``--only`` runs only the given sink types;
 ``--write`` puts the table into BENCHMARKS.md (block ``sinks``, or ``sinks-<types>`` with
 ``--only``).
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import io
 import json
@@ -41,14 +45,21 @@ from pydantic import TypeAdapter
 from auditstream.sinks.base import Envelope, Sink
 from auditstream.sinks.registry import SinkSettings, create_sink
 from bench.machine import command_line, replace_block
+from tests.peers.azure import EntraReceiver, LogsIngestionReceiver
+from tests.peers.datadog import DatadogReceiver
+from tests.peers.elastic import ElasticReceiver
 from tests.peers.hec import HecReceiver
 from tests.peers.http_receiver import HttpReceiver
 from tests.peers.rsyslog import RSYSLOGD, Rsyslog
+from tests.peers.tls import make_pki
 
 BATCH = 500
 ADAPTER: TypeAdapter[Any] = TypeAdapter(SinkSettings)
 # The API calls that carry events, per AWS sink type (calls per 100,000 events are reported).
 AWS_CALLS = {"s3": ("PutObject", "UploadPart"), "cloudwatch_logs": ("PutLogEvents",)}
+SIEM = ("azure_monitor", "elasticsearch", "datadog")
+TENANT, CLIENT, SECRET = "72f988bf-86f1-41af-91ab-2d7cd011db47", "bench-client", "bench-client-secret"
+DCR, ES_KEY = "dcr-00112233445566778899aabbccddeeff", "bench-es-api-key"
 
 
 def make_events(count: int, streams: int) -> dict[str, list[Envelope]]:
@@ -133,8 +144,60 @@ def moto_server() -> Any:
 
 
 @contextlib.asynccontextmanager
+async def siem_receivers(tmp: Path, kinds: set[str]) -> AsyncIterator[dict[str, Any]]:
+    """The SIEM stand-ins over TLS with a private CA, started only when asked for."""
+    if not kinds & set(SIEM):
+        yield {}
+        return
+    pki = make_pki(tmp / "pki")
+    entra = EntraReceiver(tenant_id=TENANT, apps={CLIENT: SECRET}, ssl_context=pki.server_context())
+    streams = {f"Custom-Bench_{stream}" for stream in make_events(4, 4)}
+    ingestion = LogsIngestionReceiver(entra=entra, dcrs={DCR: streams}, ssl_context=pki.server_context())
+    ingestion.grant(CLIENT, DCR)
+    elastic = ElasticReceiver(api_keys={"bench": ES_KEY}, ssl_context=pki.server_context())
+    datadog = DatadogReceiver(ssl_context=pki.server_context())
+    async with entra, ingestion, elastic, datadog:
+        yield {"pki": pki, "entra": entra, "ingestion": ingestion, "elastic": elastic, "datadog": datadog}
+
+
+def siem_cases(peers: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    if not peers:
+        return []
+    tls = {"ca_file": str(peers["pki"].ca_file)}
+    azure = {
+        "type": "azure_monitor",
+        "name": "z1",
+        "endpoint": peers["ingestion"].base_url,
+        "dcr_immutable_id": DCR,
+        "stream_name": "Custom-Bench_{stream}",
+        "tenant_id": TENANT,
+        "client_id": CLIENT,
+        "client_secret": SECRET,
+        "authority_host": peers["entra"].base_url,
+        "tls": tls,
+    }
+    api_key = base64.b64encode(f"bench:{ES_KEY}".encode()).decode()
+    elastic = {"type": "elasticsearch", "name": "e1", "urls": [peers["elastic"].base_url], "api_key": api_key}
+    datadog = {"type": "datadog", "name": "d1", "endpoint_url": peers["datadog"].base_url}
+    return [
+        ("azure_monitor (TLS)", azure),
+        ("elasticsearch (TLS)", {**elastic, "tls": tls}),
+        ("datadog (TLS)", {**datadog, "api_key": peers["datadog"].api_key, "tls": tls}),
+    ]
+
+
+def siem_requests(peers: dict[str, Any], kind: str) -> int:
+    """Requests that carried events so far, per SIEM stand-in."""
+    if kind == "azure_monitor":
+        return len(peers["ingestion"].call_sizes)
+    if kind == "elasticsearch":
+        return len(peers["elastic"].bulk_sizes)
+    return len(peers["datadog"].requests)
+
+
+@contextlib.asynccontextmanager
 async def receivers(tmp: Path, kinds: set[str]) -> AsyncIterator[dict[str, Any]]:
-    async with HttpReceiver() as http, HecReceiver(token="bench") as hec:
+    async with HttpReceiver() as http, HecReceiver(token="bench") as hec, siem_receivers(tmp, kinds) as siem:
         rsyslog = Rsyslog(tmp / "rsyslog") if RSYSLOGD and "syslog" in kinds else None
         moto = moto_server() if kinds & set(AWS_CALLS) else None
         if rsyslog:
@@ -142,7 +205,7 @@ async def receivers(tmp: Path, kinds: set[str]) -> AsyncIterator[dict[str, Any]]
         if moto:
             moto.start()
         try:
-            yield {"http": http, "hec": hec, "rsyslog": rsyslog, "moto": moto}
+            yield {"http": http, "hec": hec, "rsyslog": rsyslog, "moto": moto, "siem": siem}
         finally:
             if rsyslog:
                 rsyslog.stop()
@@ -191,7 +254,7 @@ def cases(peers: dict[str, Any], tmp: Path) -> list[tuple[str, dict[str, Any]]]:
             ("s3 plain (moto)", {**s3, "name": "a2", "compression": "none"}),
             ("cloudwatch_logs (moto)", {**logs, "name": "a3"}),
         ]
-    return out
+    return out + siem_cases(peers["siem"])
 
 
 async def settled_count(rsyslog: Rsyslog) -> int:
@@ -205,7 +268,7 @@ async def settled_count(rsyslog: Rsyslog) -> int:
     return last
 
 
-KINDS = ("file", "stdout", "http", "splunk_hec", "syslog", *AWS_CALLS)
+KINDS = ("file", "stdout", "http", "splunk_hec", "syslog", *AWS_CALLS, *SIEM)
 
 
 async def bench(total: int, streams: int, repeat: int, kinds: set[str]) -> list[tuple[str, float]]:
@@ -220,6 +283,7 @@ async def bench(total: int, streams: int, repeat: int, kinds: set[str]) -> list[
                 if config["type"] not in kinds:
                     continue
                 before = await settled_count(rsyslog) if rsyslog and config["type"] == "syslog" else 0
+                sent_before = siem_requests(peers["siem"], config["type"]) if config["type"] in SIEM else 0
                 rates = []
                 calls = 0
                 for _ in range(repeat):
@@ -235,6 +299,9 @@ async def bench(total: int, streams: int, repeat: int, kinds: set[str]) -> list[
                 if config["type"] in AWS_CALLS:
                     what = " + ".join(AWS_CALLS[config["type"]])
                     note = f"  ({calls * 100_000 / sent:,.0f} {what} calls per 100,000 events)"
+                if config["type"] in SIEM:
+                    requests = siem_requests(peers["siem"], config["type"]) - sent_before
+                    note = f"  ({requests * 100_000 / (sent * repeat):,.0f} requests per 100,000 events)"
                 spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
                 print(f"{label:22s} {rate:>9,.0f} events/s  [{spread}]{note}", flush=True)
     return results

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -36,10 +35,11 @@ from pydantic import field_validator, model_validator
 from auditstream import __version__
 from auditstream.sinks.base import SinkError, SinkFatalError, SinkSettingsBase
 from auditstream.sinks.delivery import WriteResult
+from auditstream.sinks.extras import install_hint, installed
 from auditstream.sinks.http_client import check_url
 from auditstream.sinks.retry import TransientError
 
-INSTALL_HINT = "pip install 'auditstream[aws]'"
+INSTALL_HINT = install_hint("aws")
 CREDENTIALS_HINT = (
     "the AWS sinks use the standard AWS credential chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
     "AWS_PROFILE, web identity (EKS IRSA), or an ECS task / EC2 instance role"
@@ -122,11 +122,7 @@ _NAMED_ACTION = re.compile(r"perform: ([A-Za-z0-9-]+:[A-Za-z0-9*]+)")
 
 
 def aws_extra_installed() -> bool:
-    try:
-        importlib.import_module("aiobotocore.session")
-    except ImportError:
-        return False
-    return True
+    return installed("aiobotocore.session")
 
 
 class AwsSinkSettings(SinkSettingsBase):

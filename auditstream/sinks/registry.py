@@ -9,9 +9,12 @@ from typing import Annotated
 from pydantic import Field
 
 from auditstream.formats.cef import CefSettings
+from auditstream.sinks.azure_monitor import AzureMonitorSink, AzureMonitorSinkSettings
 from auditstream.sinks.base import Sink
 from auditstream.sinks.cloudwatch_logs import CloudWatchLogsSink, CloudWatchLogsSinkSettings
+from auditstream.sinks.datadog import DatadogSink, DatadogSinkSettings
 from auditstream.sinks.delivery import DeliverySink
+from auditstream.sinks.elasticsearch import ElasticsearchSink, ElasticsearchSinkSettings
 from auditstream.sinks.file import FileSink, FileSinkSettings
 from auditstream.sinks.http import HttpSink, HttpSinkSettings
 from auditstream.sinks.observer import SinkObserver
@@ -28,6 +31,9 @@ AnySinkSettings = (
     | SyslogSinkSettings
     | S3SinkSettings
     | CloudWatchLogsSinkSettings
+    | AzureMonitorSinkSettings
+    | ElasticsearchSinkSettings
+    | DatadogSinkSettings
 )
 SinkSettings = Annotated[AnySinkSettings, Field(discriminator="type")]
 
@@ -40,6 +46,9 @@ _SINK_CLASSES: dict[type[AnySinkSettings], Callable[..., DeliverySink]] = {
     SyslogSinkSettings: SyslogSink,
     S3SinkSettings: S3Sink,
     CloudWatchLogsSinkSettings: CloudWatchLogsSink,
+    AzureMonitorSinkSettings: AzureMonitorSink,
+    ElasticsearchSinkSettings: ElasticsearchSink,
+    DatadogSinkSettings: DatadogSink,
 }
 
 

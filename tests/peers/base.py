@@ -36,6 +36,9 @@ class Faults:
 
 
 class AiohttpPeer:
+    # False: handlers read request bodies as sent (gzip included), to enforce limits on both forms.
+    auto_decompress = True
+
     def __init__(self, *, port: int | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         self.port = port or free_port()
         self.ssl_context = ssl_context
@@ -55,7 +58,9 @@ class AiohttpPeer:
     async def start(self) -> None:
         if self._runner is not None:
             return
-        runner = web.AppRunner(self.build_app(), handle_signals=False, access_log=None)
+        runner = web.AppRunner(
+            self.build_app(), handle_signals=False, access_log=None, auto_decompress=self.auto_decompress
+        )
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self.ssl_context, reuse_address=True)
         await site.start()

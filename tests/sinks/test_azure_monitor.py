@@ -1,0 +1,335 @@
+"""The azure_monitor sink against strict Entra ID and Logs Ingestion stand-ins
+(tests/peers/azure.py), over TLS with a private CA: rows and TimeGenerated, the token (secret,
+workload identity, cache, refresh), 1 MB calls, throttling, refusals, check."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from auditstream.sinks.azure_monitor import AzureMonitorSink, AzureMonitorSinkSettings
+from auditstream.sinks.base import SinkFatalError, SinkState
+from auditstream.sinks.observer import SinkObserver
+from tests.helpers import async_wait_until
+from tests.peers.azure import EntraReceiver, LogsIngestionReceiver
+from tests.peers.tls import make_pki
+from tests.sinks.conftest import AWKWARD, FAST_RETRY, assert_delivered, envelopes, logged
+
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+CLIENT = "9f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f"
+SECRET = "Qx8Q~azure-client-SECRET-0123456789"
+DCR = "dcr-00112233445566778899aabbccddeeff"
+STREAM = "Custom-StrongDMAudit"
+
+
+class Peers:
+    def __init__(self, pki, **entra: Any) -> None:
+        self.pki = pki
+        self.entra = EntraReceiver(
+            tenant_id=TENANT, apps={CLIENT: SECRET}, ssl_context=pki.server_context(), **entra
+        )
+        self.ingestion = LogsIngestionReceiver(
+            entra=self.entra,
+            dcrs={DCR: {STREAM, "Custom-StrongDM_activities", "Custom-StrongDM_queries"}},
+            ssl_context=pki.server_context(),
+        )
+        self.ingestion.grant(CLIENT, DCR)
+
+    def settings(self, **overrides: Any) -> AzureMonitorSinkSettings:
+        config: dict[str, Any] = {
+            "type": "azure_monitor",
+            "name": "sentinel",
+            "endpoint": self.ingestion.base_url,
+            "dcr_immutable_id": DCR,
+            "stream_name": STREAM,
+            "tenant_id": TENANT,
+            "client_id": CLIENT,
+            "client_secret": SECRET,
+            "authority_host": self.entra.base_url,
+            "retry": FAST_RETRY,
+            "tls": {"ca_file": str(self.pki.ca_file)},
+        }
+        config.update(overrides)
+        return AzureMonitorSinkSettings.model_validate(config)
+
+    def events(self) -> list[list[dict[str, Any]]]:
+        return [
+            [{k: v for k, v in row.items() if k != "TimeGenerated"} for row in r]
+            for r in self.ingestion.requests
+        ]
+
+
+@pytest.fixture
+async def peers(tmp_path):
+    pki = make_pki(tmp_path / "pki")
+    found = Peers(pki)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(found.entra)
+        await stack.enter_async_context(found.ingestion)
+        yield found
+
+
+async def started(config: AzureMonitorSinkSettings, state_dir, observer=None) -> AzureMonitorSink:
+    sink = AzureMonitorSink(config, state_dir=state_dir, observer=observer)
+    await sink.start()
+    return sink
+
+
+class Retries(SinkObserver):
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def retried(self, sink: str, error: str) -> None:
+        self.errors.append(error)
+
+
+async def test_each_row_is_the_event_with_time_generated(peers, state_dir):
+    sink = await started(peers.settings(), state_dir)
+    batch = envelopes("activities", 3) + envelopes("queries", 2)
+    await sink.send(batch)
+    await sink.close()
+    rows = [row for _, row in peers.ingestion.rows]
+    assert rows[0] == {"TimeGenerated": "2024-05-01T12:00:00.1234567Z", **batch[0].event}
+    assert rows[0]["message"] == AWKWARD
+    assert_delivered(peers.events(), batch, allow_retried_copies=False)
+    assert len(peers.entra.token_requests) == 1
+    (form,) = peers.entra.token_requests
+    assert (
+        form["scope"] == "https://monitor.azure.com/.default" and form["grant_type"] == "client_credentials"
+    )
+
+
+async def test_the_token_is_cached_and_a_new_one_is_fetched_once_it_expires(peers, state_dir):
+    sink = await started(peers.settings(), state_dir)
+    for start in range(0, 40, 10):
+        await sink.send(envelopes("activities", 10, start=start))
+    assert len(peers.entra.token_requests) == 1  # one token for four calls
+    await sink.close()
+    peers.entra.tokens.clear()  # the first token is revoked; the next lives three seconds
+    peers.entra.expires_in = 3
+    sink = await started(peers.settings(), state_dir)
+    await sink.send(envelopes("activities", 10, start=40))
+    first = min(token.expires_at for token in peers.entra.tokens.values())
+    await async_wait_until(lambda: time.time() > first + 0.1, 10, "the token to expire")
+    await sink.send(envelopes("activities", 10, start=50))  # the ingestion refuses expired tokens
+    await sink.close()
+    assert len(peers.entra.token_requests) == 3
+    assert 401 not in peers.ingestion.refused
+    assert len(peers.ingestion.rows) == 60
+
+
+async def test_a_request_over_1_mb_becomes_calls_of_at_most_1_mb(peers, state_dir):
+    config = peers.settings(batch={"max_events": 10_000, "max_bytes": 8_000_000})
+    sink = await started(config, state_dir)
+    batch = envelopes("activities", 700, pad="é" * 2_000)  # 4 KB of JSON each: about 3 MB
+    await sink.send(batch)
+    await sink.close()
+    # The SDK sizes a call by its rows' JSON without the array's separators, so a call can come
+    # out a few hundred bytes over 1 MiB: the service refuses it (413) and the sink halves it.
+    assert len(peers.ingestion.call_sizes) >= 3
+    assert all(raw <= 1_048_576 and inflated <= 1_048_576 for raw, inflated in peers.ingestion.call_sizes)
+    assert set(peers.ingestion.refused) <= {413}
+    ids = [row["id"] for _, row in peers.ingestion.rows]  # halves arrive after later calls
+    assert sorted(ids) == sorted(e.key for e in batch)
+
+
+async def test_throttling_is_absorbed_by_the_sdk_then_by_the_machinery(peers, state_dir):
+    observer = Retries()
+    sink = await started(peers.settings(), state_dir, observer)
+    peers.ingestion.throttle = 1
+    await sink.send(envelopes("activities", 5))
+    assert observer.errors == []  # the SDK waited Retry-After and tried again by itself
+    peers.ingestion.throttle = 4  # more than the SDK's attempts: the delivery machinery retries
+    await sink.send(envelopes("activities", 5, start=5))
+    await sink.close()
+    assert len(observer.errors) == 1 and "HTTP 429" in observer.errors[0]
+    assert_delivered(peers.events(), envelopes("activities", 10), allow_retried_copies=False)
+    assert sink.health().state is SinkState.OK
+
+
+async def test_a_row_the_service_refuses_is_isolated_and_dead_lettered(peers, state_dir):
+    peers.ingestion.reject_when = lambda row: row.get("poison") is True
+    sink = await started(peers.settings(), state_dir)
+    batch = envelopes("activities", 6) + envelopes("activities", 1, start=6, poison=True)
+    batch += envelopes("activities", 9, start=7)
+    await sink.send(batch)
+    await sink.close()
+    assert_delivered(
+        peers.events(), [e for e in batch if e.key != "activities-6"], allow_retried_copies=False
+    )
+    (line,) = [json.loads(x) for x in (state_dir / "dead-letter" / "sentinel.jsonl").read_text().splitlines()]
+    assert (
+        line["key"] == "activities-6" and "HTTP 400" in line["reason"] and "InvalidPayload" in line["reason"]
+    )
+    assert json.loads(line["event"])["TimeGenerated"] == "2024-05-01T12:00:00.1294567Z"
+
+
+async def test_stream_name_per_audit_stream(peers, state_dir):
+    sink = await started(peers.settings(stream_name="Custom-StrongDM_{stream}"), state_dir)
+    await asyncio.gather(sink.send(envelopes("activities", 4)), sink.send(envelopes("queries", 3)))
+    await sink.close()
+    by_stream = {(stream, row["stream"]) for stream, row in peers.ingestion.rows}
+    assert by_stream == {("Custom-StrongDM_activities", "activities"), ("Custom-StrongDM_queries", "queries")}
+
+
+async def test_without_the_role_the_sink_stops_names_the_role_and_keeps_the_data(peers, state_dir):
+    peers.ingestion.publishers.clear()
+    config = peers.settings()
+    probe = await AzureMonitorSink(config, state_dir=state_dir).probe()
+    sink = await started(config, state_dir)
+    with pytest.raises(SinkFatalError, match='"Monitoring Metrics Publisher" role on the DCR'):
+        await sink.send(envelopes("activities", 5))
+    assert sink.health().state is SinkState.FAILED
+    assert not (state_dir / "dead-letter").exists()
+    peers.ingestion.grant(CLIENT, DCR)  # the operator assigns it: the engine's next try delivers
+    await sink.send(envelopes("activities", 5))
+    await sink.close()
+    assert not probe.ok and "Monitoring Metrics Publisher" in probe.detail
+    assert len(peers.ingestion.rows) == 5
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ({"client_secret": "Qx8Q~a-wrong-secret-000000000000"}, "client_secret / client_secret_file"),
+        ({"client_id": "00000000-0000-0000-0000-000000000000"}, "fix client_id"),
+        ({"tenant_id": "11111111-1111-1111-1111-111111111111"}, "fix tenant_id"),
+    ],
+)
+async def test_a_refused_token_request_names_the_setting_and_leaks_nothing(
+    peers, state_dir, caplog, capsys, change, names
+):
+    caplog.set_level(logging.DEBUG)
+    config = peers.settings(**change)
+    probe = await AzureMonitorSink(config, state_dir=state_dir).probe()
+    sink = await started(config, state_dir)
+    with pytest.raises(SinkFatalError, match="Entra ID refused the token request") as failure:
+        await sink.send(envelopes("activities", 2))
+    await sink.close()
+    assert names in str(failure.value) and names in probe.detail and not probe.ok
+    assert peers.ingestion.attempts == 0
+    secret = config.client_secret.get_secret_value() if config.client_secret else ""
+    for text in (str(failure.value), probe.detail, logged(caplog, capsys), repr(config)):
+        assert secret not in text
+
+
+async def test_an_unknown_stream_is_a_configuration_error(peers, state_dir):
+    config = peers.settings(stream_name="Custom-Typo")
+    probe = await AzureMonitorSink(config, state_dir=state_dir).probe()
+    sink = await started(config, state_dir)
+    with pytest.raises(SinkFatalError, match="check endpoint, dcr_immutable_id and stream_name"):
+        await sink.send(envelopes("activities", 2))
+    await sink.close()
+    assert not probe.ok and "HTTP 404" in probe.detail
+
+
+async def test_aks_workload_identity_without_a_secret(peers, state_dir, tmp_path, monkeypatch):
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text("eyJ-federated-service-account-token")
+    peers.entra.federated[CLIENT] = "eyJ-federated-service-account-token"
+    del peers.entra.apps[CLIENT]
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
+    sink = await started(peers.settings(client_secret=None), state_dir)
+    await sink.send(envelopes("activities", 3))
+    await sink.close()
+    (form,) = peers.entra.token_requests
+    assert "client_secret" not in form and form["client_assertion"] == "eyJ-federated-service-account-token"
+    assert len(peers.ingestion.rows) == 3
+
+
+async def test_an_outage_of_the_ingestion_endpoint_loses_nothing(peers, state_dir):
+    sink = await started(peers.settings(), state_dir)
+    await peers.ingestion.stop()
+    batch = envelopes("activities", 20)
+    sending = asyncio.create_task(sink.send(batch))
+    await async_wait_until(lambda: sink.health().state is SinkState.RETRYING, 20, "retrying while down")
+    await peers.ingestion.start()
+    await sending
+    await sink.close()
+    assert_delivered(peers.events(), batch, allow_retried_copies=False)
+
+
+async def test_without_the_private_ca_nothing_is_sent(peers, state_dir):
+    probe = await AzureMonitorSink(peers.settings(tls={}), state_dir=state_dir).probe()
+    assert not probe.ok and "CERTIFICATE_VERIFY_FAILED" in probe.detail
+    assert peers.entra.token_requests == []
+
+
+async def test_check_gets_a_token_and_tries_the_role_without_sending_a_row(peers, state_dir):
+    probe = await AzureMonitorSink(peers.settings(), state_dir=state_dir).probe()
+    assert probe.ok and f"DCR {DCR}" in probe.detail
+    assert len(peers.entra.token_requests) == 1 and peers.ingestion.rows == []
+
+
+def test_settings_are_checked(tmp_path):
+    base = {
+        "name": "s",
+        "type": "azure_monitor",
+        "endpoint": "https://dce-x.westeurope-1.ingest.monitor.azure.com",
+        "dcr_immutable_id": DCR,
+        "stream_name": STREAM,
+    }
+    assert AzureMonitorSinkSettings.model_validate(base).scope == "https://monitor.azure.com/.default"
+    gov = {**base, "endpoint": "https://dce-x.usgovvirginia-1.ingest.monitor.azure.us"}
+    assert AzureMonitorSinkSettings.model_validate(gov).scope == "https://monitor.azure.us/.default"
+    for change, message in (
+        ({"endpoint": "http://dce.example.com"}, "https://"),
+        ({"dcr_immutable_id": "/subscriptions/x/dataCollectionRules/y"}, "not a DCR immutable id"),
+        ({"stream_name": "StrongDMAudit_CL"}, "not a DCR stream name"),
+        ({"client_secret": SECRET}, "needs tenant_id and client_id"),
+        ({"format": "cef"}, "format"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            AzureMonitorSinkSettings.model_validate({**base, **change})
+
+
+BLOCK_AZURE = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "azure" or name.startswith("azure."):
+            raise ImportError(f"No module named {name!r}")
+sys.meta_path.insert(0, Block())
+from auditstream.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_without_the_azure_extra_the_config_error_says_how_to_install_it(tmp_path):
+    from tests.e2e.support import daemon_config_document, write_toml
+
+    doc = daemon_config_document("127.0.0.1:1", "auth-x", "AAAA", tmp_path)
+    doc["sinks"] = [
+        {
+            "type": "azure_monitor",
+            "name": "sentinel",
+            "endpoint": "https://dce.example.com",
+            "dcr_immutable_id": DCR,
+            "stream_name": STREAM,
+        }
+    ]
+    config = write_toml(tmp_path / "config.toml", doc)
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK_AZURE, "run", "--config", str(config)], capture_output=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.decode().strip().splitlines()
+    assert "the azure_monitor sink needs the Azure extra: pip install 'auditstream[azure]'" in line
+
+
+def test_auditstream_imports_no_azure_library_unless_such_a_sink_is_configured():
+    code = (
+        "import sys, auditstream.cli, auditstream.sinks.registry; "
+        "print(sorted(m for m in sys.modules if m.startswith('azure')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=True)
+    assert proc.stdout.decode().strip() == "[]"
