@@ -196,7 +196,10 @@ class Engine:
                 **fields,
             )
         state.watermark_ns = target
-        state.swept_ns = min(state.final_ns, target)
+        # What came before the evidence was listed, but maybe not yet swept for late records:
+        # the sweep goes back two overlaps (the sweep mark trails by an overlap and a period).
+        overlap_ns = int(self.config.streams.overlap * NANOS_PER_SECOND)
+        state.swept_ns = min(state.final_ns, target - 2 * overlap_ns)
 
     # -- wiring --------------------------------------------------------------------------
 

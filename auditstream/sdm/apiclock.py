@@ -9,9 +9,10 @@ clock (which no NTP step or libfaketime offset moves):
 
 * **upper bound**: every List response (and every refusal) carries ``rate_limit.reset_at``,
   an instant set by the server's clock that is never behind the server's now (a reset lies
-  ahead). A host clock ahead of it by more than the bound allows is ahead of the API;
-  "now" is then the bound, which is at most one rate-limit window (a minute for StrongDM's
-  per-minute limits) past the API's now, a distance the listing overlap covers.
+  ahead), and at most one rate-limit window (a minute for StrongDM's per-minute limits)
+  after it. A host clock past it is ahead of the API; "now" is then the bound minus that
+  window: never after the API's now, at most a minute before it (and raised by the lower
+  bound as soon as records show the API's time).
 * **lower bound**: a record's time is never after the API's now when it is listed, so the
   newest record time seen (plus the time elapsed since) is a time the API has certainly
   reached. A host clock behind it would only delay delivery; "now" is raised to it.
@@ -34,6 +35,12 @@ log = structlog.get_logger("auditstream.apiclock")
 
 SKEW_WARNING_NS = 30 * NANOS_PER_SECOND
 """Skew below this is left unremarked: the upper bound itself may be a minute ahead."""
+
+RESET_WINDOW_NS = 60 * NANOS_PER_SECOND
+"""How far ``reset_at`` may lie ahead of the API's now: StrongDM's limits are per minute."""
+AHEAD_TOLERANCE_NS = 2 * NANOS_PER_SECOND
+"""A host clock this close to the bound (a round trip, a full bucket's reset at its now) is
+taken as right."""
 
 Clock = Callable[[], int]
 
@@ -106,7 +113,11 @@ class ApiClock:
         now = self._wall()
         mono = self._monotonic()
         if self._upper_offset is not None:
-            now = min(now, mono + self._upper_offset)
+            upper = mono + self._upper_offset
+            # Ahead of the API: its bound may itself be up to a rate-limit window ahead, and a
+            # live window ending in the API's future would leave the ground between its now
+            # and that end to the sweep (late by ``overlap``) instead of the tail.
+            now = upper - RESET_WINDOW_NS if now > upper + AHEAD_TOLERANCE_NS else min(now, upper)
         if self._lower_offset is not None:
             now = max(now, mono + self._lower_offset)
         return now

@@ -32,14 +32,26 @@ def test_without_answers_the_host_clock_is_all_there_is() -> None:
     assert clock.now_ns() == clocks.wall()
 
 
-def test_a_host_clock_ahead_is_held_to_the_reset_the_api_announced() -> None:
+def test_a_host_clock_ahead_is_held_a_rate_limit_window_before_the_announced_reset() -> None:
+    """The reset may lie up to a minute after the API's now: a clock past it is taken back
+    by that minute, never into the API's future (where a live window would leave a gap)."""
     clocks = Clocks(skew=600 * S)
     clock = clocks.clock()
     clock.observe_reset_at(clocks.api() + 60 * S)  # a bucket full again in a minute
-    assert clock.now_ns() == clocks.api() + 60 * S
+    assert clock.now_ns() == clocks.api()
     clocks.mono += 30 * S  # the bound is carried forward by the monotonic clock
-    assert clock.now_ns() == clocks.api() + 60 * S
-    assert clock.skew_ns() == 540 * S
+    assert clock.now_ns() == clocks.api()
+    assert clock.skew_ns() == 600 * S
+    clock.observe_record_time(clocks.api() - S)
+    assert clock.now_ns() == clocks.api(), "records raise it no further than their own time"
+
+
+def test_a_host_clock_a_hair_past_the_reset_is_taken_as_right() -> None:
+    """A full bucket announces a reset at its now; a round trip later the host is past it."""
+    clocks = Clocks(skew=0)
+    clock = clocks.clock()
+    clock.observe_reset_at(clocks.api() - S)
+    assert clock.now_ns() == clocks.api() - S
 
 
 def test_the_tightest_reset_wins() -> None:
@@ -48,7 +60,7 @@ def test_the_tightest_reset_wins() -> None:
     clock.observe_reset_at(clocks.api() + 60 * S)
     clock.observe_reset_at(clocks.api() + 2 * S)
     clock.observe_reset_at(clocks.api() + 50 * S)
-    assert clock.now_ns() == clocks.api() + 2 * S
+    assert clock.now_ns() == clocks.api() + 2 * S - 60 * S
 
 
 def test_a_host_clock_behind_is_raised_to_the_newest_record_time() -> None:

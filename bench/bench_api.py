@@ -1,0 +1,401 @@
+"""API economy: StrongDM calls spent per record delivered, backfills and live polling.
+
+    .venv/bin/python -m bench.bench_api [--only backfill,live,sdk] [--live-minutes 10] [--write]
+
+Every scenario runs ``auditstream`` as its own process against the emulator (on a thread of
+this process) and reads the emulator's own count of the calls it answered:
+
+* **backfill**: a 13-month backfill of a sparse organisation (28 streams, ~10,000 records)
+  and an 8-day dense one (~92,000), with pages capped at 50 and at 500, results newest-first
+  and unordered. Calls against the minimum (each stream's records / page size, rounded up,
+  one call for an empty stream); target: at most 1.3 times the minimum plus 2 per stream.
+* **live**: ``auditstream run`` (shipped defaults: poll 30 s, tail 10 s, overlap 5 m) for
+  ``--live-minutes`` at 300 and 1,000 records/s, the same page caps and orders. Records
+  listed per record delivered (target <= 2.5), calls a minute against the minimum (every new
+  record once in full pages, at least one call per stream and poll; target <= 2x), the worst
+  lag once warmed up, and the bytes the process wrote to disk per delivered record (the
+  checkpoint: the sink writes to /dev/null; target < 200). At 1,000 records/s with pages of
+  50 the emulator refuses more than 5,000 calls a minute, and ``calls_per_minute = 5000``
+  gives this daemon the whole key (the default half would not hold that volume); target: lag
+  under poll interval + 10 s.
+* **sdk**: an 8-day backfill of all 28 streams (~92,000 records) with 100 ms per API call,
+  pages capped at 137 and 5,000 calls a minute: ``auditstream backfill`` against the official
+  SDK listing the streams one after the other; target: 10 times faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import math
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from auditstream.emulator import Emulator, EmulatorOptions, Order, running_emulator
+from auditstream.sdm.registry import ALL_STREAM_NAMES
+from bench.bench_vs_sdk import Launcher, run_measured
+from bench.machine import command_line, replace_block
+
+STREAMS = list(ALL_STREAM_NAMES)
+DAY = 86_400.0
+PAGE_CAPS = (50, 500)
+ORDERS = (Order.NEWEST, Order.UNORDERED)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def config_text(emu: Emulator, work: Path, page_size: int, *, sink: str, extra: str = "") -> str:
+    return f"""\
+[source]
+endpoint = "{emu.address}"
+access_key = "{emu.options.access_key}"
+secret_key = "{emu.options.secret_key}"
+insecure = true
+page_size = {page_size}
+{extra}
+
+[streams]
+start_at = "now"
+
+[checkpoint]
+path = "{work / "state" / "checkpoints.db"}"
+
+{sink}
+
+[logging]
+format = "json"
+"""
+
+
+def file_sink(path: Path) -> str:
+    return f'[[sinks]]\ntype = "file"\nname = "out"\npath = "{path}"\nfsync = false\n'
+
+
+def minimum_calls(counts: Sequence[int], page_size: int) -> int:
+    return sum(max(1, math.ceil(n / page_size)) for n in counts)
+
+
+# -- backfill ------------------------------------------------------------------------------------
+
+
+@dataclass
+class BackfillRow:
+    scenario: str
+    page: int
+    order: str
+    records: int
+    calls: int
+    minimum: int
+    listed: int
+    wall: float
+    cpu: float
+
+    @property
+    def allowed(self) -> float:
+        return 1.3 * self.minimum + 2 * len(STREAMS)
+
+
+def run_backfill(
+    launcher: Launcher, scenario: str, records: int, span_days: float, page: int, order: Order
+) -> BackfillRow:
+    options = EmulatorOptions(
+        seed=21,
+        records=records,
+        spread_seconds=span_days * DAY,
+        activities_default_window_seconds=span_days * DAY,
+        max_page_size=page,
+        order=order,
+    )
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=span_days + 1)
+    with running_emulator(options, timeout=600) as emu, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        config = work / "config.toml"
+        out = work / "out.jsonl"
+        config.write_text(config_text(emu, work, page, sink=file_sink(out), extra="calls_per_minute = 5000"))
+        until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+        counts = [len(emu.truth(stream)) for stream in STREAMS]
+        before = emu.stats.requests_total.copy(), emu.stats.records_served.copy()
+        argv = [
+            sys.executable, "-m", "auditstream.cli", "backfill", "--config", str(config),
+            "--from", since.isoformat(), "--to", until.isoformat(),
+        ]  # fmt: skip
+        result = run_measured(launcher, scenario, argv, out, work / "daemon.err")
+        if result.exit_code != 0 or result.records < sum(counts):
+            raise SystemExit(
+                f"{scenario}: exit {result.exit_code}, {result.records} of {sum(counts)} records"
+            )
+        calls = sum(emu.stats.requests_total.values()) - sum(before[0].values())
+        listed = sum(emu.stats.records_served.values()) - sum(before[1].values())
+    return BackfillRow(
+        scenario,
+        page,
+        order.value,
+        sum(counts),
+        calls,
+        minimum_calls(counts, page),
+        listed,
+        result.wall,
+        result.cpu,
+    )
+
+
+def backfill_table(rows: list[BackfillRow]) -> list[str]:
+    lines = [
+        "| scenario | page cap | order | records | calls | minimum | calls / minimum "
+        "| target (1.3 x min + 56) | listed per delivered | wall s | CPU s |",
+        "|---|---:|---|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        verdict = "PASS" if r.calls <= r.allowed else "MISS"
+        lines.append(
+            f"| {r.scenario} | {r.page} | {r.order} | {r.records:,} | {r.calls:,} | {r.minimum:,} "
+            f"| {r.calls / r.minimum:.2f} | {verdict} ({r.allowed:,.0f}) | {r.listed / r.records:.2f} "
+            f"| {r.wall:,.1f} | {r.cpu:,.1f} |"
+        )
+    return lines
+
+
+# -- live ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LiveRow:
+    rate: int
+    page: int
+    order: str
+    minutes: float
+    delivered: int
+    listed: int
+    calls: int
+    minimum: int
+    worst_lag: float
+    written: int
+
+    @property
+    def listed_per_delivered(self) -> float:
+        return self.listed / max(self.delivered, 1)
+
+
+def scrape(url: str) -> dict[tuple[str, str], float]:
+    """``{(name, labels): value}`` of one /metrics scrape."""
+    samples: dict[tuple[str, str], float] = {}
+    with urllib.request.urlopen(url, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            match = re.match(r"^([a-z_]+)(\{[^}]*\})? ([-0-9.e+]+)$", line)
+            if match:
+                samples[(match.group(1), match.group(2) or "")] = float(match.group(3))
+    return samples
+
+
+def total(samples: dict[tuple[str, str], float], name: str) -> float:
+    return sum(v for (n, _), v in samples.items() if n == name)
+
+
+def write_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
+@contextlib.contextmanager
+def daemon(config: Path, err: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with err.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "auditstream.cli", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def run_live(rate: int, page: int, order: Order, minutes: float) -> LiveRow:
+    limited = rate >= 1000 and page == 50
+    options = EmulatorOptions(
+        seed=22,
+        records=0,
+        history_records=0,
+        live=float(rate),
+        max_page_size=page,
+        order=order,
+        rate_limit=5000 if limited else None,
+    )
+    with running_emulator(options, timeout=600) as emu, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        port = free_port()
+        sink = '[[sinks]]\ntype = "stdout"\nname = "out"\n'  # stdout goes to /dev/null: no disk bytes
+        extra = "calls_per_minute = 5000" if limited else ""
+        config = work / "config.toml"
+        config.write_text(
+            config_text(emu, work, page, sink=sink, extra=extra)
+            + f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n'
+        )
+        url = f"http://127.0.0.1:{port}/metrics"
+        with daemon(config, work / "daemon.err") as proc:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    scrape(url)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+            warm = time.monotonic() + 90  # two polls, and the first sweep, before measuring
+            while time.monotonic() < warm:
+                time.sleep(1)
+            first = scrape(url)
+            calls0 = sum(emu.stats.requests_total.values())
+            written0 = write_bytes(proc.pid)
+            per_stream0 = {s: len(emu.truth(s)) for s in STREAMS}
+            started = time.monotonic()
+            worst = 0.0
+            while time.monotonic() - started < minutes * 60:
+                time.sleep(5)
+                lags = [v for (n, _), v in scrape(url).items() if n == "auditstream_checkpoint_lag_seconds"]
+                worst = max([worst, *lags])
+            last = scrape(url)
+            calls = sum(emu.stats.requests_total.values()) - calls0
+            written = write_bytes(proc.pid) - written0
+            elapsed = time.monotonic() - started
+            polls = elapsed / 30.0
+            new = [len(emu.truth(s)) - per_stream0[s] for s in STREAMS]
+            minimum = sum(max(math.ceil(polls), math.ceil(n / page)) for n in new)
+            delivered = int(
+                total(last, "auditstream_records_delivered_total")
+                - total(first, "auditstream_records_delivered_total")
+            )
+            listed = int(
+                total(last, "auditstream_records_fetched_total")
+                - total(first, "auditstream_records_fetched_total")
+            )
+    return LiveRow(rate, page, order.value, elapsed / 60, delivered, listed, calls, minimum, worst, written)
+
+
+def live_table(rows: list[LiveRow]) -> list[str]:
+    lines = [
+        "| records/s | page cap | order | minutes | delivered | listed per delivered (<= 2.5) "
+        "| calls/min | minimum/min | calls / minimum (<= 2) | worst lag s | disk bytes per record (< 200) |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        per_min = r.calls / r.minutes
+        minimum = r.minimum / r.minutes
+        ratio = r.calls / max(r.minimum, 1)
+        lines.append(
+            f"| {r.rate:,} | {r.page} | {r.order} | {r.minutes:.1f} | {r.delivered:,} "
+            f"| {r.listed_per_delivered:.2f} {'PASS' if r.listed_per_delivered <= 2.5 else 'MISS'} "
+            f"| {per_min:,.0f} | {minimum:,.0f} | {ratio:.2f} {'PASS' if ratio <= 2 else 'MISS'} "
+            f"| {r.worst_lag:,.1f} | {r.written / max(r.delivered, 1):,.0f} "
+            f"{'PASS' if r.written / max(r.delivered, 1) < 200 else 'MISS'} |"
+        )
+    return lines
+
+
+# -- against the SDK -------------------------------------------------------------------------------
+
+
+def run_vs_sdk(launcher: Launcher) -> list[str]:
+    options = EmulatorOptions(seed=23, records=20_000, latency_ms=100, max_page_size=137, rate_limit=5000)
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=8)).replace(microsecond=0)
+    with running_emulator(options, timeout=600) as emu, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        until = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=1)
+        expected = sum(len(emu.truth(s)) for s in STREAMS)
+        out = work / "out.jsonl"
+        config = work / "config.toml"
+        config.write_text(config_text(emu, work, 137, sink=file_sink(out)))
+        argv = [
+            sys.executable, "-m", "auditstream.cli", "backfill", "--config", str(config),
+            "--from", since.isoformat(), "--to", until.isoformat(),
+        ]  # fmt: skip
+        calls0 = sum(emu.stats.requests_total.values())
+        ours = run_measured(
+            launcher, "auditstream backfill (shipped defaults)", argv, out, work / "daemon.err"
+        )
+        our_calls = sum(emu.stats.requests_total.values()) - calls0
+        sdk_out = work / "sdk.jsonl"
+        argv = [
+            sys.executable, "-m", "bench.bench_vs_sdk", "sdk-loop", "--address", emu.address,
+            "--streams", ",".join(STREAMS), "--since", since.isoformat(), "--until", until.isoformat(),
+            "--out", str(sdk_out),
+        ]  # fmt: skip
+        env = {"BENCH_SDK_ACCESS_KEY": emu.options.access_key, "BENCH_SDK_SECRET_KEY": emu.options.secret_key}
+        calls0 = sum(emu.stats.requests_total.values())
+        sdk = run_measured(
+            launcher, "official SDK, one stream after the other", argv, sdk_out, work / "sdk.err", env
+        )
+        sdk_calls = sum(emu.stats.requests_total.values()) - calls0
+    speedup = sdk.wall / ours.wall if ours.wall else 0.0
+    return [
+        "| contender | records | calls | wall s | CPU s |",
+        "|---|---:|---:|---:|---:|",
+        f"| {ours.name} | {ours.records:,} | {our_calls:,} | {ours.wall:,.1f} | {ours.cpu:,.1f} |",
+        f"| {sdk.name} | {sdk.records:,} | {sdk_calls:,} | {sdk.wall:,.1f} | {sdk.cpu:,.1f} |",
+        "",
+        f"Ground truth {expected:,} records; auditstream {speedup:.1f}x the SDK loop's wall time "
+        f"(target 10x: {'PASS' if speedup >= 10 else 'MISS'}).",
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="backfill,live,sdk")
+    parser.add_argument("--live-minutes", type=float, default=10.0)
+    parser.add_argument("--live-rates", default="300,1000")
+    parser.add_argument("--write", action="store_true", help="write the tables into BENCHMARKS.md")
+    args = list(sys.argv[1:] if argv is None else argv)
+    opts = parser.parse_args(args)
+    parts = set(opts.only.split(","))
+    lines: list[str] = []
+    launcher = Launcher()
+    try:
+        if "backfill" in parts:
+            rows = []
+            for scenario, records, days in (
+                ("13 months, sparse", 2_170, 395.0),
+                ("8 days, dense", 20_000, 8.0),
+            ):
+                for page in PAGE_CAPS:
+                    for order in ORDERS:
+                        print(f"[backfill] {scenario}, page {page}, {order.value}...", file=sys.stderr)
+                        rows.append(run_backfill(launcher, scenario, records, days, page, order))
+            lines += ["#### Backfill", "", *backfill_table(rows), ""]
+        if "live" in parts:
+            live_rows = []
+            for rate in (int(r) for r in opts.live_rates.split(",")):
+                for page in PAGE_CAPS:
+                    for order in ORDERS:
+                        print(f"[live] {rate}/s, page {page}, {order.value}...", file=sys.stderr)
+                        live_rows.append(run_live(rate, page, order, opts.live_minutes))
+            lines += ["#### Live", "", *live_table(live_rows), ""]
+        if "sdk" in parts:
+            print("[sdk] 8 days, 100 ms per call...", file=sys.stderr)
+            lines += ["#### Against the official SDK, 100 ms per call", "", *run_vs_sdk(launcher), ""]
+    finally:
+        launcher.close()
+    print("\n".join(lines))
+    if opts.write:
+        replace_block("api", lines, command_line("bench.bench_api", args))
+
+
+if __name__ == "__main__":
+    main()
