@@ -17,8 +17,10 @@ The daemon runs as its own process (``auditstream run``) against the emulator's 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
+import datetime as dt
 import json
 import zlib
 from collections import deque
@@ -33,7 +35,7 @@ from tests.helpers import async_wait_until, free_port
 from tests.ops.support import Run, parse_metrics, run_check, write_config
 from tests.peers.hec import HecReceiver
 from tests.peers.http_receiver import HttpReceiver
-from tests.reliability.support import duplicates
+from tests.reliability.support import CLI, duplicates
 
 pytestmark = pytest.mark.reliability
 
@@ -278,3 +280,47 @@ async def test_receivers_echoing_authorization_leak_no_credential(tmp_path, figu
     assert missing == {"basic": 0, "bearer": 0, "hec": 0}
     for name in letters:
         assert dead_letters(tmp_path, name) == collections.Counter(wrong), name
+
+
+async def test_a_backfill_through_an_echoing_receiver_leaks_no_credential(tmp_path, figures):
+    """``auditstream backfill`` goes through the same start-up path as ``run``: its log lines,
+    its summary and its dead letters are scrubbed too (before, a backfill registered no secret
+    for scrubbing at all)."""
+    options = EmulatorOptions(seed=64, records=300)
+    receiver = HttpReceiver()
+    async with Emulator(options) as emu, receiver:
+        receiver.echo_authorization = True
+        receiver.faults.fail_with = deque([503] * 5)  # a few refusals quoting the header: logged
+        receiver.reject_when = lambda item: bad(*event_key(item))  # 400s quoting it: dead letters
+        sink = {
+            "type": "http", "name": "basic", "url": receiver.url, "auth": "basic",
+            "username": "collector", "password": PASSWORD, "retry": RETRY, "batch": {"max_events": 100},
+        }  # fmt: skip
+        doc = document(emu, tmp_path, [sink], include=STREAMS)
+        config = write_config(tmp_path / "config.toml", doc)
+        truth = truth_keys(emu, STREAMS)
+        wrong = {key for key in truth if bad(*key)}
+        oldest = min(t for stream in STREAMS for _, t in emu.truth(stream)) // 1_000_000_000 - 60
+        since = dt.datetime.fromtimestamp(oldest, dt.UTC).isoformat()
+        proc = await asyncio.create_subprocess_exec(
+            *CLI, "backfill", "--config", str(config), "--from", since, "--progress",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 180)
+    letters = (tmp_path / "state" / "dead-letter" / "basic.jsonl").read_text()
+    outputs = {"stdout": stdout.decode(), "stderr": stderr.decode(), "dead letters": letters}
+    forms = credential_forms()
+    leaks = [f"{name} in {where}" for where, text in outputs.items() for name in forms if forms[name] in text]
+    delivered = {event_key(item) for item in receiver.items}
+    figures(
+        load=f"backfill of {len(truth):,} records to an HTTP receiver",
+        faults=f"the receiver quotes Authorization in 5 answers of 503 and in 400s for {len(wrong)} "
+        f"events: {len(leaks)} of {len(forms)} credential forms leaked into stdout, stderr or dead letters",
+        records=len(truth),
+        lost=len(truth - wrong - delivered),
+        duplicates=0,
+    )
+    assert proc.returncode == 0, outputs["stderr"][-3000:]
+    assert leaks == []
+    assert "[redacted]" in outputs["stderr"] and "[redacted]" in letters, "the echoes were there, scrubbed"
+    assert delivered | set(dead_letters(tmp_path, "basic")) >= truth
