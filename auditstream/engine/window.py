@@ -87,6 +87,11 @@ class Window:
     def length_ns(self) -> int:
         return max(self.end_ns - self.start_ns, 1)
 
+    @property
+    def ground(self) -> tuple[WindowKind, int, int]:
+        """What it covers, whatever its listing bound: how the planner knows it again."""
+        return self.kind, self.start_ns, self.end_ns
+
     def aged(self, overlap_ns: int) -> bool:
         """Listed when its records had all had ``overlap`` to become visible: final."""
         return self.end_ns <= self.planned_at_ns - overlap_ns
@@ -185,7 +190,7 @@ class _Sizing:
 
     density: float | None = None  # records per ns
     confirmed: bool = False  # measured by a completed window, not guessed from a sample
-    unconfirmed: int = 0  # windows planned since the density was last confirmed
+    outstanding: int = 0  # windows planned from it and not yet completed or replaced
     last_length: int | None = None
 
     def length(self, policy: WindowPolicy, remaining: int) -> tuple[int, bool]:
@@ -212,25 +217,29 @@ class _Sizing:
             length = remaining  # no sliver left behind: it would cost a call of its own
         length = max(min(length, remaining), 1)
         self.last_length = length
-        if not self.confirmed:
-            self.unconfirmed += 1
+        self.outstanding += 1
         return length, probe
 
     @property
     def may_plan(self) -> bool:
-        return self.confirmed or self.unconfirmed < UNCONFIRMED_AHEAD
+        """A guessed density sizes a few windows, not a plan full of them."""
+        return self.confirmed or self.outstanding < UNCONFIRMED_AHEAD
+
+    def resolved(self) -> None:
+        """A window it sized completed or was replaced."""
+        self.outstanding = max(self.outstanding - 1, 0)
 
     def measured(self, window: Window, listed: int) -> None:
         self.density = listed / window.length_ns
         self.confirmed = True
-        self.unconfirmed = 0
+        self.resolved()
 
     def sampled(self, window: Window, sample_ns: Sequence[int]) -> None:
         span = max(sample_ns) - min(sample_ns) if sample_ns else 0
         floor = max(window.length_ns // SAMPLE_SPAN_FLOOR, MIN_WINDOW_NS)
         self.density = max(len(sample_ns), 1) / max(span, floor)
         self.confirmed = False
-        self.unconfirmed = 0
+        self.outstanding = 0
         self.last_length = None
 
 
@@ -263,7 +272,9 @@ class Planner:
         self.sizing = _Sizing()  # the stream's own, for the head and the sweeps
         self.final = Progress(swept_ns)  # ranges that need no sweep
         self._redo: list[_Redo] = []
-        self._sized_by: dict[Window, _Sizing] = {}
+        # What sized each window planned and not yet resolved, by its ground (the poller may
+        # widen a live window's listing bound, which makes it another Window object).
+        self._sized_by: dict[tuple[WindowKind, int, int], _Sizing] = {}
 
     @property
     def density(self) -> float | None:
@@ -288,7 +299,7 @@ class Planner:
         if window is None and self.sizing.may_plan:
             window = self.next_head(now_ns) or self.next_sweep(now_ns, watermark_ns)
             if window is not None:
-                self._sized_by[window] = self.sizing
+                self._sized_by[window.ground] = self.sizing
         return window
 
     # -- head -------------------------------------------------------------------------------
@@ -354,7 +365,7 @@ class Planner:
 
     def completed(self, window: Window, listed: int) -> None:
         """A window was listed in full: ``listed`` records (repeats included) over its length."""
-        sizing = self._sized_by.pop(window, self.sizing)
+        sizing = self._sized_by.pop(window.ground, self.sizing)
         sizing.measured(window, listed)
 
     def final_part(self, window: Window) -> tuple[int, int] | None:
@@ -379,7 +390,9 @@ class Planner:
         window is cut into :data:`SPLIT_PARTS` parts holding equal shares of the sample, each
         listed through.
         """
-        self._sized_by.pop(window, None)
+        sizing = self._sized_by.pop(window.ground, None)
+        if sizing is not None:
+            sizing.resolved()  # else a stream whose probes keep failing would plan nothing more
         lo, hi = window.start_ns, window.end_ns
         times = sorted(t for t in sample_ns if lo <= t <= hi) or [lo]
         kind, urgent, until = window.kind, window.urgent, window.list_until_ns
@@ -413,7 +426,7 @@ class Planner:
         done = start <= part.start_ns and end >= part.end_ns
         until = part.list_until_ns if end >= part.end_ns else None
         window = Window(start, end, part.kind, now_ns, probe, until, part.urgent)
-        self._sized_by[window] = part.sizing
+        self._sized_by[window.ground] = part.sizing
         if done:
             self._redo.remove(part)
         else:

@@ -219,3 +219,21 @@ def test_edges_are_small_but_never_zero():
     assert edge_ns(1) == 1_000_000
     assert edge_ns(16 * S) == S
     assert edge_ns(10 * DAY) == S
+
+
+def test_probes_that_keep_failing_never_stop_the_head():
+    """Each failed probe is replaced (its windows sized by the sample): the head's own
+    density is still unknown, and it must go on planning (it once stopped after four)."""
+    p = policy(poll=1, tail=1)
+    now = 1000 * S
+    planner = Planner(p, now, now)
+    for poll in range(1, 8):
+        now += 2 * S
+        window = planner.next_window(now, now)
+        assert window is not None and window.kind is WindowKind.HEAD, f"poll {poll}: the head stalled"
+        assert window.probe
+        planner.redo(window, [window.end_ns - S // 10 * i for i in range(100)])
+        while (part := planner.next_window(now, now)) is not None and part.kind is WindowKind.HEAD:
+            if part.end_ns > window.end_ns:
+                break
+            planner.completed(part, 100)

@@ -99,7 +99,9 @@ def test_sigkill_during_live_traffic_loses_nothing(tmp_path, figures):
         live=60,
         live_for=15,
         late_rate=0.2,
-        late_max_seconds=25,  # within the 30 s overlap of tests/e2e/support.py
+        # Under the start-time reading a query is listed its duration (up to 20 s) late already:
+        # both together stay within the 30 s overlap of tests/e2e/support.py.
+        late_max_seconds=8,
         queries_time=queries_time,
         long_sessions=5,
         long_session_close_within=12,
