@@ -16,6 +16,7 @@ from auditstream import __version__
 from auditstream.config import AppConfig, ConfigError, parse_start_at
 from auditstream.engine.checkpoint import CheckpointError
 from auditstream.engine.engine import RunPlan
+from auditstream.engine.shutdown import hold_signals_until_the_loop
 from auditstream.engine.statelock import CheckpointInUse
 from auditstream.ops import startup
 from auditstream.ops.secrets import redact
@@ -54,6 +55,7 @@ def _stream_list(flag: str, value: str | None, config: AppConfig) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    hold_signals_until_the_loop()
     config = startup.load(Path(args.config))
     reset = (
         _stream_list("--reset-checkpoint", ",".join(args.reset_checkpoint), config)
@@ -76,6 +78,7 @@ def backfill_checkpoint_path(config: AppConfig, start: dt.datetime, end: dt.date
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
+    hold_signals_until_the_loop()
     config = startup.load(Path(args.config))
     start = _parse_moment("--from", args.from_)
     end = _parse_moment("--to", args.to) if args.to else None

@@ -2,6 +2,11 @@
 
 Exiting at once is safe because checkpoints are only ever replaced atomically and only
 after delivery: whatever was in flight is simply read again on the next start.
+
+A signal that arrives during start-up (reading the configuration, opening the checkpoint,
+before the event loop's handlers exist) is held by :func:`hold_signals_until_the_loop` and
+acted on as soon as they do: a stop requested a second after launch is still a clean stop,
+exit 0, not a death by signal that systemd and Kubernetes would count as a crash.
 """
 
 from __future__ import annotations
@@ -15,6 +20,15 @@ import structlog
 log = structlog.get_logger("auditstream")
 
 EXIT_IMMEDIATE = 1
+
+_held: list[int] = []
+
+
+def hold_signals_until_the_loop() -> None:
+    """Until :func:`install_signal_handlers` runs, remember SIGTERM/SIGINT instead of dying."""
+    _held.clear()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda received, _frame: _held.append(received))
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
@@ -30,3 +44,6 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    for signum in _held:
+        on_signal(signum)
+    _held.clear()

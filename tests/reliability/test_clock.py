@@ -31,7 +31,9 @@ pytestmark = pytest.mark.reliability
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 STREAMS = list(ALL_STREAM_NAMES)
 DAY_NS = 86_400 * NANOS_PER_SECOND
-LIVE = {"records": 200, "live": 40.0, "late_rate": 0.1, "late_max_seconds": 20.0}
+# Late records within the tail (5 s in tests/e2e/support.py): the clock, not the sweep, is
+# what these cases are about, and nothing then waits a whole overlap for a sweep.
+LIVE = {"records": 200, "live": 40.0, "late_rate": 0.1, "late_max_seconds": 4.0}
 SHORT_SESSIONS = {"live_session_seconds": (0.5, 3.0)}
 
 
@@ -85,13 +87,13 @@ def test_faketime_shifts_the_daemons_wall_clock_only() -> None:
 
 
 def test_one_run_with_the_clock_ten_minutes_ahead_then_normal_loses_nothing(tmp_path, figures):
-    options = EmulatorOptions(seed=41, live_for=24, **LIVE, **SHORT_SESSIONS)
+    options = EmulatorOptions(seed=41, live_for=16, **LIVE, **SHORT_SESSIONS)
     out, log = tmp_path / "out.jsonl", tmp_path / "daemon.log"
     with running_emulator(options) as emu:
         config = write_daemon_config(emu, tmp_path)
         for offset in (None, "+10m"):
             with Daemon(config, log, offset):
-                target = len(read_events(out)) + 200
+                target = len(read_events(out)) + 150
                 wait_until(lambda t=target: len(read_events(out)) >= t, 60, "records delivered")
         assert not emu.live_finished, "the normal run that follows must still see live traffic"
         with Daemon(config, log):
@@ -100,7 +102,7 @@ def test_one_run_with_the_clock_ten_minutes_ahead_then_normal_loses_nothing(tmp_
         lost = missing(emu, STREAMS, delivered)
     skews = [line["skew_seconds"] for line in log_events(log, "clock is ahead of")]
     figures(
-        load=f"{options.live:g} records/s live for {options.live_for:g}s, 10% late",
+        load=f"{options.live:g} records/s live for {options.live_for:g}s, 10% late by up to 4 s",
         faults="one run with the system clock 10 minutes ahead (libfaketime), between two normal ones",
         **tally(delivered, lost),
     )
@@ -122,7 +124,7 @@ def test_a_clock_ten_minutes_off_all_along_loses_nothing_and_is_timely(tmp_path,
         lost = missing(emu, STREAMS, delivered)
     direction = "ahead of" if offset.startswith("+") else "behind"
     figures(
-        load=f"{options.live:g} records/s live for {options.live_for:g}s, 10% late",
+        load=f"{options.live:g} records/s live for {options.live_for:g}s, 10% late by up to 4 s",
         faults=f"system clock {offset[1:]} {'ahead' if offset.startswith('+') else 'behind'} all along",
         **tally(delivered, lost),
     )
@@ -131,13 +133,13 @@ def test_a_clock_ten_minutes_off_all_along_loses_nothing_and_is_timely(tmp_path,
 
 
 def test_a_checkpoint_a_month_in_the_future_is_pulled_back_and_loses_nothing(tmp_path, figures):
-    options = EmulatorOptions(seed=43, live_for=16, **LIVE, **SHORT_SESSIONS)
+    options = EmulatorOptions(seed=43, live_for=12, **LIVE, **SHORT_SESSIONS)
     out, log = tmp_path / "out.jsonl", tmp_path / "daemon.log"
     checkpoint = tmp_path / "state" / "checkpoints.db"
     with running_emulator(options) as emu:
         config = write_daemon_config(emu, tmp_path)
         with Daemon(config, log):
-            wait_until(lambda: len(read_events(out)) >= 500, 60, "records delivered")
+            wait_until(lambda: len(read_events(out)) >= 400, 60, "records delivered")
         with contextlib.closing(sqlite3.connect(checkpoint)) as db, db:
             db.execute(
                 "UPDATE streams SET watermark_ns = watermark_ns + ?, swept_ns = swept_ns + ?",
