@@ -44,6 +44,6 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    for signum in _held:
-        on_signal(signum)
+    for held in _held:
+        on_signal(held)
     _held.clear()
