@@ -188,7 +188,7 @@ def test_checkpoint_disk_filling_up_mid_run_stops_without_overclaiming(tmp_path,
         stack.callback(lambda: daemon.poll() is None and (daemon.kill(), daemon.wait()))  # none left over
         wait_for_the_backlog(emu, out)
         filler = state / "filler"
-        with filler.open("wb") as handle, contextlib.suppress(OSError):
+        with contextlib.suppress(OSError), filler.open("wb", buffering=0) as handle:  # closing may fail too
             while True:
                 handle.write(b"\0" * 65536)
         code = daemon.wait(60)
