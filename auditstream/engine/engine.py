@@ -22,6 +22,7 @@ from auditstream.engine.observer import NullObserver, Observer
 from auditstream.engine.poller import PollerOptions, StreamPoller
 from auditstream.engine.prefetch import AheadBudget
 from auditstream.engine.window import WindowPolicy
+from auditstream.retrying import Backoff
 from auditstream.sdm.apiclock import ApiClock
 from auditstream.sdm.client import AuditClient, ClientSettings
 from auditstream.sdm.errors import ApiError
@@ -37,6 +38,7 @@ FUTURE_TOLERANCE_NS = 120 * NANOS_PER_SECOND
 API's time, which the estimate knows to within a rate-limit window (a minute)."""
 
 CONNECT_NOTICE_SECONDS = 10.0
+CONNECT_RETRY_MAX_SECONDS = 30.0
 """Say so when the first call has not been answered by then (a black-holed endpoint makes
 each attempt wait for the whole [source] timeout before it fails)."""
 
@@ -329,6 +331,10 @@ class Engine:
                 hint="check [source] endpoint, DNS, proxies and firewalls",
             ),
         )
+        # From a second up to half a minute: an API back from an outage (or a daemon started
+        # before it, as systemd and Kubernetes do) is streaming again within seconds.
+        backoff = Backoff(1.0, CONNECT_RETRY_MAX_SECONDS)
+        failures = 0
         try:
             while not self.stop.is_set():
                 try:
@@ -337,7 +343,8 @@ class Engine:
                     if exc.fatal:
                         raise
                 # The client retried and logged already; keep trying until the API answers.
-                await self._sleep_unless_stopped(self.config.engine.sink_failure_pause)
+                failures += 1
+                await self._sleep_unless_stopped(backoff.delay(failures))
             return False
         finally:
             notice.cancel()

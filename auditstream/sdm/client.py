@@ -34,6 +34,7 @@ from auditstream.sdm.registry import NANOS_PER_SECOND, StreamSpec
 from auditstream.sdm.signing import decode_secret, request_metadata
 
 log = structlog.get_logger("auditstream.sdm")
+MAX_RECONNECT_BACKOFF_MS = 5_000
 
 
 def format_time(ns: int) -> str:
@@ -164,7 +165,12 @@ class AuditClient:
         return self._gate
 
     def _open_channel(self) -> grpc.aio.Channel:
-        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        options = [
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            # gRPC waits up to 120 s between reconnection attempts by default, and fails every
+            # call at once meanwhile: an API back from an outage would sit unused for minutes.
+            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+        ]
         if self._settings.insecure:
             return grpc.aio.insecure_channel(self._settings.endpoint, options=options)
         roots = None
