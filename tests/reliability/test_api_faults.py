@@ -90,11 +90,11 @@ async def test_twenty_percent_transient_api_faults(tmp_path, figures):
 
 async def test_late_records_inside_the_overlap_are_delivered(tmp_path, figures):
     """Records that become visible after the watermark has passed their time, by up to the
-    overlap (45 s here), are picked up: within the tail by the next poll, later by the sweep
-    once their ground is that old."""
-    overlap = 45.0
+    overlap (25 s here, five tails), are picked up: within the tail by the next poll, later by
+    the sweep once their ground is that old."""
+    overlap = 25.0
     options = EmulatorOptions(
-        seed=33, records=200, live=20, live_for=6, late_rate=0.3, late_max_seconds=35, **SHORT_SESSIONS
+        seed=33, records=200, live=20, live_for=6, late_rate=0.3, late_max_seconds=20, **SHORT_SESSIONS
     )
     rng = random.Random(33)
     inserted: list[tuple[str, str, int, int]] = []  # stream, key, filter time, watermark then
