@@ -34,6 +34,7 @@ from auditstream.sdm.registry import NANOS_PER_SECOND, StreamSpec
 from auditstream.sinks.base import Envelope
 
 log = structlog.get_logger("auditstream.poller")
+MIN_PAUSE_SECONDS = 0.1  # nothing to list yet: look again no sooner than this
 
 Clock = Callable[[], int]
 
@@ -213,6 +214,12 @@ class StreamPoller:
             return window
         return replace(window, list_until_ns=upper)
 
+    def _pause_until_due(self, now: int) -> float:
+        """Seconds until the head may move again, within [MIN_PAUSE, poll interval]: sweeps
+        and redone ground are looked at on each wake-up, at least once per poll interval."""
+        due_in = (self.planner.head_due_ns() - now) / NANOS_PER_SECOND
+        return min(self._options.poll_interval, max(due_in, MIN_PAUSE_SECONDS))
+
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
@@ -234,7 +241,7 @@ class StreamPoller:
             if not plan:
                 if self.planner.is_finished(self.planner.head_planned):
                     break
-                await self._sleep_unless_stopped(self._options.poll_interval)
+                await self._sleep_unless_stopped(self._pause_until_due(now))
                 continue
             window = plan.popleft()
             try:

@@ -310,6 +310,16 @@ class Planner:
             end = min(end, self.policy.end_ns)
         return end
 
+    def head_due_ns(self) -> int:
+        """When :meth:`next_head` will have a window again: a poll interval of new ground
+        gathered at the live edge, or a backfill's end reached (a backfill to "now" waits a
+        second for it, not a poll interval)."""
+        policy = self.policy
+        due = self.head_planned + policy.settle_ns + (policy.poll_ns if self._head_was_live else 0)
+        if policy.end_ns is not None:
+            due = min(due, policy.end_ns + policy.settle_ns)
+        return due
+
     def next_head(self, now_ns: int) -> Window | None:
         """The next head window, or None when the head is as far as it may go for now.
 

@@ -3,17 +3,27 @@ daemon's checkpoints."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from auditstream.emulator import EmulatorOptions, running_emulator
-from auditstream.sdm.registry import ALL_STREAM_NAMES
-from tests.e2e.support import daemon_config_document, missing, read_events, write_daemon_config, write_toml
+from auditstream.emulator import Emulator, EmulatorOptions, running_emulator
+from auditstream.engine.engine import Engine, RunPlan
+from auditstream.sdm.registry import ALL_STREAM_NAMES, NANOS_PER_SECOND
+from tests.e2e.support import (
+    daemon_config,
+    daemon_config_document,
+    missing,
+    read_events,
+    write_daemon_config,
+    write_toml,
+)
 from tests.helpers import wait_until
 
 
@@ -103,3 +113,21 @@ def test_backfill_usage_errors_exit_2(tmp_path):
         )
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.decode().startswith("auditstream: --"), proc.stderr
+
+
+async def test_a_backfill_to_now_ends_a_second_after_now_not_a_poll_interval_later(tmp_path):
+    """``--to`` a moment ahead (or "now"): the last window is listed once the end is reached,
+    not after a whole ``poll_interval`` (30 s here) of waiting for new ground."""
+    async with Emulator(EmulatorOptions(seed=5, records=50)) as emu:
+        config = daemon_config(emu, tmp_path, streams={"poll_interval": "30s"})
+        now = time.time_ns()
+        plan = RunPlan(
+            streams=["activities", "roles_history"],
+            checkpoint_path=tmp_path / "backfill.db",
+            backfill_from_ns=now - 9 * 86_400 * NANOS_PER_SECOND,
+            backfill_to_ns=now + NANOS_PER_SECOND,
+        )
+        engine = Engine(config, plan)
+        await asyncio.wait_for(engine.run(), 10)
+        delivered = read_events(tmp_path / "out.jsonl")
+        assert not missing(emu, plan.streams, delivered)

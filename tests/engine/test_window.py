@@ -237,3 +237,21 @@ def test_probes_that_keep_failing_never_stop_the_head():
             if part.end_ns > window.end_ns:
                 break
             planner.completed(part, 100)
+
+
+def test_the_head_is_due_a_poll_interval_after_the_live_edge_or_at_a_backfills_end():
+    p = policy()  # poll 30 s, settle 0
+    now = 1000 * S
+    live = Planner(p, now, now)
+    assert live.head_due_ns() == now + 30 * S
+    assert live.next_window(live.head_due_ns() - 1, now) is None
+    assert live.next_window(live.head_due_ns(), now) is not None
+
+    ending = policy(floor_ns=0, end_ns=now + S)  # a backfill "to now": its end a second ahead
+    backfill = Planner(ending, 0, 0)
+    while backfill.next_window(now, 0) is not None:
+        pass
+    assert backfill.head_planned == now and backfill.head_due_ns() == now + S, "at the end, not a poll later"
+    assert backfill.next_window(now + S - 1, now) is None
+    last = backfill.next_window(now + S, now)
+    assert last is not None and last.end_ns == now + S
