@@ -52,11 +52,16 @@ UNCONFIRMED_AHEAD = 4
 or none at all), at most: a wrong guess then costs a few calls, not a plan full of them."""
 SAMPLE_SPAN_FLOOR = 64
 """A sample's time span counts as at least its window's length over this: a page of records
-sharing one instant says they are dense there, not that the whole window is."""
-SPLIT_PARTS = 3
-"""Parts a failed probe is cut into when its sample is spread over the whole window (records
-in no time order): how many records there are is then unknown, and three parts keep the
-calls within 1.3 times the minimum plus two, however many there are (BENCHMARKS.md)."""
+sharing one instant says they are dense there, not that the whole window is. (A quarter of
+that, tried for more concurrency, cut dense stretches into more windows than the call
+target allows: tests/engine/test_window.py.)"""
+MEASURE_SHARE = 16
+"""A failed probe whose sample is spread over the whole window (records in no time order)
+says nothing of how many records it holds. The ground of the first 1/16 of its sample is
+listed through to measure that, then the rest is cut by the measured density into windows
+listed concurrently: one round trip more than guessing, and the calls stay within 1.3 times
+the minimum plus two however many records there are (BENCHMARKS.md), where cutting blind
+into a few parts listed through left a dense window to one sequential listing each."""
 
 
 def edge_ns(length_ns: int) -> int:
@@ -235,7 +240,14 @@ class _Sizing:
         self.resolved()
 
     def sampled(self, window: Window, sample_ns: Sequence[int]) -> None:
-        span = max(sample_ns) - min(sample_ns) if sample_ns else 0
+        """Density from a probe's first page (``sample_ns`` sorted).
+
+        A page may straddle distant stretches (servers that page in time buckets): a gap of
+        over a quarter of the sample's span is ground the page skipped, not sparse ground,
+        and counting it made windows several times too long to list concurrently.
+        """
+        span = sample_ns[-1] - sample_ns[0] if sample_ns else 0
+        span -= sum(gap for a, b in itertools.pairwise(sample_ns) if (gap := b - a) > span // 4)
         floor = max(window.length_ns // SAMPLE_SPAN_FLOOR, MIN_WINDOW_NS)
         self.density = max(len(sample_ns), 1) / max(span, floor)
         self.confirmed = False
@@ -397,8 +409,8 @@ class Planner:
         records that came oldest first leave the ground before empty (a call or two), records
         that came newest first fill it at about the sample's density. A sample spread over
         the whole window (no time order) says only that more than a page lies in it: the
-        window is cut into :data:`SPLIT_PARTS` parts holding equal shares of the sample, each
-        listed through.
+        ground of a :data:`MEASURE_SHARE` of the sample is listed through first, and its
+        density sizes the windows of the rest, which wait for it.
         """
         sizing = self._sized_by.pop(window.ground, None)
         if sizing is not None:
@@ -417,11 +429,11 @@ class Planner:
             if pivot - reach > lo:  # ends before the sample: each probe of it holds fewer records
                 self._redo.append(_Redo(lo, pivot - reach // 2, kind, urgent, None, sizing=before))
         else:
-            inner = {times[len(times) * k // SPLIT_PARTS] for k in range(1, SPLIT_PARTS)}
-            cuts = [lo, *sorted(t for t in inner if lo < t < hi), hi]
-            for first, last in itertools.pairwise(cuts):
-                start = first if first == lo else first - edge_ns(last - first)
-                self._redo.append(_Redo(start, last, kind, urgent, until if last == hi else None, whole=True))
+            cut = min(max(times[len(times) // MEASURE_SHARE], lo + MIN_WINDOW_NS), hi - MIN_WINDOW_NS)
+            measured = _Sizing(outstanding=UNCONFIRMED_AHEAD)  # the rest waits for the measure
+            self._redo.append(_Redo(lo, cut, kind, urgent, None, whole=True, sizing=measured))
+            rest = cut - edge_ns(hi - cut)
+            self._redo.append(_Redo(rest, hi, kind, urgent, until, sizing=measured))
         self._redo.sort(key=lambda part: part.start_ns)
 
     def _next_redo(self, now_ns: int) -> Window | None:

@@ -1,18 +1,20 @@
 """This daemon's share of the API key's calls, spent on live work first, in turn.
 
 A StrongDM key may make 5,000 reads a minute, shared with everything else the customer runs
-on it. ``[source] calls_per_minute`` (half of that by default) is this process's ceiling: a
-token bucket refilled at that rate, holding at most a quarter of a minute's calls, so a
-backfill cannot burn the key's whole minute in a burst.
+on it. ``[source] calls_per_minute`` (half of that by default) is this process's ceiling,
+kept as what it says: at most that many calls in any 60 seconds (a sliding window over the
+calls granted). Within it a backfill goes as fast as the API answers: the 737 calls of an
+8-day backfill of 28 streams take seconds, not the 18 s a steady 2,500/min pace would, while
+no minute ever holds more than the share.
 
 When calls are scarce, live work goes first: the head of a caught-up stream and the sweeps
-(``urgent``) are served before backfill and catch-up listings, which also leave a reserve of
-tokens untouched. Callers of one kind are served first come, first served, so no stream
-waits behind the others indefinitely. The key's own ``rate_limit.remaining`` counts too: when
-what is left of the key's budget falls under a tenth of it, someone else is spending it, and
-catch-up work waits for the window to reset, leaving the rest to live polling and to the
-customer's own tools. (Refusals and an exhausted key are the rate-limit gate's business:
-sdm.ratelimit.)
+(``urgent``) are served before backfill and catch-up listings, which also leave a fifth of
+the window untouched for them. Callers of one kind are served first come, first served, so
+no stream waits behind the others indefinitely. The key's own ``rate_limit.remaining``
+counts too: when what is left of the key's budget falls under a tenth of it, someone else is
+spending it, and catch-up work waits for the window to reset, leaving the rest to live
+polling and to the customer's own tools. (Refusals and an exhausted key are the rate-limit
+gate's business: sdm.ratelimit.)
 """
 
 from __future__ import annotations
@@ -24,69 +26,72 @@ from collections.abc import Callable
 
 from auditstream.sdm.errors import RateLimitInfo
 
-BURST_FRACTION = 0.25
+WINDOW_SECONDS = 60.0
 RESERVE_FRACTION = 0.2
-"""Of the bucket, kept for urgent calls: catch-up work waits below it."""
+"""Of the window, kept for urgent calls: catch-up work waits below it."""
 KEY_LOW_FRACTION = 0.1
 
 
 class CallBudget:
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        window_seconds: float = WINDOW_SECONDS,
+    ) -> None:
         self.per_minute = per_minute
-        self._rate = per_minute / 60.0
-        self._capacity = max(1.0, per_minute * BURST_FRACTION)
-        self._reserve = self._capacity * RESERVE_FRACTION
-        self._tokens = self._capacity
+        self._window = window_seconds
+        self._reserve = int(per_minute * RESERVE_FRACTION)
+        self._granted: deque[float] = deque()  # when each call of the window was granted, oldest first
         self._clock = clock
-        self._updated = clock()
         self._key_low_until = 0.0
-        self._queues: dict[bool, deque[asyncio.Future[None]]] = {True: deque(), False: deque()}
+        self._queues: dict[bool, deque[asyncio.Future[float]]] = {True: deque(), False: deque()}
         self._timer: asyncio.TimerHandle | None = None
-        self._recent: deque[float] = deque()
 
-    def _refill(self) -> float:
+    def _expire(self) -> float:
         now = self._clock()
-        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
-        self._updated = now
+        horizon = now - self._window
+        granted = self._granted
+        while granted and granted[0] <= horizon:
+            granted.popleft()
         return now
 
-    def _needed(self, urgent: bool, now: float) -> float | None:
-        """Tokens that must be in the bucket to serve a caller of this kind; None: not now."""
+    def _needed(self, urgent: bool, now: float) -> int | None:
+        """Calls that must be left in the window to serve a caller of this kind; None: not now."""
         if urgent:
-            return 1.0
+            return 1
         if self._queues[True] or now < self._key_low_until:
             return None
-        return 1.0 + self._reserve
+        return 1 + self._reserve
 
-    def _grant(self, now: float) -> None:
-        self._tokens -= 1.0
-        self._recent.append(now)
+    def _left(self) -> int:
+        return self.per_minute - len(self._granted)
 
     async def take(self, urgent: bool) -> None:
         """Wait for the right to make one call."""
-        now = self._refill()
+        now = self._expire()
         needed = self._needed(urgent, now)
-        if not self._queues[urgent] and needed is not None and self._tokens >= needed:
-            self._grant(now)
+        if not self._queues[urgent] and needed is not None and self._left() >= needed:
+            self._granted.append(now)
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._queues[urgent].append(waiter)
         self._serve()
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self._tokens += 1.0  # granted just as it was cancelled: give the token back
+                self._granted.remove(waiter.result())  # granted just as it was cancelled: not used
             self._serve()
             raise
 
     def _serve(self) -> None:
-        """Grant waiting callers in order, urgent ones first, as far as the tokens go; wake
-        up again when the next token is due."""
+        """Grant waiting callers in order, urgent ones first, as far as the window allows;
+        wake up again when enough of its calls have aged out of it."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        now = self._refill()
+        now = self._expire()
         for urgent in (True, False):
             queue = self._queues[urgent]
             while queue:
@@ -94,15 +99,18 @@ class CallBudget:
                     queue.popleft()
                     continue
                 needed = self._needed(urgent, now)
-                if needed is None or self._tokens < needed:
+                if needed is None or self._left() < needed:
                     break
-                self._grant(now)
-                queue.popleft().set_result(None)
+                self._granted.append(now)
+                queue.popleft().set_result(now)
         waiting = [urgent for urgent in (True, False) if self._queues[urgent]]
         if not waiting:
             return
-        needed = 1.0 if waiting[0] else 1.0 + self._reserve
-        delay = max((needed - self._tokens) / self._rate, 0.001)
+        needed = 1 if waiting[0] else 1 + self._reserve
+        must_age = needed - self._left()  # that many of the oldest calls must leave the window
+        delay = 0.001
+        if 0 < must_age <= len(self._granted):
+            delay = max(self._granted[must_age - 1] + self._window - now, delay)
         if not waiting[0] and now < self._key_low_until:
             delay = max(delay, self._key_low_until - now)
         self._timer = asyncio.get_running_loop().call_later(delay, self._serve)
@@ -118,8 +126,6 @@ class CallBudget:
         self._key_low_until = max(self._key_low_until, self._clock() + reset_in)
 
     def used_last_minute(self) -> int:
-        """Calls this process made over the last 60 seconds."""
-        horizon = self._clock() - 60.0
-        while self._recent and self._recent[0] < horizon:
-            self._recent.popleft()
-        return len(self._recent)
+        """Calls this process made over the window (the last 60 seconds)."""
+        self._expire()
+        return len(self._granted)

@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditstream.engine.window import Planner, Progress, Window, WindowKind, WindowPolicy, edge_ns
+from auditstream.engine.window import (
+    SAMPLE_SPAN_FLOOR,
+    Planner,
+    Progress,
+    Window,
+    WindowKind,
+    WindowPolicy,
+    edge_ns,
+)
 
 S = 1_000_000_000
 HOUR = 3600 * S
@@ -197,14 +205,26 @@ def test_a_backfill_never_sweeps_and_never_lists_before_its_start():
     assert planner.final_part(windows[0]) == (windows[0].start_ns, windows[0].end_ns)
 
 
-def test_a_probe_whose_sample_is_spread_is_cut_in_three_parts_listed_through():
+def test_a_probe_whose_sample_is_spread_measures_a_slice_then_cuts_the_rest_by_it():
     planner = Planner(policy(floor_ns=0, end_ns=90 * DAY), 0, 0, at_live_edge=False)
     probe = planner.next_window(100 * DAY, 0)
     assert probe is not None and probe.probe
-    planner.redo(probe, [DAY * d for d in range(0, 90, 1)])  # no time order: all over the window
-    parts = [planner.next_window(100 * DAY, 0) for _ in range(3)]
-    assert all(p is not None and not p.probe for p in parts)
-    assert [p.end_ns for p in parts if p] == [30 * DAY, 60 * DAY, 90 * DAY]
+    sample = [DAY * d for d in range(0, 90, 1)]  # no time order: all over the window
+    planner.redo(probe, sample)
+    measure = planner.next_window(100 * DAY, 0)
+    assert measure is not None and not measure.probe
+    assert measure.start_ns <= 0 and measure.end_ns == sorted(sample)[len(sample) // 16]
+    assert planner.next_window(100 * DAY, 0) is None, "the rest waits for the measure"
+    per_day = 500  # 8 pages of 100 records (the policy's target) every 1.6 days
+    planner.completed(measure, per_day * measure.end_ns // DAY)
+    rest = []
+    while (window := planner.next_window(100 * DAY, 0)) is not None:
+        rest.append(window)
+    assert len(rest) >= 16, "enough windows to list concurrently"
+    assert all(not w.probe for w in rest)
+    assert rest[0].start_ns < measure.end_ns and rest[-1].end_ns == 90 * DAY
+    assert all(b.start_ns < a.end_ns for a, b in zip(rest, rest[1:])), "no ground left between them"
+    assert max(w.length_ns for w in rest) <= 2 * 8 * 100 * DAY // per_day
 
 
 def test_marks_move_only_over_contiguous_completed_ground():
@@ -255,3 +275,24 @@ def test_the_head_is_due_a_poll_interval_after_the_live_edge_or_at_a_backfills_e
     assert backfill.next_window(now + S - 1, now) is None
     last = backfill.next_window(now + S, now)
     assert last is not None and last.end_ns == now + S
+
+
+def test_a_sample_straddling_two_distant_stretches_is_sized_by_their_density_not_the_gap():
+    """Servers that page in time buckets may fill one page from two stretches days apart:
+    the ground between them is skipped, not sparse. Sized by the gap, the window after the
+    sample would be 800 records at 137 per two days: 11.7 days, one long sequential listing;
+    by the records, 800 at one per 30 s (6.7 h), within the floor of a sample's span (an
+    eight-day window over 64: 3 h, so 17.5 h)."""
+    planner = Planner(policy(floor_ns=0, end_ns=8 * DAY), 0, 0, at_live_edge=False)
+    probe = planner.next_window(9 * DAY, 0)
+    assert probe is not None and probe.probe
+    every = 30 * S  # the true density: one record every 30 s
+    first = DAY
+    sample = [first + i * every for i in range(68)] + [first + 2 * DAY + i * every for i in range(69)]
+    planner.redo(probe, sample)
+    windows = []
+    while (window := planner.next_window(9 * DAY, 0)) is not None:
+        windows.append(window)
+    (at_sample,) = [w for w in windows if w.start_ns <= first < w.end_ns]
+    floor_limited = 800 * (8 * DAY // SAMPLE_SPAN_FLOOR) // 137
+    assert at_sample.length_ns <= floor_limited + S, f"{at_sample.length_ns / HOUR:.1f} h"
