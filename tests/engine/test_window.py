@@ -4,6 +4,7 @@ completed ground."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass, field
 
@@ -223,7 +224,7 @@ def test_a_probe_whose_sample_is_spread_measures_a_slice_then_cuts_the_rest_by_i
     assert len(rest) >= 16, "enough windows to list concurrently"
     assert all(not w.probe for w in rest)
     assert rest[0].start_ns < measure.end_ns and rest[-1].end_ns == 90 * DAY
-    assert all(b.start_ns < a.end_ns for a, b in zip(rest, rest[1:])), "no ground left between them"
+    assert all(b.start_ns < a.end_ns for a, b in itertools.pairwise(rest)), "no ground left between them"
     assert max(w.length_ns for w in rest) <= 2 * 8 * 100 * DAY // per_day
 
 
