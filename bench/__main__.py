@@ -4,7 +4,7 @@
 
 Full runs write each benchmark's table into BENCHMARKS.md (a block per benchmark, stamped
 with the machine and the exact command); ``--quick`` runs smaller sizes and only prints,
-unless ``--write`` is given. Names: formats, sinks, emulator, longqueries, sdk, live,
+unless ``--write`` is given. Names: formats, sinks, emulator, longqueries, sdk, live, api,
 reliability (the reliability suite, ``pytest -m reliability``, for its figures table).
 
 Full sizes take about 20 minutes on 2 cores (the SDK comparison over 1,000,000 records
@@ -52,6 +52,7 @@ BENCHES = [
         ["--records", "100000", "--mixed-records", "20000", "--latency-records", "20000"],
     ),
     Bench("live", "bench.bench_live", [], ["--seconds", "30", "--configs", "tight"]),
+    Bench("api", "bench.bench_api", [], ["--only", "backfill,sdk"]),
 ]
 
 
