@@ -243,11 +243,13 @@ class _Sizing:
         """Density from a probe's first page (``sample_ns`` sorted).
 
         A page may straddle distant stretches (servers that page in time buckets): a gap of
-        over a quarter of the sample's span is ground the page skipped, not sparse ground,
-        and counting it made windows several times too long to list concurrently.
+        over a quarter of the span of what is left is ground the page skipped, not sparse
+        ground, and counting it made windows several times too long to list concurrently.
         """
-        span = sample_ns[-1] - sample_ns[0] if sample_ns else 0
-        span -= sum(gap for a, b in itertools.pairwise(sample_ns) if (gap := b - a) > span // 4)
+        gaps = sorted((b - a for a, b in itertools.pairwise(sample_ns)), reverse=True)
+        span = sum(gaps)
+        while gaps and gaps[0] > span // 4:  # a page may straddle more than two stretches
+            span -= gaps.pop(0)
         floor = max(window.length_ns // SAMPLE_SPAN_FLOOR, MIN_WINDOW_NS)
         self.density = max(len(sample_ns), 1) / max(span, floor)
         self.confirmed = False
