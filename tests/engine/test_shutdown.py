@@ -19,33 +19,24 @@ def restored_signal_handlers():
         signal.signal(signum, handler)
 
 
+async def stop_requested_once_the_loop_runs() -> bool:
+    """Install the loop's handlers as the daemon does: is a stop already requested?"""
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    try:
+        return stop.is_set()
+    finally:
+        for held in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().remove_signal_handler(held)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_before_the_loop_stops_the_engine_once_it_runs(restored_signal_handlers, signum):
     hold_signals_until_the_loop()
     os.kill(os.getpid(), signum)  # the process survives: without the hold, SIGTERM ends pytest here
-
-    async def start() -> bool:
-        stop = asyncio.Event()
-        install_signal_handlers(stop)
-        try:
-            return stop.is_set()
-        finally:
-            for held in (signal.SIGTERM, signal.SIGINT):
-                asyncio.get_running_loop().remove_signal_handler(held)
-
-    assert asyncio.run(start()) is True
+    assert asyncio.run(stop_requested_once_the_loop_runs()) is True
 
 
 def test_no_signal_before_the_loop_leaves_the_engine_running(restored_signal_handlers):
     hold_signals_until_the_loop()
-
-    async def start() -> bool:
-        stop = asyncio.Event()
-        install_signal_handlers(stop)
-        try:
-            return stop.is_set()
-        finally:
-            for held in (signal.SIGTERM, signal.SIGINT):
-                asyncio.get_running_loop().remove_signal_handler(held)
-
-    assert asyncio.run(start()) is False
+    assert asyncio.run(stop_requested_once_the_loop_runs()) is False
