@@ -41,6 +41,20 @@ def _parse_moment(flag: str, value: str) -> dt.datetime:
     return moment
 
 
+FUTURE_GRACE = dt.timedelta(minutes=1)
+"""How far ahead of this host's clock --from/--to may be (clocks differ a little)."""
+
+
+def _in_the_past(flag: str, moment: dt.datetime) -> None:
+    """A backfill exports the past: a future date (a typo, often) would keep a one-shot run
+    going until then, or export nothing."""
+    if moment > dt.datetime.now(dt.UTC) + FUTURE_GRACE:
+        raise UsageError(
+            f"{flag} {moment.isoformat()} is in the future: a backfill exports the past "
+            "(leave --to out to export up to now)"
+        )
+
+
 def _to_ns(moment: dt.datetime) -> int:
     return int(moment.timestamp()) * NANOS_PER_SECOND + moment.microsecond * 1000
 
@@ -84,6 +98,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     end = _parse_moment("--to", args.to) if args.to else None
     if end is not None and end <= start:
         raise UsageError("--to must be later than --from")
+    _in_the_past("--from", start)
+    if end is not None:
+        _in_the_past("--to", end)
     streams = _stream_list("--streams", args.streams, config)
     checkpoint = Path(args.checkpoint) if args.checkpoint else backfill_checkpoint_path(config, start, end)
     if checkpoint.resolve() == config.checkpoint.path.resolve():

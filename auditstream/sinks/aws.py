@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import field_validator, model_validator
 
 from auditstream import __version__
-from auditstream.sinks.base import SinkError, SinkFatalError, SinkSettingsBase
+from auditstream.sinks.base import Envelope, SinkError, SinkFatalError, SinkSettingsBase
 from auditstream.sinks.delivery import WriteResult
 from auditstream.sinks.extras import install_hint, installed
 from auditstream.sinks.http_client import check_url
@@ -280,6 +280,26 @@ class AwsClient:
         stack, self._stack, self._client = self._stack, None, None
         if stack is not None:
             await stack.aclose()
+
+
+class AwsTransport:
+    """What both AWS transports are besides their API calls: an encoder for the events, one
+    client, nothing to open (the client connects on its first call), the client to close."""
+
+    max_in_flight = 4  # requests of different streams in flight together
+
+    def __init__(self, encode_event: Callable[[dict[str, Any]], bytes], client: AwsClient) -> None:
+        self._encode_event = encode_event
+        self.client = client
+
+    def encode(self, envelope: Envelope) -> bytes:
+        return self._encode_event(envelope.event)
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self.client.close()
 
 
 def _snake(operation: str) -> str:

@@ -47,8 +47,8 @@ from pydantic import Field, field_validator, model_validator
 
 from auditstream.formats import make_encoder
 from auditstream.formats.cef import CefSettings
-from auditstream.sinks.aws import AwsClient, AwsRequestError, AwsSinkSettings, send_in_parts
-from auditstream.sinks.base import BatchSettings, Envelope, ProbeResult, SinkFatalError
+from auditstream.sinks.aws import AwsClient, AwsRequestError, AwsSinkSettings, AwsTransport, send_in_parts
+from auditstream.sinks.base import BatchSettings, ProbeResult, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.retry import TransientError
 
@@ -57,7 +57,6 @@ EVENT_OVERHEAD = 26
 MAX_CALL_EVENTS = 10_000
 MAX_EVENT_BYTES = 256 * 1024  # message plus overhead; AWS has raised it to 1 MB since, not everywhere
 MAX_SPAN_MS = 24 * 3600 * 1000
-MAX_IN_FLIGHT = 4
 CALLS_AT_ONCE = 4
 RETENTION_DAYS = frozenset(
     {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
@@ -171,13 +170,10 @@ def rejected_indexes(info: dict[str, Any], count: int) -> dict[int, str]:
     return rejected
 
 
-class CloudWatchLogsTransport:
-    max_in_flight = MAX_IN_FLIGHT
-
+class CloudWatchLogsTransport(AwsTransport):
     def __init__(self, settings: CloudWatchLogsSinkSettings, cef: CefSettings | None) -> None:
+        super().__init__(make_encoder(settings.format, cef), AwsClient("logs", settings))
         self.settings = settings
-        self._encode_event = make_encoder(settings.format, cef)
-        self.client = AwsClient("logs", settings)
         self._names: dict[str, str] = {}
         self._creating = asyncio.Lock()
 
@@ -186,15 +182,6 @@ class CloudWatchLogsTransport:
         if name is None:
             name = self._names[stream] = self.settings.log_stream.replace("{stream}", stream)
         return name
-
-    def encode(self, envelope: Envelope) -> bytes:
-        return self._encode_event(envelope.event)
-
-    async def open(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        await self.client.close()
 
     async def write(self, records: Sequence[Record]) -> WriteResult:
         plan = plan_calls(

@@ -41,15 +41,21 @@ from pydantic import Field, field_validator, model_validator
 
 from auditstream.formats import make_line_encoder
 from auditstream.formats.cef import CefSettings
-from auditstream.sinks.aws import AwsClient, AwsRequestError, AwsSinkSettings, describe_code, send_in_parts
-from auditstream.sinks.base import BatchSettings, Envelope, ProbeResult, SinkFatalError
+from auditstream.sinks.aws import (
+    AwsClient,
+    AwsRequestError,
+    AwsSinkSettings,
+    AwsTransport,
+    describe_code,
+    send_in_parts,
+)
+from auditstream.sinks.base import BatchSettings, ProbeResult, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.retry import TransientError
 
 MIB = 1024 * 1024
 MULTIPART_ABOVE = 8 * MIB
 PART_SIZE = 8 * MIB
-MAX_IN_FLIGHT = 4  # requests of different streams in flight together
 UPLOADS_AT_ONCE = 4  # objects of one request uploaded concurrently
 CHECK_DIRECTORY = ".auditstream-check"
 _GZIP_IN_THREAD_ABOVE = 256 * 1024
@@ -140,20 +146,18 @@ def _md5(data: bytes | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
 
-class S3Transport:
-    max_in_flight = MAX_IN_FLIGHT
-
+class S3Transport(AwsTransport):
     def __init__(self, settings: S3SinkSettings, cef: CefSettings | None) -> None:
         self.settings = settings
-        self._encode_event = make_line_encoder(settings.format, cef)
         style = "path" if settings.force_path_style else "auto"
-        self.client = AwsClient(
+        client = AwsClient(
             "s3",
             settings,
             # Content-MD5 is our integrity check; botocore's newer default checksums
             # (CRC32 trailers) are not understood by every S3-compatible store.
             {"s3": {"addressing_style": style}, "request_checksum_calculation": "when_required"},
         )
+        super().__init__(make_line_encoder(settings.format, cef), client)
         self._put_params = self._object_params()
         self._kms_hint = (
             f"and kms:GenerateDataKey on {settings.kms_key_id or 'the bucket key'}, "
@@ -176,15 +180,6 @@ class S3Transport:
         if s.storage_class is not None:
             params["StorageClass"] = s.storage_class
         return params
-
-    def encode(self, envelope: Envelope) -> bytes:
-        return self._encode_event(envelope.event)
-
-    async def open(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        await self.client.close()
 
     async def write(self, records: Sequence[Record]) -> WriteResult:
         async def upload(indexes: Sequence[int]) -> WriteResult:

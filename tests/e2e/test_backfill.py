@@ -100,10 +100,15 @@ def test_interrupted_backfill_resumes_where_it_stopped(tmp_path, since):
 def test_backfill_usage_errors_exit_2(tmp_path):
     doc = daemon_config_document("127.0.0.1:1", "auth-x", "AAAA", tmp_path)
     config = write_toml(tmp_path / "config.toml", doc)
+    next_week = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).strftime("%Y-%m-%d")
     cases = [
         ["--from", "yesterday"],
         ["--from", "2024-05-02", "--to", "2024-05-01"],
         ["--from", "2024-05-01", "--streams", "activites"],
+        # A date in the future, typed by mistake, would keep a "one-shot" backfill running
+        # for days (--to) or export nothing (--from): said at once instead.
+        ["--from", "2024-05-01", "--to", next_week],
+        ["--from", next_week],
     ]
     for args in cases:
         proc = subprocess.run(
