@@ -47,6 +47,7 @@ BACKUP_EVERY = 600.0
 KEYS_PER_ROW = 1000
 JSON_SCHEMA_VERSION = 1
 FILE_MODE = PRIVATE_FILE_MODE
+PAGE_SIZE = 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID;
@@ -220,6 +221,10 @@ class CheckpointStore:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
         os.chmod(path, FILE_MODE)
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # A batch's transaction touches a few small rows, and the WAL writes whole pages: at
+        # 1 KiB instead of the default 4 KiB, a checkpoint write costs about a quarter of the
+        # bytes (BENCHMARKS.md). Only a new file takes it; an existing one keeps its own.
+        db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = OFF")
