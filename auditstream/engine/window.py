@@ -248,8 +248,10 @@ class _Sizing:
         """
         gaps = sorted((b - a for a, b in itertools.pairwise(sample_ns)), reverse=True)
         span = sum(gaps)
-        while gaps and gaps[0] > span // 4:  # a page may straddle more than two stretches
-            span -= gaps.pop(0)
+        for gap in gaps:  # largest first: a page may straddle more than two stretches
+            if gap <= span // 4:
+                break
+            span -= gap
         floor = max(window.length_ns // SAMPLE_SPAN_FLOOR, MIN_WINDOW_NS)
         self.density = max(len(sample_ns), 1) / max(span, floor)
         self.confirmed = False
