@@ -14,7 +14,7 @@ import sys
 from auditstream.emulator.credentials import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
 from auditstream.emulator.emulator import Emulator
 from auditstream.emulator.options import Bound, EmulatorOptions, Order, PageOrder, QueriesTime, TimePrecision
-from auditstream.sdm.registry import ALL_STREAM_NAMES
+from auditstream.sdm.registry import SERVED_STREAM_NAMES
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -110,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--streams",
-        default=",".join(ALL_STREAM_NAMES),
+        default=",".join(SERVED_STREAM_NAMES),
         metavar="LIST",
         help="comma-separated streams that get data (default: all 28)",
     )

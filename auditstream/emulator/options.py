@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from auditstream.emulator.credentials import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
-from auditstream.sdm.registry import ALL_STREAM_NAMES
+from auditstream.sdm.registry import SERVED_STREAM_NAMES
 from auditstream.sdm.signing import decode_secret
 
 SDK_DEFAULT_PAGE_SIZE = 50
@@ -89,7 +89,7 @@ class EmulatorOptions:
     same_timestamp: int = 1  # generated records come in groups sharing one timestamp
     time_precision: TimePrecision = TimePrecision.NS
     hostile: bool = False
-    streams: tuple[str, ...] = ALL_STREAM_NAMES  # streams that get generated data
+    streams: tuple[str, ...] = SERVED_STREAM_NAMES  # streams that get generated data
 
     # --- API semantics (the unknowns) --------------------------------------------------
     after_bound: Bound = Bound.INCLUSIVE
@@ -147,7 +147,7 @@ class EmulatorOptions:
             raise ValueError("rate_limit must be at least 1 request per minute")
         if self.live < 0 or self.latency_ms < 0 or self.late_max_seconds < 0:
             raise ValueError("live, latency_ms and late_max_seconds cannot be negative")
-        unknown = sorted(set(self.streams) - set(ALL_STREAM_NAMES))
+        unknown = sorted(set(self.streams) - set(SERVED_STREAM_NAMES))
         if unknown:
             raise ValueError(f"unknown streams: {', '.join(unknown)}")
         for name in ("live_session_seconds", "long_session_age_seconds"):

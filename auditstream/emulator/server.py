@@ -30,7 +30,7 @@ from auditstream.emulator.stats import EmulatorStats
 from auditstream.emulator.store import Store
 from auditstream.sdm import signing
 from auditstream.sdm.errors import status_trailer
-from auditstream.sdm.registry import STREAMS, StreamKind, StreamSpec
+from auditstream.sdm.registry import SERVED_STREAM_NAMES, STREAMS, StreamKind, StreamSpec
 
 NANOS = 1_000_000_000
 
@@ -70,14 +70,15 @@ class ListService:
 
     def generic_handlers(self) -> list[grpc.GenericRpcHandler]:
         handlers = []
-        for spec in STREAMS.values():
+        for name in SERVED_STREAM_NAMES:
+            spec = STREAMS[name]
             service = spec.method_path.split("/")[1]
             handler = grpc.unary_unary_rpc_method_handler(
                 self._bind(spec),
                 request_deserializer=None,  # raw bytes: the signature covers them
                 response_serializer=spec.response_class.SerializeToString,
             )
-            handlers.append(grpc.method_handlers_generic_handler(service, {"List": handler}))
+            handlers.append(grpc.method_handlers_generic_handler(service, {spec.method: handler}))
         return handlers
 
     def _bind(self, spec: StreamSpec) -> Callable[[bytes, grpc.aio.ServicerContext], Any]:

@@ -26,6 +26,16 @@ class StreamKind(StrEnum):
     ACTIVITY = "activity"
     QUERY = "query"
     HISTORY = "history"
+    SECRET_LOG = "secret_log"  # ManagedSecrets.Logs: who retrieved or changed a managed secret
+    # Session content: the stream lists Queries like ``queries`` does, and each completed
+    # replayable session found is expanded into its Replays chunks (engine.replays).
+    REPLAY = "replay"
+    REPLAY_CHUNKS = "replay_chunks"  # Replays.List itself: keyed by query id, not a time stream
+
+
+# Streams a wildcard in ``[streams] include`` does not select: they must be named. Replays
+# cost calls per session (a listing of its chunks), so an operator opts in to them.
+OPT_IN_KINDS = frozenset({StreamKind.REPLAY})
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,12 @@ class StreamSpec:
     records_field: str  # repeated field of the response holding the records
     time_field: str  # the record's time, as the API filters on it
     entity_field: str | None  # history streams: the changed entity (field 3)
+    method: str = "List"  # the gRPC method: "Logs" for ManagedSecrets
+
+    @property
+    def opt_in(self) -> bool:
+        """Selected only by its own name, never by a wildcard (``OPT_IN_KINDS``)."""
+        return self.kind in OPT_IN_KINDS
 
     def record_time_ns(self, record: Message) -> int:
         """The record's time in nanoseconds since the epoch (0 when unset)."""
@@ -68,9 +84,9 @@ class StreamSpec:
         """
         ts = getattr(record, self.time_field)
         time_ns = ts.seconds * NANOS_PER_SECOND + ts.nanos
-        if self.kind is StreamKind.ACTIVITY:
+        if self.kind is StreamKind.ACTIVITY or self.kind is StreamKind.SECRET_LOG:
             return record.id, time_ns, time_ns  # type: ignore[attr-defined]
-        if self.kind is StreamKind.QUERY:
+        if self.kind is StreamKind.QUERY or self.kind is StreamKind.REPLAY:
             done = record.completed_at  # type: ignore[attr-defined]
             done_ns = done.seconds * NANOS_PER_SECOND + done.nanos
             return query_key(record), time_ns, max(time_ns, done_ns)
@@ -83,9 +99,9 @@ class StreamSpec:
         ``completed_at``, then the completion record), and one history activity can touch
         several entities, so neither ``id`` nor ``activity_id`` alone is unique.
         """
-        if self.kind is StreamKind.ACTIVITY:
+        if self.kind is StreamKind.ACTIVITY or self.kind is StreamKind.SECRET_LOG:
             return str(record.id)
-        if self.kind is StreamKind.QUERY:
+        if self.kind is StreamKind.QUERY or self.kind is StreamKind.REPLAY:
             return query_key(record)
         assert self.entity_field is not None
         entity = getattr(record, self.entity_field)
@@ -134,14 +150,14 @@ def entity_key(entity: Any) -> str:
     return str(entity.SerializeToString(deterministic=True).hex())
 
 
-def _list_method_spec(module: Any, name: str) -> tuple[str, Any, Any]:
+def _list_method_spec(module: Any, method_name: str) -> tuple[str, Any, Any]:
     services = list(module.DESCRIPTOR.services_by_name.values())
     if len(services) != 1:
         raise RuntimeError(f"strongdm.{module.__name__}: expected one service, found {len(services)}")
     service = services[0]
-    method = service.methods_by_name.get("List")
+    method = service.methods_by_name.get(method_name)
     if method is None:
-        raise RuntimeError(f"strongdm service {service.full_name} has no List method")
+        raise RuntimeError(f"strongdm service {service.full_name} has no {method_name} method")
     return service.name, method.input_type, method.output_type
 
 
@@ -156,9 +172,18 @@ def _message_class(module: Any, descriptor: Any) -> Any:
     return cls
 
 
-def _build_spec(sdk_name: str, kind: StreamKind, time_field: str) -> StreamSpec:
-    module = importlib.import_module(f"strongdm.{sdk_name}_pb2")
-    service, request_desc, response_desc = _list_method_spec(module, sdk_name)
+def _build_spec(
+    sdk_name: str,
+    kind: StreamKind,
+    time_field: str,
+    *,
+    module_name: str | None = None,
+    method: str = "List",
+) -> StreamSpec:
+    """The spec of one stream: ``sdk_name`` is the stream's name, ``module_name`` the SDK
+    module whose service it lists (the same, except for streams that list another's)."""
+    module = importlib.import_module(f"strongdm.{module_name or sdk_name}_pb2")
+    service, request_desc, response_desc = _list_method_spec(module, method)
     repeated = [f for f in response_desc.fields if f.is_repeated and f.message_type is not None]
     if len(repeated) != 1:
         raise RuntimeError(f"{response_desc.full_name}: expected one repeated record field")
@@ -170,21 +195,22 @@ def _build_spec(sdk_name: str, kind: StreamKind, time_field: str) -> StreamSpec:
         if entity is None or entity.message_type is None:
             raise RuntimeError(f"{record_desc.full_name}: history record without an entity in field 3")
         entity_field = entity.name
-    if time_field not in record_desc.fields_by_name:
+    if time_field and time_field not in record_desc.fields_by_name:
         raise RuntimeError(f"{record_desc.full_name} has no time field {time_field!r}")
     package = request_desc.file.package
     return StreamSpec(
         name=sdk_name,
         kind=kind,
         service=service,
-        method_path=f"/{package}.{service}/List",
-        signing_name=f"{service}.List",
+        method_path=f"/{package}.{service}/{method}",
+        signing_name=f"{service}.{method}",
         request_class=_message_class(module, request_desc),
         response_class=_message_class(module, response_desc),
         record_class=_message_class(module, record_desc),
         records_field=records_field.name,
         time_field=time_field,
         entity_field=entity_field,
+        method=method,
     )
 
 
@@ -203,22 +229,45 @@ def _build_registry() -> dict[str, StreamSpec]:
         _build_spec("queries", StreamKind.QUERY, "timestamp"),
     ]
     specs += [_build_spec(name, StreamKind.HISTORY, "timestamp") for name in sdk_history_stream_names()]
+    specs += [
+        _build_spec(
+            "managed_secret_logs",
+            StreamKind.SECRET_LOG,
+            "created_at",
+            module_name="managed_secrets",
+            method="Logs",
+        ),
+        _build_spec("replays", StreamKind.REPLAY, "timestamp", module_name="queries"),
+    ]
     return {spec.name: spec for spec in specs}
 
 
 STREAMS: dict[str, StreamSpec] = _build_registry()
 ALL_STREAM_NAMES: tuple[str, ...] = tuple(STREAMS)
+# What ``"*"`` selects: every stream but the opt-in ones.
+DEFAULT_STREAM_NAMES: tuple[str, ...] = tuple(name for name, spec in STREAMS.items() if not spec.opt_in)
+# Streams the API serves from a store of their own (``replays`` lists the queries' service).
+SERVED_STREAM_NAMES: tuple[str, ...] = tuple(
+    name for name, spec in STREAMS.items() if spec.kind is not StreamKind.REPLAY
+)
+# Replays.List: a session's chunks, by query id (filter ``id:"<query id>"``); no time field.
+REPLAY_CHUNKS: StreamSpec = _build_spec("replay_chunks", StreamKind.REPLAY_CHUNKS, "", module_name="replays")
 
 
 def select_streams(patterns: Iterable[str]) -> list[StreamSpec]:
     """Resolve include globs (``"*_history"``) to specs, in registry order.
 
     Raises ValueError naming a pattern that matches nothing, since a typo there would
-    otherwise silently stop a stream from being exported.
+    otherwise silently stop a stream from being exported. Opt-in streams (``replays``) are
+    selected only by their exact name.
     """
     chosen: list[str] = []
     for pattern in patterns:
-        matches = [name for name in ALL_STREAM_NAMES if fnmatch.fnmatchcase(name, pattern)]
+        matches = [
+            name
+            for name in ALL_STREAM_NAMES
+            if name == pattern or (not STREAMS[name].opt_in and fnmatch.fnmatchcase(name, pattern))
+        ]
         if not matches:
             raise ValueError(
                 f"stream pattern {pattern!r} matches no stream; known streams: {', '.join(ALL_STREAM_NAMES)}"

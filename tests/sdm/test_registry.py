@@ -6,7 +6,17 @@ import pytest
 import strongdm
 from strongdm import accounts_history_pb2, activities_pb2, nodes_history_pb2, resources_history_pb2
 
-from auditstream.sdm.registry import ALL_STREAM_NAMES, STREAMS, StreamKind, entity_key, select_streams
+from auditstream.sdm.registry import (
+    ALL_STREAM_NAMES,
+    DEFAULT_STREAM_NAMES,
+    REPLAY_CHUNKS,
+    STREAMS,
+    StreamKind,
+    entity_key,
+    select_streams,
+)
+
+SDK_MODULE = {"managed_secret_logs": "managed_secrets", "replays": "queries", "replay_chunks": "replays"}
 
 
 def sdk_history_attributes():
@@ -23,19 +33,31 @@ def test_every_history_service_the_sdk_ships_is_registered():
     )
     assert history == modules
     assert ALL_STREAM_NAMES[:2] == ("activities", "queries")
-    assert len(ALL_STREAM_NAMES) == 28
+    assert ALL_STREAM_NAMES[-2:] == ("managed_secret_logs", "replays")
+    assert len(ALL_STREAM_NAMES) == 30
 
 
-@pytest.mark.parametrize("name", ALL_STREAM_NAMES)
+def test_a_wildcard_leaves_out_the_opt_in_replays_but_its_name_selects_it():
+    assert "replays" not in DEFAULT_STREAM_NAMES
+    assert [s.name for s in select_streams(["*"])] == list(DEFAULT_STREAM_NAMES)
+    assert "managed_secret_logs" in DEFAULT_STREAM_NAMES
+    assert "replays" not in [s.name for s in select_streams(["*s"])]
+    assert [s.name for s in select_streams(["replays"])] == ["replays"]
+    with pytest.raises(ValueError, match="matches no stream"):
+        select_streams(["repl*"])
+
+
+@pytest.mark.parametrize("name", [*ALL_STREAM_NAMES, "replay_chunks"])
 def test_spec_matches_the_sdk_service(name):
-    spec = STREAMS[name]
-    module = importlib.import_module(f"strongdm.{name}_pb2")
+    spec = REPLAY_CHUNKS if name == "replay_chunks" else STREAMS[name]
+    module = importlib.import_module(f"strongdm.{SDK_MODULE.get(name, name)}_pb2")
     service = module.DESCRIPTOR.services_by_name[spec.service]
-    method = service.methods_by_name["List"]
+    method = service.methods_by_name[spec.method]
+    assert spec.method == ("Logs" if name == "managed_secret_logs" else "List")
     assert spec.request_class.DESCRIPTOR is method.input_type
     assert spec.response_class.DESCRIPTOR is method.output_type
-    assert spec.method_path == f"/v1.{spec.service}/List"
-    assert spec.signing_name == f"{spec.service}.List"
+    assert spec.method_path == f"/v1.{spec.service}/{spec.method}"
+    assert spec.signing_name == f"{spec.service}.{spec.method}"
     assert (
         spec.response_class.DESCRIPTOR.fields_by_name[spec.records_field].message_type
         is spec.record_class.DESCRIPTOR

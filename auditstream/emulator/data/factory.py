@@ -44,6 +44,8 @@ class DataFactory:
     def initial_rows(self, name: str, now_ns: int) -> list[Row]:
         """The data set a stream starts with: spread over ``spread_seconds`` up to now."""
         spec = STREAMS[name]
+        if spec.kind is StreamKind.SECRET_LOG:
+            return []  # TODO(emulator): generated ManagedSecrets.Logs records
         count = self.options.records if spec.kind is not StreamKind.HISTORY else self.options.history_count
         start = now_ns - int(self.options.spread_seconds * NANOS)
         times = spread(self.rng, count, start, now_ns, self.options.same_timestamp, self.quantum)
