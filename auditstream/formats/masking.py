@@ -104,7 +104,8 @@ GENERIC_BARE = r"[^\s'\"`,;&|)}]+"
 QUERY_BARE = r"[^&#\s'\"]+"
 # The rest of a SQL statement: up to a ';' outside quotes (or the end of the text).
 STMT_REST = (
-    r"(?:[^;'\"`]++|'(?:[^'\\]|\\[\s\S]|'')*+'|\"(?:[^\"\\]|\\[\s\S]|\"\")*+\"|`[^`]*+`)*+"
+    r"(?:[^;'\"`$]++|'(?:[^'\\]|\\[\s\S]|'')*+'|\"(?:[^\"\\]|\\[\s\S]|\"\")*+\"|`[^`]*+`"
+    r"|\$(?P<dtag>[A-Za-z_]\w*|)\$[\s\S]*?\$(?P=dtag)\$|\$)*+"
 )
 OPTION_LIST = r"\((?:[^)'\"]++|'(?:[^'\\]|\\[\s\S]|'')*+'|\"(?:[^\"\\]|\\[\s\S]|\"\")*+\")*+\)?"
 
@@ -164,7 +165,7 @@ _IDENTIFIED = _compile(
     r"(?:\s+REPLACE\s+" + _value("c", ORACLE_BARE) + r")?"
 )
 _SET_PASSWORD = _compile(
-    r"\bSET\s+PASSWORD\b(?:\s+FOR\s+[^=;]+?)?\s*=\s*"
+    r"(?:\A|(?<=;))\s*SET\s+PASSWORD\b(?:\s+FOR\s+[^=;]+?)?\s*=\s*"
     r"(?:(?:OLD_)?PASSWORD\s*\(\s*" + _value("a", None) + r"\s*\)|" + _value("b", None) + r")"
     r"(?:\s+REPLACE\s+" + _value("c", None) + r")?"
 )
@@ -177,11 +178,13 @@ _OPTIONS_REGION = _compile(r"\bOPTIONS\s*" + OPTION_LIST)
 _OPTIONS = _compile(r"(?:\b|\")PASSWORD\"?\s+" + _value("a", None, dollar=True))
 _ROLE_REGION = _compile(r"\b(?:CREATE|ALTER)\s+(?:ROLE|USER|GROUP)\b" + STMT_REST)
 _ROLE = _compile(r"\b(?:(?:UN)?ENCRYPTED\s+)?PASSWORD\s+" + _value("a", None, dollar=True))
-_LIBPQ_REGION = _compile(
-    r"(?:\b(?:host|hostaddr|port|dbname|user|password|sslmode|application_name|connect_timeout|"
+_LIBPQ_KV = (
+    r"\b(?:host|hostaddr|port|dbname|user|password|sslmode|application_name|connect_timeout|"
     r"service|options|target_session_attrs|sslrootcert|channel_binding)\s*=\s*"
-    r"(?:'(?:[^'\\]|\\.)*'|''(?:[^']|'''')*''|[^\s'\"]*)[ \t]*){2,}"
+    r"(?:''(?:[^']|'''')*''|'(?:[^'\\]|\\.)*'|[^\s'\"&]*)"
 )
+# A conninfo string: at least two key=value pairs separated by blanks.
+_LIBPQ_REGION = _compile(_LIBPQ_KV + r"(?:[ \t]+" + _LIBPQ_KV + r")+")
 _LIBPQ = _compile(
     r"\bpassword\s*=\s*(?:''(?P<qad>(?:[^']|'''')*)''|'(?P<qas>(?:[^'\\]|\\.)*)'|(?P<ba>[^\s'\"]+))"
 )
@@ -203,7 +206,7 @@ _REDIS = _compile(
 )
 _MONGO = _compile(
     r"(?<![\w$])[\"']?pwd[\"']?\s*:\s*" + _value("a", None, backtick=False)
-    + r"|\b(?:changeUserPassword|db\.auth)\s*\(\s*(?:\"[^\"]*\"|'[^']*')\s*,\s*"
+    + r"|(?:\bchangeUserPassword|\.auth)\s*\(\s*(?:\"[^\"]*\"|'[^']*')\s*,\s*"
     + _value("b", None, backtick=False)
 )
 _ORACLE_CONNECT = _compile(
@@ -214,7 +217,8 @@ _ORACLE_CONNECT = _compile(
 
 # ---- URLs and commands ----------------------------------------------------------------------
 
-_URL_USERINFO = _compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/?#@'\"]*:(?P<ba>[^\s/?#'\"]+)@")
+# The password may hold a raw '@' or '#' (people paste them unencoded): up to the last '@'.
+_URL_USERINFO = _compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/?#@'\"]*:(?P<ba>[^\s/?'\"]+)@")
 # Long options whose name ends in a secret word: --password=x, --password x, --api-key x...
 _LONG_OPTION = _compile(
     r"(?<![\w-])--(?!no-)(?:[\w-]*-)?(?:password|passwd|pass|pwd|secret|token|api-?key|passphrase)"
@@ -230,8 +234,8 @@ _SHORT_FLAG = _compile(
     + _value("d", SHELL_BARE)
     + r"|(?i:\b(?:sqlcmd|bcp|osql|isql)\b)[^\n;|&]*?[ \t]-P[ \t]*" + _value("e", SHELL_BARE)
     + r"|(?i:\bredis-cli\b)[^\n;|&]*?[ \t]-a[ \t]+" + _value("f", SHELL_BARE)
-    + r"|(?i:\b(?:az[ \t]+login|openssl)\b)[^\n;|&]*?[ \t]-(?:p|pass(?:in|out)[ \t]+pass:)[ \t]*"
-    + _value("g", SHELL_BARE)
+    + r"|(?i:\baz[ \t]+login\b)[^\n;|&]*?[ \t]-p[ \t]+" + _value("g", SHELL_BARE)
+    + r"|(?i:\bopenssl\b)[^\n;|&]*?[ \t]-pass(?:in|out)[ \t]+pass:" + _value("j", SHELL_BARE)
     + r"|(?i:\bcurl\b)[^\n;|&]*?[ \t](?:-u|--user)[ \t]*['\"]?[^\s:'\"]+:(?P<bh>[^\s'\"]+)"
     + r"|(?i:\b(?:sqlplus|rman|expdp|impdp|sqlldr)\b)(?:[ \t]+-\w+)*[ \t]+['\"]?[\w$#]+/"
     + _value("i", r"[^\s@'\"/]+", backtick=False),
@@ -267,10 +271,18 @@ _PRIVATE_KEY = _compile(
     case=True,
 )
 _QUERY_SECRET = _compile(
-    r"[?&;](?:[\w.-]*(?:token|password|passwd|pwd|secret|api_?key|apikey|sig|signature|credential)|"
+    r"[?&](?:[\w.-]*(?:token|password|passwd|pwd|secret|api_?key|apikey|sig|signature|credential)|"
     r"access_token|code_verifier)=(?P<ba>" + QUERY_BARE + ")"
 )
-_SECRET_WORDS = r"(?:passw(?:or)?d|passphrase|pwd|secret|token|api[_-]?key|private[_-]?key)"
+# password = crypt('plain', gen_salt('bf')), SHA2('plain', 256), HASHBYTES('SHA2_256', 'plain'):
+# the plaintext is the (first) literal argument of a hashing function.
+_PASSWORD_FUNCTION = _compile(
+    r"(?<![\w.])[\w.]*(?:passw(?:or)?d|pwd|secret|passphrase)\w*[\"`]?\s*(?:=|:=)\s*"
+    r"(?:(?:\w+\.)?(?:crypt|md5|sha1?|sha2|sha224|sha256|sha384|sha512|digest|hmac|password|old_password"
+    r"|encrypt|aes_encrypt|pgp_sym_encrypt|pwdencrypt|encode|convert|hashbytes)\s*\(\s*"
+    r"(?:'(?:md[245]|sha\w*)'\s*,\s*)?)+" + _value("a", None, dollar=True)
+)
+_SECRET_WORDS = r"(?:passw(?:or)?d|passphrase|pwd|secret|token|api[_-]?key|secret[_-]?key|private[_-]?key)"
 _ASSIGNMENT = _compile(
     r"(?<![\w.-])(?P<key>[\w.-]*?" + _SECRET_WORDS + r")[\"'`\]]?"
     r"(?P<w1>[ \t]*)(?P<sep>=>|:=|=|(?<!:):(?![:=]))(?P<w2>[ \t]*)" + _value("a", GENERIC_BARE)
@@ -336,6 +348,7 @@ _BUILTIN: tuple[_Rule, ...] = (
     _Rule("redis_auth", _REDIS, ("auth", "requirepass")),
     _Rule("mongo_password", _MONGO, ("pwd", "password", "auth")),
     _Rule("oracle_connect", _ORACLE_CONNECT, ("conn",)),
+    _Rule("sql_password_function", _PASSWORD_FUNCTION, ("pass", "pwd", "secret")),
     # URLs, commands, environment.
     _Rule("url_password", _URL_USERINFO, ("://",)),
     _Rule("url_query_secret", _QUERY_SECRET, ("token", "pass", "pwd", "secret", "api", "sig", "credential", "code_verifier")),
