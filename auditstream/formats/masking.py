@@ -165,9 +165,10 @@ _IDENTIFIED = _compile(
     r"(?:\s+REPLACE\s+" + _value("c", ORACLE_BARE) + r")?"
 )
 _SET_PASSWORD = _compile(
-    r"(?:\A|(?<=;))\s*SET\s+PASSWORD\b(?:\s+FOR\s+[^=;]+?)?\s*=\s*"
+    r"(?:^|(?<=;))\s*SET\s+PASSWORD\b(?:\s+FOR\s+[^=;]+?)?\s*=\s*"
     r"(?:(?:OLD_)?PASSWORD\s*\(\s*" + _value("a", None) + r"\s*\)|" + _value("b", None) + r")"
-    r"(?:\s+REPLACE\s+" + _value("c", None) + r")?"
+    r"(?:\s+REPLACE\s+" + _value("c", None) + r")?",
+    multiline=True,  # at a statement's start: "UPDATE users SET password = ..." is a column
 )
 _REPLICATION_REGION = _compile(
     r"\b(?:CHANGE\s+(?:MASTER|REPLICATION\s+SOURCE)\s+TO|START\s+(?:REPLICA|SLAVE|GROUP_REPLICATION))\b"
@@ -200,17 +201,23 @@ _REDIS = _compile(
     r"^[ \t]*AUTH2?[ \t]+"
     r"(?!(?:required|requisite|sufficient|optional|include|substack)\b|\[)"
     r"(?:" + _REDIS_ARG + r"[ \t]+)?" + _value("a", r"[^\s'\"]+", backtick=False) + r"[ \t]*;?[ \t]*$"
-    r"|\bHELLO\s+\d+\s+AUTH\s+" + _REDIS_ARG + r"\s+" + _value("b", r"[^\s'\"]+", backtick=False)
-    + r"|\bCONFIG\s+SET\s+(?:requirepass|masterauth)\s+" + _value("c", r"[^\s'\"]+", backtick=False),
+    r"|\bHELLO\s+\d+\s+AUTH\s+"
+    + _REDIS_ARG
+    + r"\s+"
+    + _value("b", r"[^\s'\"]+", backtick=False)
+    + r"|\bCONFIG\s+SET\s+(?:requirepass|masterauth)\s+"
+    + _value("c", r"[^\s'\"]+", backtick=False),
     multiline=True,
 )
 _MONGO = _compile(
-    r"(?<![\w$])[\"']?pwd[\"']?\s*:\s*" + _value("a", None, backtick=False)
+    r"(?<![\w$])[\"']?pwd[\"']?\s*:\s*"
+    + _value("a", None, backtick=False)
     + r"|(?:\bchangeUserPassword|\.auth)\s*\(\s*(?:\"[^\"]*\"|'[^']*')\s*,\s*"
     + _value("b", None, backtick=False)
 )
 _ORACLE_CONNECT = _compile(
-    r"^[ \t]*(?:SQL>[ \t]*)?CONN(?:ECT)?[ \t]+[\w$#]+/" + _value("a", r"[^\s@'\"]+", backtick=False)
+    r"^[ \t]*(?:SQL>[ \t]*)?CONN(?:ECT)?[ \t]+[\w$#]+/"
+    + _value("a", r"[^\s@'\"]+", backtick=False)
     + r"(?:@\S+)?(?:[ \t]+AS[ \t]+SYS\w+)?[ \t]*;?[ \t]*$",
     multiline=True,
 )
@@ -227,15 +234,22 @@ _LONG_OPTION = _compile(
 # Programs whose short flag takes the password: mysql family -p<pw> (glued only: "-p 3306"
 # makes mysql prompt and read 3306 as a database), others -p/-P/-a with a space or glued.
 _SHORT_FLAG = _compile(
-    r"(?i:\b(?:mysql\w*|mariadb[\w-]*)\b)[^\n;|&]*?[ \t]-p" + _value("a", SHELL_BARE)
-    + r"|(?i:\bsshpass\b)(?:[ \t]+-[a-oq-zA-Z]\S*)*[ \t]+-p[ \t]*" + _value("b", SHELL_BARE)
-    + r"|(?i:\b(?:docker|podman|nerdctl)[ \t]+login\b)[^\n;|&]*?[ \t]-p[ \t]+" + _value("c", SHELL_BARE)
+    r"(?i:\b(?:mysql\w*|mariadb[\w-]*)\b)[^\n;|&]*?[ \t]-p"
+    + _value("a", SHELL_BARE)
+    + r"|(?i:\bsshpass\b)(?:[ \t]+-[a-oq-zA-Z]\S*)*[ \t]+-p[ \t]*"
+    + _value("b", SHELL_BARE)
+    + r"|(?i:\b(?:docker|podman|nerdctl)[ \t]+login\b)[^\n;|&]*?[ \t]-p[ \t]+"
+    + _value("c", SHELL_BARE)
     + r"|(?i:\b(?:mongo|mongosh|mongodump|mongorestore|mongoexport|mongoimport)\b)[^\n;|&]*?[ \t]-p[ \t]*"
     + _value("d", SHELL_BARE)
-    + r"|(?i:\b(?:sqlcmd|bcp|osql|isql)\b)[^\n;|&]*?[ \t]-P[ \t]*" + _value("e", SHELL_BARE)
-    + r"|(?i:\bredis-cli\b)[^\n;|&]*?[ \t]-a[ \t]+" + _value("f", SHELL_BARE)
-    + r"|(?i:\baz[ \t]+login\b)[^\n;|&]*?[ \t]-p[ \t]+" + _value("g", SHELL_BARE)
-    + r"|(?i:\bopenssl\b)[^\n;|&]*?[ \t]-pass(?:in|out)[ \t]+pass:" + _value("j", SHELL_BARE)
+    + r"|(?i:\b(?:sqlcmd|bcp|osql|isql)\b)[^\n;|&]*?[ \t]-P[ \t]*"
+    + _value("e", SHELL_BARE)
+    + r"|(?i:\bredis-cli\b)[^\n;|&]*?[ \t]-a[ \t]+"
+    + _value("f", SHELL_BARE)
+    + r"|(?i:\baz[ \t]+login\b)[^\n;|&]*?[ \t]-p[ \t]+"
+    + _value("g", SHELL_BARE)
+    + r"|(?i:\bopenssl\b)[^\n;|&]*?[ \t]-pass(?:in|out)[ \t]+pass:"
+    + _value("j", SHELL_BARE)
     + r"|(?i:\bcurl\b)[^\n;|&]*?[ \t](?:-u|--user)[ \t]*['\"]?[^\s:'\"]+:(?P<bh>[^\s'\"]+)"
     + r"|(?i:\b(?:sqlplus|rman|expdp|impdp|sqlldr)\b)(?:[ \t]+-\w+)*[ \t]+['\"]?[\w$#]+/"
     + _value("i", r"[^\s@'\"/]+", backtick=False),
@@ -259,10 +273,14 @@ _AUTHORIZATION = _compile(
     r"(?:(?:basic|bearer|token|negotiate|ntlm|apikey|sso-key|digest|aws4-hmac-sha256)[ \t]+)?"
     r"(?P<ba>(?!\{)[^\s'\",\\]+(?:,[ \t]*\w+=[^\s'\",\\]+)*)"
 )
-_AWS_KEY_ID = _compile(r"(?<![A-Za-z0-9])(?P<ba>(?:A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[A-Z0-9]{16})(?![A-Za-z0-9])", case=True)
+_AWS_KEY_ID = _compile(
+    r"(?<![A-Za-z0-9])(?P<ba>(?:A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[A-Z0-9]{16})(?![A-Za-z0-9])", case=True
+)
 _AWS_SECRET = _compile(
-    r"(?<![A-Za-z0-9])(?:aws_?)?secret_?access_?key[\"']?[ \t]*(?:=>|[=:])[ \t]*" + _value("a", GENERIC_BARE)
-    + r"|\baws\s+configure\s+set\s+(?:[\w.-]+\.)?aws_secret_access_key\s+" + _value("b", SHELL_BARE)
+    r"(?<![A-Za-z0-9])(?:aws_?)?secret_?access_?key[\"']?[ \t]*(?:=>|[=:])[ \t]*"
+    + _value("a", GENERIC_BARE)
+    + r"|\baws\s+configure\s+set\s+(?:[\w.-]+\.)?aws_secret_access_key\s+"
+    + _value("b", SHELL_BARE)
 )
 _JWT = _compile(r"(?<![\w-])(?P<ba>eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)", case=True)
 _PRIVATE_KEY = _compile(
@@ -351,10 +369,24 @@ _BUILTIN: tuple[_Rule, ...] = (
     _Rule("sql_password_function", _PASSWORD_FUNCTION, ("pass", "pwd", "secret")),
     # URLs, commands, environment.
     _Rule("url_password", _URL_USERINFO, ("://",)),
-    _Rule("url_query_secret", _QUERY_SECRET, ("token", "pass", "pwd", "secret", "api", "sig", "credential", "code_verifier")),
-    _Rule("cli_password", _SHORT_FLAG, ("-p", "-a", "-u", "--user", "sqlplus", "rman", "expdp", "impdp", "sqlldr")),
-    _Rule("cli_password", _LONG_OPTION, ("pass", "pwd", "secret", "token", "api"), accept=_accept_long_option),
-    _Rule("env_password", _ENV_ASSIGN, ("pgpass", "mysql_pwd", "sshpass", "rediscli_auth", "sqlcmdpassword", "isql_password")),
+    _Rule(
+        "url_query_secret",
+        _QUERY_SECRET,
+        ("token", "pass", "pwd", "secret", "api", "sig", "credential", "code_verifier"),
+    ),
+    _Rule(
+        "cli_password",
+        _SHORT_FLAG,
+        ("-p", "-a", "-u", "--user", "sqlplus", "rman", "expdp", "impdp", "sqlldr"),
+    ),
+    _Rule(
+        "cli_password", _LONG_OPTION, ("pass", "pwd", "secret", "token", "api"), accept=_accept_long_option
+    ),
+    _Rule(
+        "env_password",
+        _ENV_ASSIGN,
+        ("pgpass", "mysql_pwd", "sshpass", "rediscli_auth", "sqlcmdpassword", "isql_password"),
+    ),
     # Anything else named like a secret.
     _Rule(
         "secret_assignment",
