@@ -29,19 +29,23 @@ commit ids and checksums. Command-line ``-p`` is a password only for programs wh
 
 Why regexes and not a SQL parser: the rules are quote-aware literal patterns (doubled
 quotes, backslash escapes, ``E''``/``N''``/``_utf8mb4''`` prefixes, dollar quoting), which is
-all a tokenizer would add, and half the inputs (shell commands, Redis, Mongo, HTTP, env) are
-not SQL at all. bench/bench_masking.py measured on this machine (2 cores, µs per record):
-sqlglot's tokenizer alone costs ~32 µs and ``sqlparse.parse`` ~250 µs per benign statement,
-against ~1.5 µs for this module's benign path (all rules: ~20 µs on a secret-bearing one);
-the hot path's budget is ~50 µs per record all in. detect-secrets' line scan costs ~460 µs
-and knows keys and tokens but no SQL statement. A tokenizer-based SQL masker caught no
-corpus case the regexes miss.
+what a tokenizer would bring, and half the inputs (shell commands, Redis, Mongo, HTTP, env)
+are not SQL at all. bench/bench_masking.py, on a 2-core machine: masking adds ~2 µs to a
+benign query record (to_event alone ~8 µs; the hot path's budget is ~50 µs all in) and ~5
+µs to a mix with 5% secret-bearing records. sqlglot's tokenizer with a literal-after-keyword
+masker costs ~29 µs per text and caught 58 of the 93 SQL corpus cases the regexes all catch
+(Oracle's unquoted ``IDENTIFIED BY pw``, conninfo strings inside literals, dollar quoting,
+``SET PASSWORD FOR`` user specs are what it misses); ``sqlparse.parse`` alone costs ~260 µs.
+detect-secrets' line scan costs ~115 µs, only flags (no masking), and flagged 112 of the 115
+benign texts. So: regexes, with the pre-filter below.
 
-Cost: ``mask`` lowercases the text once and runs one combined search for the rules'
-trigger words (``identified``, ``pass``, ``auth``, ``://``, ``-p``, ``eyj``...); a text with
-none of them returns at once (~1-2 µs for a typical statement). On a candidate, each rule
-runs only if one of its own triggers is present. Custom rules have no triggers and run on
-every value.
+Cost: ``mask`` lowercases the text once and tests it for the rules' trigger words
+(``identified``, ``pass``, ``auth``, ``://``, ``-p``, ``eyj``..., the smallest set that covers
+every rule) with one compiled ``in``-chain, plus one case-sensitive search for AWS key id
+prefixes; a text with none of them returns at once (~1 µs for a typical statement: a regex
+alternation of the same words measured ~1.2 µs, ~9 µs with ``re.IGNORECASE``). On a
+candidate, each rule runs only if one of its own triggers is present. Custom rules have no
+triggers and run on every value.
 """
 
 from __future__ import annotations
@@ -104,7 +108,8 @@ GENERIC_BARE = r"[^\s'\"`,;&|)}]+"
 QUERY_BARE = r"[^&#\s'\"]+"
 # The rest of a SQL statement: up to a ';' outside quotes (or the end of the text).
 STMT_REST = (
-    r"(?:[^;'\"`]++|'(?:[^'\\]|\\[\s\S]|'')*+'|\"(?:[^\"\\]|\\[\s\S]|\"\")*+\"|`[^`]*+`)*+"
+    r"(?:[^;'\"`$]++|'(?:[^'\\]|\\[\s\S]|'')*+'|\"(?:[^\"\\]|\\[\s\S]|\"\")*+\"|`[^`]*+`"
+    r"|\$(?P<dtag>[A-Za-z_]\w*|)\$[\s\S]*?\$(?P=dtag)\$|\$)*+"
 )
 OPTION_LIST = r"\((?:[^)'\"]++|'(?:[^'\\]|\\[\s\S]|'')*+'|\"(?:[^\"\\]|\\[\s\S]|\"\")*+\")*+\)?"
 
@@ -164,9 +169,10 @@ _IDENTIFIED = _compile(
     r"(?:\s+REPLACE\s+" + _value("c", ORACLE_BARE) + r")?"
 )
 _SET_PASSWORD = _compile(
-    r"\bSET\s+PASSWORD\b(?:\s+FOR\s+[^=;]+?)?\s*=\s*"
+    r"(?:^|(?<=;))\s*SET\s+PASSWORD\b(?:\s+FOR\s+[^=;]+?)?\s*=\s*"
     r"(?:(?:OLD_)?PASSWORD\s*\(\s*" + _value("a", None) + r"\s*\)|" + _value("b", None) + r")"
-    r"(?:\s+REPLACE\s+" + _value("c", None) + r")?"
+    r"(?:\s+REPLACE\s+" + _value("c", None) + r")?",
+    multiline=True,  # at a statement's start: "UPDATE users SET password = ..." is a column
 )
 _REPLICATION_REGION = _compile(
     r"\b(?:CHANGE\s+(?:MASTER|REPLICATION\s+SOURCE)\s+TO|START\s+(?:REPLICA|SLAVE|GROUP_REPLICATION))\b"
@@ -177,11 +183,13 @@ _OPTIONS_REGION = _compile(r"\bOPTIONS\s*" + OPTION_LIST)
 _OPTIONS = _compile(r"(?:\b|\")PASSWORD\"?\s+" + _value("a", None, dollar=True))
 _ROLE_REGION = _compile(r"\b(?:CREATE|ALTER)\s+(?:ROLE|USER|GROUP)\b" + STMT_REST)
 _ROLE = _compile(r"\b(?:(?:UN)?ENCRYPTED\s+)?PASSWORD\s+" + _value("a", None, dollar=True))
-_LIBPQ_REGION = _compile(
-    r"(?:\b(?:host|hostaddr|port|dbname|user|password|sslmode|application_name|connect_timeout|"
+_LIBPQ_KV = (
+    r"\b(?:host|hostaddr|port|dbname|user|password|sslmode|application_name|connect_timeout|"
     r"service|options|target_session_attrs|sslrootcert|channel_binding)\s*=\s*"
-    r"(?:'(?:[^'\\]|\\.)*'|''(?:[^']|'''')*''|[^\s'\"]*)[ \t]*){2,}"
+    r"(?:''(?:[^']|'''')*''|'(?:[^'\\]|\\.)*'|[^\s'\"&]*)"
 )
+# A conninfo string: at least two key=value pairs separated by blanks.
+_LIBPQ_REGION = _compile(_LIBPQ_KV + r"(?:[ \t]+" + _LIBPQ_KV + r")+")
 _LIBPQ = _compile(
     r"\bpassword\s*=\s*(?:''(?P<qad>(?:[^']|'''')*)''|'(?P<qas>(?:[^'\\]|\\.)*)'|(?P<ba>[^\s'\"]+))"
 )
@@ -197,24 +205,31 @@ _REDIS = _compile(
     r"^[ \t]*AUTH2?[ \t]+"
     r"(?!(?:required|requisite|sufficient|optional|include|substack)\b|\[)"
     r"(?:" + _REDIS_ARG + r"[ \t]+)?" + _value("a", r"[^\s'\"]+", backtick=False) + r"[ \t]*;?[ \t]*$"
-    r"|\bHELLO\s+\d+\s+AUTH\s+" + _REDIS_ARG + r"\s+" + _value("b", r"[^\s'\"]+", backtick=False)
-    + r"|\bCONFIG\s+SET\s+(?:requirepass|masterauth)\s+" + _value("c", r"[^\s'\"]+", backtick=False),
+    r"|\bHELLO\s+\d+\s+AUTH\s+"
+    + _REDIS_ARG
+    + r"\s+"
+    + _value("b", r"[^\s'\"]+", backtick=False)
+    + r"|\bCONFIG\s+SET\s+(?:requirepass|masterauth)\s+"
+    + _value("c", r"[^\s'\"]+", backtick=False),
     multiline=True,
 )
 _MONGO = _compile(
-    r"(?<![\w$])[\"']?pwd[\"']?\s*:\s*" + _value("a", None, backtick=False)
-    + r"|\b(?:changeUserPassword|db\.auth)\s*\(\s*(?:\"[^\"]*\"|'[^']*')\s*,\s*"
+    r"(?<![\w$])[\"']?pwd[\"']?\s*:\s*"
+    + _value("a", None, backtick=False)
+    + r"|(?:\bchangeUserPassword|\.auth)\s*\(\s*(?:\"[^\"]*\"|'[^']*')\s*,\s*"
     + _value("b", None, backtick=False)
 )
 _ORACLE_CONNECT = _compile(
-    r"^[ \t]*(?:SQL>[ \t]*)?CONN(?:ECT)?[ \t]+[\w$#]+/" + _value("a", r"[^\s@'\"]+", backtick=False)
+    r"^[ \t]*(?:SQL>[ \t]*)?CONN(?:ECT)?[ \t]+[\w$#]+/"
+    + _value("a", r"[^\s@'\"]+", backtick=False)
     + r"(?:@\S+)?(?:[ \t]+AS[ \t]+SYS\w+)?[ \t]*;?[ \t]*$",
     multiline=True,
 )
 
 # ---- URLs and commands ----------------------------------------------------------------------
 
-_URL_USERINFO = _compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/?#@'\"]*:(?P<ba>[^\s/?#'\"]+)@")
+# The password may hold a raw '@' or '#' (people paste them unencoded): up to the last '@'.
+_URL_USERINFO = _compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/?#@'\"]*:(?P<ba>[^\s/?'\"]+)@")
 # Long options whose name ends in a secret word: --password=x, --password x, --api-key x...
 _LONG_OPTION = _compile(
     r"(?<![\w-])--(?!no-)(?:[\w-]*-)?(?:password|passwd|pass|pwd|secret|token|api-?key|passphrase)"
@@ -223,15 +238,22 @@ _LONG_OPTION = _compile(
 # Programs whose short flag takes the password: mysql family -p<pw> (glued only: "-p 3306"
 # makes mysql prompt and read 3306 as a database), others -p/-P/-a with a space or glued.
 _SHORT_FLAG = _compile(
-    r"(?i:\b(?:mysql\w*|mariadb[\w-]*)\b)[^\n;|&]*?[ \t]-p" + _value("a", SHELL_BARE)
-    + r"|(?i:\bsshpass\b)(?:[ \t]+-[a-oq-zA-Z]\S*)*[ \t]+-p[ \t]*" + _value("b", SHELL_BARE)
-    + r"|(?i:\b(?:docker|podman|nerdctl)[ \t]+login\b)[^\n;|&]*?[ \t]-p[ \t]+" + _value("c", SHELL_BARE)
+    r"(?i:\b(?:mysql\w*|mariadb[\w-]*)\b)[^\n;|&]*?[ \t]-p"
+    + _value("a", SHELL_BARE)
+    + r"|(?i:\bsshpass\b)(?:[ \t]+-[a-oq-zA-Z]\S*)*[ \t]+-p[ \t]*"
+    + _value("b", SHELL_BARE)
+    + r"|(?i:\b(?:docker|podman|nerdctl)[ \t]+login\b)[^\n;|&]*?[ \t]-p[ \t]+"
+    + _value("c", SHELL_BARE)
     + r"|(?i:\b(?:mongo|mongosh|mongodump|mongorestore|mongoexport|mongoimport)\b)[^\n;|&]*?[ \t]-p[ \t]*"
     + _value("d", SHELL_BARE)
-    + r"|(?i:\b(?:sqlcmd|bcp|osql|isql)\b)[^\n;|&]*?[ \t]-P[ \t]*" + _value("e", SHELL_BARE)
-    + r"|(?i:\bredis-cli\b)[^\n;|&]*?[ \t]-a[ \t]+" + _value("f", SHELL_BARE)
-    + r"|(?i:\b(?:az[ \t]+login|openssl)\b)[^\n;|&]*?[ \t]-(?:p|pass(?:in|out)[ \t]+pass:)[ \t]*"
+    + r"|(?i:\b(?:sqlcmd|bcp|osql|isql)\b)[^\n;|&]*?[ \t]-P[ \t]*"
+    + _value("e", SHELL_BARE)
+    + r"|(?i:\bredis-cli\b)[^\n;|&]*?[ \t]-a[ \t]+"
+    + _value("f", SHELL_BARE)
+    + r"|(?i:\baz[ \t]+login\b)[^\n;|&]*?[ \t]-p[ \t]+"
     + _value("g", SHELL_BARE)
+    + r"|(?i:\bopenssl\b)[^\n;|&]*?[ \t]-pass(?:in|out)[ \t]+pass:"
+    + _value("j", SHELL_BARE)
     + r"|(?i:\bcurl\b)[^\n;|&]*?[ \t](?:-u|--user)[ \t]*['\"]?[^\s:'\"]+:(?P<bh>[^\s'\"]+)"
     + r"|(?i:\b(?:sqlplus|rman|expdp|impdp|sqlldr)\b)(?:[ \t]+-\w+)*[ \t]+['\"]?[\w$#]+/"
     + _value("i", r"[^\s@'\"/]+", backtick=False),
@@ -255,10 +277,14 @@ _AUTHORIZATION = _compile(
     r"(?:(?:basic|bearer|token|negotiate|ntlm|apikey|sso-key|digest|aws4-hmac-sha256)[ \t]+)?"
     r"(?P<ba>(?!\{)[^\s'\",\\]+(?:,[ \t]*\w+=[^\s'\",\\]+)*)"
 )
-_AWS_KEY_ID = _compile(r"(?<![A-Za-z0-9])(?P<ba>(?:A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[A-Z0-9]{16})(?![A-Za-z0-9])", case=True)
+_AWS_KEY_ID = _compile(
+    r"(?<![A-Za-z0-9])(?P<ba>(?:A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[A-Z0-9]{16})(?![A-Za-z0-9])", case=True
+)
 _AWS_SECRET = _compile(
-    r"(?<![A-Za-z0-9])(?:aws_?)?secret_?access_?key[\"']?[ \t]*(?:=>|[=:])[ \t]*" + _value("a", GENERIC_BARE)
-    + r"|\baws\s+configure\s+set\s+(?:[\w.-]+\.)?aws_secret_access_key\s+" + _value("b", SHELL_BARE)
+    r"(?<![A-Za-z0-9])(?:aws_?)?secret_?access_?key[\"']?[ \t]*(?:=>|[=:])[ \t]*"
+    + _value("a", GENERIC_BARE)
+    + r"|\baws\s+configure\s+set\s+(?:[\w.-]+\.)?aws_secret_access_key\s+"
+    + _value("b", SHELL_BARE)
 )
 _JWT = _compile(r"(?<![\w-])(?P<ba>eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)", case=True)
 _PRIVATE_KEY = _compile(
@@ -267,10 +293,18 @@ _PRIVATE_KEY = _compile(
     case=True,
 )
 _QUERY_SECRET = _compile(
-    r"[?&;](?:[\w.-]*(?:token|password|passwd|pwd|secret|api_?key|apikey|sig|signature|credential)|"
-    r"access_token|code_verifier)=(?P<ba>" + QUERY_BARE + ")"
+    r"[?&](?:[\w.-]*(?:token|password|passwd|pwd|secret|api_?key|apikey|sig|signature))"
+    r"=(?P<ba>" + QUERY_BARE + ")"
 )
-_SECRET_WORDS = r"(?:passw(?:or)?d|passphrase|pwd|secret|token|api[_-]?key|private[_-]?key)"
+# password = crypt('plain', gen_salt('bf')), SHA2('plain', 256), HASHBYTES('SHA2_256', 'plain'):
+# the plaintext is the (first) literal argument of a hashing function.
+_PASSWORD_FUNCTION = _compile(
+    r"(?<![\w.])[\w.]*(?:passw(?:or)?d|pwd|secret|passphrase)\w*[\"`]?\s*(?:=|:=)\s*"
+    r"(?:(?:\w+\.)?(?:crypt|md5|sha1?|sha2|sha224|sha256|sha384|sha512|digest|hmac|password|old_password"
+    r"|encrypt|aes_encrypt|pgp_sym_encrypt|pwdencrypt|encode|convert|hashbytes)\s*\(\s*"
+    r"(?:'(?:md[245]|sha\w*)'\s*,\s*)?)+" + _value("a", None, dollar=True)
+)
+_SECRET_WORDS = r"(?:passw(?:or)?d|passphrase|pwd|secret|token|api[_-]?key|secret[_-]?key|private[_-]?key)"
 _ASSIGNMENT = _compile(
     r"(?<![\w.-])(?P<key>[\w.-]*?" + _SECRET_WORDS + r")[\"'`\]]?"
     r"(?P<w1>[ \t]*)(?P<sep>=>|:=|=|(?<!:):(?![:=]))(?P<w2>[ \t]*)" + _value("a", GENERIC_BARE)
@@ -336,12 +370,27 @@ _BUILTIN: tuple[_Rule, ...] = (
     _Rule("redis_auth", _REDIS, ("auth", "requirepass")),
     _Rule("mongo_password", _MONGO, ("pwd", "password", "auth")),
     _Rule("oracle_connect", _ORACLE_CONNECT, ("conn",)),
+    _Rule("sql_password_function", _PASSWORD_FUNCTION, ("pass", "pwd", "secret")),
     # URLs, commands, environment.
     _Rule("url_password", _URL_USERINFO, ("://",)),
-    _Rule("url_query_secret", _QUERY_SECRET, ("token", "pass", "pwd", "secret", "api", "sig", "credential", "code_verifier")),
-    _Rule("cli_password", _SHORT_FLAG, ("-p", "-a", "-u", "--user", "sqlplus", "rman", "expdp", "impdp", "sqlldr")),
-    _Rule("cli_password", _LONG_OPTION, ("pass", "pwd", "secret", "token", "api"), accept=_accept_long_option),
-    _Rule("env_password", _ENV_ASSIGN, ("pgpass", "mysql_pwd", "sshpass", "rediscli_auth", "sqlcmdpassword", "isql_password")),
+    _Rule(
+        "url_query_secret",
+        _QUERY_SECRET,
+        ("token", "pass", "pwd", "secret", "api", "sig"),
+    ),
+    _Rule(
+        "cli_password",
+        _SHORT_FLAG,
+        ("-p", "-a", "-u", "sql", "rman", "dp"),
+    ),
+    _Rule(
+        "cli_password", _LONG_OPTION, ("pass", "pwd", "secret", "token", "api"), accept=_accept_long_option
+    ),
+    _Rule(
+        "env_password",
+        _ENV_ASSIGN,
+        ("pgpass", "mysql_pwd", "sshpass", "rediscli_auth", "sqlcmdpassword", "isql_password"),
+    ),
     # Anything else named like a secret.
     _Rule(
         "secret_assignment",
@@ -355,6 +404,33 @@ _BUILTIN: tuple[_Rule, ...] = (
 def builtin_rule_names() -> list[str]:
     """The names of the built-in rules, in the order they run (``cli_password`` has two parts)."""
     return list(dict.fromkeys(rule.name for rule in _BUILTIN))
+
+
+def _contains_any(words: Iterable[str]) -> Callable[[str], bool]:
+    """``lambda s: w1 in s or w2 in s or ...``, compiled once.
+
+    The pre-filter runs on every value of every record. Measured on an 80-character
+    statement with these ~20 words: this expression ~1.0 µs, ``any(map(s.__contains__, words))``
+    ~1.5 µs, one regex alternation of the words ~3.8 µs (on the lowered text; 10 µs with
+    ``re.IGNORECASE`` on the original). The words are our own constants, written with repr().
+    """
+    source = "lambda s: " + (" or ".join(f"{word!r} in s" for word in words) or "False")
+    function: Callable[[str], bool] = eval(source, {"__builtins__": {}})
+    return function
+
+
+def _minimal_cover(words: Iterable[str]) -> list[str]:
+    """The words that contain no other word: "pass" finds every text that "password" finds."""
+    unique = set(words)
+    return sorted(w for w in unique if not any(o != w and o in w for o in unique))
+
+
+# AWS key ids are upper case: one case-sensitive search on the original text instead of five
+# more words in the pre-filter.
+_AWS_HINT = re.compile(r"A(?:KIA|SIA|BIA|CCA|3T)")
+_PREFILTER = _contains_any(
+    _minimal_cover(t for rule in _BUILTIN if rule.name != "aws_access_key_id" for t in rule.triggers)
+)
 
 
 # ---- Environment variables ------------------------------------------------------------------
@@ -427,10 +503,7 @@ class Masker:
         self._rules: tuple[tuple[_Rule, tuple[str, ...]], ...] = (
             tuple((rule, rule.secret_groups()) for rule in _BUILTIN) if builtin else ()
         )
-        triggers = sorted({t for rule, _ in self._rules for t in rule.triggers}, key=len, reverse=True)
-        self._prefilter: re.Pattern[str] | None = (
-            re.compile("|".join(re.escape(t) for t in triggers)) if triggers else None
-        )
+        self._candidate: Callable[[str], bool] | None = _PREFILTER if builtin else None
         self._custom = tuple(
             _Custom(
                 rule.name or f"custom_{index}",
@@ -453,9 +526,9 @@ class Masker:
         """
         fired: set[str] = set()
         out = text
-        if self._prefilter is not None:
+        if self._candidate is not None:
             lowered = text.lower()
-            if self._prefilter.search(lowered) is not None:
+            if self._candidate(lowered) or _AWS_HINT.search(text) is not None:
                 out = self._apply_builtin(text, lowered, fired)
         for custom in self._custom:
             spans = [
