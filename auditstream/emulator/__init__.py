@@ -1,4 +1,5 @@
-"""A wire-faithful emulator of the StrongDM audit API (List on all 28 streams).
+"""A wire-faithful emulator of the StrongDM audit API: List on the 28 audit streams,
+ManagedSecrets.Logs and Replays.List.
 
 It speaks gRPC with the official SDK's own protobuf messages, verifies request
 signatures, paginates with opaque cursors, and can play every answer to what the real
@@ -10,7 +11,10 @@ Public API:
 
 * :class:`EmulatorOptions` and its enums: configuration;
 * :class:`Emulator`: ``async start()/stop()``, ``port``, ``address``, ``truth()``,
-  ``all_keys()``, ``insert()``, ``stats``;
+  ``all_keys()``, ``insert()``, ``stats``; replays, encryption and planted secrets:
+  ``replayable_query_ids()``, ``replay_commands()``, ``replay_events()``,
+  ``encrypted_query_ids()``, ``encrypted_plaintext()``, ``log_private_key_pem``,
+  ``planted_secrets()``;
 * :func:`running_emulator`: the same on a background thread, as a context manager;
 * :data:`DEMO_ACCESS_KEY`, :data:`DEMO_SECRET_KEY`, :func:`make_demo_credentials`.
 """
@@ -23,6 +27,7 @@ from auditstream.emulator.options import (
     Order,
     PageOrder,
     QueriesTime,
+    SecretLogsTimeFilter,
     TimePrecision,
 )
 from auditstream.emulator.stats import EmulatorStats
@@ -38,6 +43,7 @@ __all__ = [
     "Order",
     "PageOrder",
     "QueriesTime",
+    "SecretLogsTimeFilter",
     "TimePrecision",
     "make_demo_credentials",
     "running_emulator",

@@ -1,7 +1,8 @@
 """``auditstream emulator``: the emulator as a process, for demos and subprocess tests.
 
 Prints ``listening on HOST:PORT`` on stdout once it accepts calls (a parent process waits
-for that line), and stops cleanly on SIGTERM or SIGINT, writing ``--truth-file``.
+for that line), and stops cleanly on SIGTERM or SIGINT, writing ``--truth-file``. Exit
+status 2: bad options (an unusable ``--log-key-file`` included); 1: cannot listen.
 """
 
 from __future__ import annotations
@@ -13,7 +14,16 @@ import sys
 
 from auditstream.emulator.credentials import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
 from auditstream.emulator.emulator import Emulator
-from auditstream.emulator.options import Bound, EmulatorOptions, Order, PageOrder, QueriesTime, TimePrecision
+from auditstream.emulator.logkey import LogKeyError
+from auditstream.emulator.options import (
+    Bound,
+    EmulatorOptions,
+    Order,
+    PageOrder,
+    QueriesTime,
+    SecretLogsTimeFilter,
+    TimePrecision,
+)
 from auditstream.sdm.registry import SERVED_STREAM_NAMES
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -81,14 +91,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1000,
         metavar="N",
-        help="records in each of activities and queries; N/10 (at least 5) per history stream",
+        help="records in each of activities and queries; N/10 (at least 5) per history stream and "
+        "in managed secret logs",
     )
     g.add_argument(
         "--history-records",
         type=int,
         default=None,
         metavar="N",
-        help="records per history stream (overrides N/10)",
+        help="records per history stream and in managed secret logs (overrides N/10)",
     )
     g.add_argument(
         "--same-timestamp",
@@ -112,7 +123,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--streams",
         default=",".join(SERVED_STREAM_NAMES),
         metavar="LIST",
-        help="comma-separated streams that get data (default: all 28)",
+        help=f"comma-separated streams that get data (default: all {len(SERVED_STREAM_NAMES)})",
+    )
+    g.add_argument(
+        "--secret-fraction",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="fraction of SQL statements, SSH and kubectl commands and commands typed in replays "
+        "that carry a planted credential (passwords, tokens, AWS keys, a pasted PEM key)",
+    )
+
+    g = parser.add_argument_group("encrypted query logs")
+    g.add_argument(
+        "--encrypted-fraction",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="fraction of queries encrypted to the organisation's key, as StrongDM does when log "
+        "encryption is on (default 0: none)",
+    )
+    g.add_argument(
+        "--log-key-file",
+        default=None,
+        metavar="PEM",
+        help="the organisation's RSA key (private, or public only); a path that does not exist "
+        "gets a new private key (mode 0600) for the daemon to read. Default: a key generated in "
+        "memory",
     )
 
     g = parser.add_argument_group("API semantics (the real service's unknowns)")
@@ -149,6 +186,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=[q.value for q in QueriesTime],
         default="completed",
         help="time the Queries filter applies to: start (timestamp) or completed (completed_at)",
+    )
+    g.add_argument(
+        "--secret-logs-time-filter",
+        choices=[f.value for f in SecretLogsTimeFilter],
+        default="accepted",
+        help="ManagedSecrets.Logs and after:/before: (undocumented): accepted (filter on created_at) "
+        "or refused (INVALID_ARGUMENT, as for an unknown field; an empty filter lists everything)",
     )
 
     g = parser.add_argument_group("adversities (all off by default)")
@@ -232,6 +276,10 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         max_page_size=args.max_page_size,
         short_pages=args.short_pages,
         queries_time=QueriesTime(args.queries_time),
+        secret_logs_time_filter=SecretLogsTimeFilter(args.secret_logs_time_filter),
+        secret_fraction=args.secret_fraction,
+        encrypted_fraction=args.encrypted_fraction,
+        log_key_file=args.log_key_file,
         rate_limit=args.rate_limit,
         fault_rate=args.fault_rate,
         slow_fault_seconds=args.slow_fault_seconds,
@@ -267,6 +315,9 @@ async def run_command(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"auditstream emulator: {exc}", file=sys.stderr)
             return 1
+        except LogKeyError as exc:
+            print(f"auditstream emulator: {exc}", file=sys.stderr)
+            return 2
         if not stop.is_set():
             print(f"listening on {emulator.address}", flush=True)
             await stop.wait()

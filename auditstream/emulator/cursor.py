@@ -144,3 +144,33 @@ def decode_cursor(text: str, *, stream_tag: int, filter_tag: int) -> tuple[Listi
         raise CursorError("the filter changed between pages of one listing")
     listing = Listing(s_tag, f_tag, snapshot, lo, hi, _ORDERS[order], salt, buckets, origin, width)
     return listing, Position(segment, pos_time if has_pos else None, seq)
+
+
+# --- Replays.List: an offset into one session's chunks ------------------------------------
+
+_OFFSET_LAYOUT = struct.Struct("<BIII")
+OFFSET_VERSION = 2  # never a time listing's VERSION: neither kind of cursor decodes as the other
+
+
+def encode_offset_cursor(stream_tag: int, filter_tag: int, offset: int) -> str:
+    """A cursor for a listing that is a fixed sequence (a completed session's chunks)."""
+    body = _OFFSET_LAYOUT.pack(OFFSET_VERSION, stream_tag, filter_tag, offset)
+    raw = body + struct.pack("<I", zlib.crc32(body))
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_offset_cursor(text: str, *, stream_tag: int, filter_tag: int) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise CursorError("the cursor is not one this server issued") from None
+    if len(raw) != _OFFSET_LAYOUT.size + 4 or struct.unpack("<I", raw[-4:])[0] != zlib.crc32(raw[:-4]):
+        raise CursorError("the cursor is not one this server issued")
+    version, s_tag, f_tag, offset = _OFFSET_LAYOUT.unpack(raw[:-4])
+    if version != OFFSET_VERSION:
+        raise CursorError("the cursor is not one this server issued")
+    if s_tag != stream_tag:
+        raise CursorError("the cursor belongs to another service's listing")
+    if f_tag != filter_tag:
+        raise CursorError("the filter changed between pages of one listing")
+    return int(offset)

@@ -27,7 +27,9 @@ from typing import Any
 import grpc
 
 from auditstream.emulator.data.factory import DataFactory
+from auditstream.emulator.data.replays import Event
 from auditstream.emulator.live import LiveFeed, schedule_open_sessions
+from auditstream.emulator.logkey import LogKey, resolve_log_key
 from auditstream.emulator.options import EmulatorOptions
 from auditstream.emulator.server import ListService
 from auditstream.emulator.stats import EmulatorStats
@@ -45,6 +47,7 @@ class Emulator:
         self.store = Store(self.options.queries_time)
         self.stats = EmulatorStats()
         self.factory: DataFactory | None = None
+        self.log_key: LogKey | None = None
         self.live: LiveFeed | None = None
         self._server: grpc.aio.Server | None = None
         self._live_task: asyncio.Task[None] | None = None
@@ -54,17 +57,23 @@ class Emulator:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Generate the data set, then accept calls; returns once calls are accepted."""
+        """Generate the data set, then accept calls; returns once calls are accepted.
+
+        Raises ``logkey.LogKeyError`` (a ValueError) when ``log_key_file`` cannot be used,
+        and OSError when it cannot listen.
+        """
         options = self.options
         now = time.time_ns()
-        self.factory = await asyncio.to_thread(DataFactory, options, now)
+        self.log_key = await asyncio.to_thread(resolve_log_key, options)  # RSA work: only when encrypting
+        self.factory = await asyncio.to_thread(DataFactory, options, now, self.log_key)
         await asyncio.to_thread(self._populate, self.factory, now)
         schedule_open_sessions(
             self.store, self.factory, options, random.Random(f"sessions:{options.seed}"), now
         )
         # no SO_REUSEPORT: a second emulator on a taken port must fail, not share the traffic
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        server.add_generic_rpc_handlers(ListService(self.store, options, self.stats).generic_handlers())
+        service = ListService(self.store, options, self.stats, self.factory.replays)
+        server.add_generic_rpc_handlers(service.generic_handlers())
         address = _join_host_port(options.host, options.port)
         credentials = await asyncio.to_thread(_server_credentials, options)
         try:
@@ -158,6 +167,72 @@ class Emulator:
     def insert(self, stream: str, record: Any, visible_at: dt.datetime | int | None = None) -> str:
         """Add an SDK protobuf record; it is listed from ``visible_at`` on (default: now)."""
         return self.store.insert(stream, record, visible_at)
+
+    def _data(self) -> DataFactory:
+        if self.factory is None:
+            raise RuntimeError("the emulator has not started: it has no data yet")
+        return self.factory
+
+    def replayable_query_ids(self) -> set[str]:
+        """Ids of the completed sessions that have replay chunks (``Replays.List`` lists them).
+
+        Exactly the visible completion records with ``replayable`` true, plus the encrypted
+        sessions whose decrypted capture type is replayable. A session still open has chunks
+        once its completion record is listed.
+        """
+        ids = self._data().replays.ids()
+        completed = self.store.all_keys("queries")
+        return ids & completed
+
+    def replay_commands(self, query_id: str) -> list[str]:
+        """The commands typed in a session, as a reader of its decoded terminal text sees them
+        (a typo erased with backspace is not in them); [] for an RDP session.
+
+        Raises KeyError for a query without a replay.
+        """
+        replay = self._data().replays.replay(query_id)
+        if replay is None:
+            raise KeyError(query_id)
+        return replay.commands
+
+    def replay_events(self, query_id: str) -> list[list[Event]]:
+        """The events of each chunk of a session, in clear: ``(data, duration in ms)``.
+
+        For an encrypted session, what its chunks' ``data`` decrypts to. Raises KeyError for
+        a query without a replay.
+        """
+        replay = self._data().replays.replay(query_id)
+        if replay is None:
+            raise KeyError(query_id)
+        return replay.chunks
+
+    def encrypted_query_ids(self) -> set[str]:
+        """Ids of every query generated encrypted (visible or still to be listed)."""
+        return self._data().queries.encrypted_ids()
+
+    def encrypted_plaintext(self, query_id: str) -> str:
+        """What an encrypted query's ``query_body`` decrypts to: the SQL text, or a session's
+        capture as JSON. Raises KeyError for a query that is not encrypted."""
+        encrypted = self._data().queries.encrypted(query_id)
+        if encrypted is None:
+            raise KeyError(query_id)
+        return encrypted.plaintext
+
+    def planted_secrets(self) -> set[str]:
+        """Every secret value planted so far (``secret_fraction``): in query bodies, captures
+        and replays served or to be served. Search any output for each, in clear and base64."""
+        return self._data().planter.planted()
+
+    @property
+    def log_private_key_pem(self) -> bytes:
+        """The organisation's private key (PKCS#8 PEM) for configuring the daemon.
+
+        Raises RuntimeError when queries are not encrypted, or ``log_key_file`` holds only
+        a public key.
+        """
+        if self.log_key is None or self.log_key.private_pem is None:
+            raise RuntimeError("no private log key: encrypted_fraction is 0 or log_key_file is a public key")
+        return self.log_key.private_pem
 
 
 def _server_credentials(options: EmulatorOptions) -> grpc.ServerCredentials | None:

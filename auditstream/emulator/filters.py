@@ -139,19 +139,40 @@ def parse_filter(text: str) -> Filter:
     return Filter(text=text, after_ns=after, before_ns=before, equals=tuple(equals))
 
 
+def unknown_field(spec: StreamSpec, path: str) -> FilterError:
+    """The refusal of a filter term on a field the stream does not have (INVALID_ARGUMENT)."""
+    return FilterError(f"{spec.name} records cannot be filtered on {path!r}")
+
+
+def replay_query_id(text: str) -> str:
+    """The query id of a ``Replays.List`` filter, which must be exactly ``id:"<query id>"``.
+
+    Replays are keyed by query, not by time: a missing id, a time bound or any other field
+    is INVALID_ARGUMENT (the real API's answer to a missing id is not documented).
+    """
+    flt = parse_filter(text)
+    if flt.after_ns is not None or flt.before_ns is not None:
+        raise FilterError(f'replays cannot be filtered on time in filter {text!r}: use id:"<query id>"')
+    if not flt.equals:
+        raise FilterError('a query id is required: filter replays with id:"<query id>"')
+    if len(flt.equals) > 1 or flt.equals[0][0] != "id" or not flt.equals[0][1]:
+        raise FilterError(f'replays can only be filtered on one id:"<query id>", got {text!r}')
+    return flt.equals[0][1]
+
+
 def _field_getter(spec: StreamSpec, path: str) -> Callable[[Any], str]:
     descriptor = spec.record_class.DESCRIPTOR
     parts = path.split(".")
     for depth, part in enumerate(parts):
         field = descriptor.fields_by_name.get(part)
         if field is None or field.is_repeated:
-            raise FilterError(f"{spec.name} records cannot be filtered on {path!r}")
+            raise unknown_field(spec, path)
         last = depth == len(parts) - 1
         if last and field.message_type is not None:
             raise FilterError(f"{path!r} is not a plain value that a filter can compare")
         if not last:
             if field.message_type is None:
-                raise FilterError(f"{spec.name} records cannot be filtered on {path!r}")
+                raise unknown_field(spec, path)
             descriptor = field.message_type
     is_bool = field.type == field.TYPE_BOOL
 

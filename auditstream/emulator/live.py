@@ -22,7 +22,8 @@ from auditstream.sdm.registry import STREAMS, StreamKind
 NANOS = 1_000_000_000
 TICK_SECONDS = 0.02
 ACTIVITY_SHARE = 0.45
-QUERY_SHARE = 0.45  # the rest goes to history streams
+QUERY_SHARE = 0.45
+SECRET_LOG_SHARE = 0.03  # ManagedSecrets.Logs; the rest goes to history streams
 
 
 @dataclass
@@ -79,6 +80,8 @@ class LiveFeed:
             return "activities"
         if draw < ACTIVITY_SHARE + QUERY_SHARE and "queries" in enabled:
             return "queries"
+        if draw < ACTIVITY_SHARE + QUERY_SHARE + SECRET_LOG_SHARE and "managed_secret_logs" in enabled:
+            return "managed_secret_logs"
         if self._history:
             return self.rng.choice(self._history)
         return next((n for n in ("activities", "queries") if n in enabled), None)

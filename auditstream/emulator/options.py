@@ -58,6 +58,18 @@ class QueriesTime(StrEnum):
     COMPLETED = "completed"
 
 
+class SecretLogsTimeFilter(StrEnum):
+    """Whether ManagedSecrets.Logs understands ``after:``/``before:`` (undocumented either way).
+
+    ``accepted`` filters on ``created_at`` as the other streams filter on their time;
+    ``refused`` answers INVALID_ARGUMENT to any time term, as the API does for a field it does
+    not know, so a daemon must fall back to unfiltered listings and dedupe.
+    """
+
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+
+
 class TimePrecision(StrEnum):
     """Precision of generated timestamps; real records carry nanoseconds."""
 
@@ -90,6 +102,18 @@ class EmulatorOptions:
     time_precision: TimePrecision = TimePrecision.NS
     hostile: bool = False
     streams: tuple[str, ...] = SERVED_STREAM_NAMES  # streams that get generated data
+    # Fraction of datasource bodies, SSH and kubectl commands and commands typed in replays that
+    # carry a planted secret (a password, token, key...): Emulator.planted_secrets() lists them.
+    secret_fraction: float = 0.0
+
+    # --- encrypted query logs ----------------------------------------------------------
+    # Fraction of queries encrypted with the organisation's key (RSA-OAEP wrapped AES-256-CBC).
+    encrypted_fraction: float = 0.0
+    # PEM key of the organisation: a private key (Emulator.log_private_key_pem returns it) or a
+    # public key (encryption only). A path that does not exist gets a new private key written
+    # there (mode 0600), so a daemon in another process can read it. None: a key is generated
+    # in memory at start, when encrypted_fraction > 0.
+    log_key_file: str | None = None
 
     # --- API semantics (the unknowns) --------------------------------------------------
     after_bound: Bound = Bound.INCLUSIVE
@@ -100,6 +124,7 @@ class EmulatorOptions:
     default_page_size: int = SDK_DEFAULT_PAGE_SIZE
     short_pages: float = 0.0  # fraction of pages returned with fewer records than asked
     queries_time: QueriesTime = QueriesTime.COMPLETED
+    secret_logs_time_filter: SecretLogsTimeFilter = SecretLogsTimeFilter.ACCEPTED
     activities_default_window_seconds: float = 7 * 24 * 3600.0
     max_response_bytes: int = 3_500_000  # stay under gRPC's default 4 MiB receive limit
 
@@ -129,7 +154,14 @@ class EmulatorOptions:
 
     def __post_init__(self) -> None:
         decode_secret(self.secret_key)  # fail early, without echoing the secret
-        for name in ("short_pages", "fault_rate", "late_rate", "live_long_session_fraction"):
+        for name in (
+            "short_pages",
+            "fault_rate",
+            "late_rate",
+            "live_long_session_fraction",
+            "secret_fraction",
+            "encrypted_fraction",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")

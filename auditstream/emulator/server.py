@@ -1,4 +1,5 @@
-"""The gRPC side: one ``List`` handler per registry stream, as the real API answers.
+"""The gRPC side: one handler per served stream (its spec's own method: ``List``, or
+``Logs`` for ManagedSecrets) plus ``Replays.List``, as the real API answers.
 
 Each call goes through, in order: added latency, signature check (UNAUTHENTICATED with a
 status trailer), rate limiting (RESOURCE_EXHAUSTED with a packed RateLimitMetadata),
@@ -15,24 +16,44 @@ import itertools
 import random
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from auditstream.emulator.cursor import CursorError, Listing, Position, decode_cursor, encode_cursor, tag
+from auditstream.emulator.cursor import (
+    CursorError,
+    Listing,
+    Position,
+    decode_cursor,
+    decode_offset_cursor,
+    encode_cursor,
+    encode_offset_cursor,
+    tag,
+)
 from auditstream.emulator.faults import FaultInjector, FaultKind
-from auditstream.emulator.filters import Filter, FilterError, parse_filter, record_predicate
-from auditstream.emulator.options import EmulatorOptions, Order
+from auditstream.emulator.filters import (
+    Filter,
+    FilterError,
+    parse_filter,
+    record_predicate,
+    replay_query_id,
+    unknown_field,
+)
+from auditstream.emulator.options import EmulatorOptions, Order, SecretLogsTimeFilter
 from auditstream.emulator.pagination import read_page, start_listing
 from auditstream.emulator.ratelimit import RateLimiter
 from auditstream.emulator.stats import EmulatorStats
 from auditstream.emulator.store import Store
 from auditstream.sdm import signing
 from auditstream.sdm.errors import status_trailer
-from auditstream.sdm.registry import SERVED_STREAM_NAMES, STREAMS, StreamKind, StreamSpec
+from auditstream.sdm.registry import REPLAY_CHUNKS, SERVED_STREAM_NAMES, STREAMS, StreamKind, StreamSpec
+
+if TYPE_CHECKING:
+    from auditstream.emulator.data.replays import ReplayBook
 
 NANOS = 1_000_000_000
+PageFunction = Callable[[StreamSpec, Any], Any]
 
 
 def scramble(records: list[tuple[int, bytes]], rng: random.Random) -> list[tuple[int, bytes]]:
@@ -57,37 +78,51 @@ def scramble(records: list[tuple[int, bytes]], rng: random.Random) -> list[tuple
 
 
 class ListService:
-    """Serves ``/v1.<Service>/List`` for every stream from one store."""
+    """Serves ``/v1.<Service>/List`` for every stream from one store, and ``Replays.List``."""
 
-    def __init__(self, store: Store, options: EmulatorOptions, stats: EmulatorStats) -> None:
+    def __init__(
+        self,
+        store: Store,
+        options: EmulatorOptions,
+        stats: EmulatorStats,
+        replays: ReplayBook | None = None,
+    ) -> None:
         self.store = store
         self.options = options
         self.stats = stats
+        self.replays = replays
         self._secret = options.secret
         self._rng = random.Random(f"server:{options.seed}")
         self.limiter = RateLimiter(options.rate_limit, options.rate_limit_bucket, options.rate_limit_burst)
         self.faults = FaultInjector(options.fault_rate, self._rng)
 
     def generic_handlers(self) -> list[grpc.GenericRpcHandler]:
-        handlers = []
-        for name in SERVED_STREAM_NAMES:
-            spec = STREAMS[name]
-            service = spec.method_path.split("/")[1]
-            handler = grpc.unary_unary_rpc_method_handler(
-                self._bind(spec),
-                request_deserializer=None,  # raw bytes: the signature covers them
-                response_serializer=spec.response_class.SerializeToString,
-            )
-            handlers.append(grpc.method_handlers_generic_handler(service, {spec.method: handler}))
+        handlers = [self._handler(STREAMS[name], self._page) for name in SERVED_STREAM_NAMES]
+        handlers.append(self._handler(REPLAY_CHUNKS, self._replay_page))
         return handlers
 
-    def _bind(self, spec: StreamSpec) -> Callable[[bytes, grpc.aio.ServicerContext], Any]:
+    def _handler(self, spec: StreamSpec, page: PageFunction) -> grpc.GenericRpcHandler:
+        service = spec.method_path.split("/")[1]  # with the package: "v1.Replays"
+        handler = grpc.unary_unary_rpc_method_handler(
+            self._bind(spec, page),
+            request_deserializer=None,  # raw bytes: the signature covers them
+            response_serializer=spec.response_class.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler(service, {spec.method: handler})
+
+    def _bind(self, spec: StreamSpec, page: PageFunction) -> Callable[[bytes, grpc.aio.ServicerContext], Any]:
         async def list_handler(request: bytes, context: grpc.aio.ServicerContext) -> Any:
-            return await self.list(spec, request, context)
+            return await self.list(spec, request, context, page)
 
         return list_handler
 
-    async def list(self, spec: StreamSpec, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+    async def list(
+        self,
+        spec: StreamSpec,
+        raw: bytes,
+        context: grpc.aio.ServicerContext,
+        page: PageFunction | None = None,
+    ) -> Any:
         self.stats.requests_total[spec.name] += 1
         if self.options.latency_ms:
             await asyncio.sleep(self.options.latency_ms / 1000)
@@ -104,7 +139,7 @@ class ListService:
         except DecodeError:
             await self._invalid(context, "the request is not a valid protobuf message")
         try:
-            response = self._page(spec, request)
+            response = (page or self._page)(spec, request)
         except (FilterError, CursorError) as exc:
             await self._invalid(context, str(exc))
         response.rate_limit.CopyFrom(decision.metadata)
@@ -149,15 +184,28 @@ class ListService:
         self.stats.invalid_requests += 1
         await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, message)
 
-    def _page(self, spec: StreamSpec, request: Any) -> Any:
+    def _page_size(self, request: Any) -> tuple[int, int]:
+        """``(limit, want)``: the page size asked for (0: the default, capped at the maximum),
+        and how many records this page will really hold (fewer under ``short_pages``)."""
         options = self.options
-        flt = parse_filter(request.filter)
-        predicate = record_predicate(flt, spec)
         limit = request.meta.limit if request.meta.limit > 0 else options.default_page_size
         limit = min(limit, options.max_page_size)
         want = limit
         if options.short_pages and self._rng.random() < options.short_pages:
             want = self._rng.randrange(0, limit)
+        return limit, want
+
+    def _page(self, spec: StreamSpec, request: Any) -> Any:
+        options = self.options
+        flt = parse_filter(request.filter)
+        if (
+            spec.kind is StreamKind.SECRET_LOG
+            and options.secret_logs_time_filter is SecretLogsTimeFilter.REFUSED
+            and (flt.after_ns is not None or flt.before_ns is not None)
+        ):
+            raise unknown_field(spec, "after" if flt.after_ns is not None else "before")
+        predicate = record_predicate(flt, spec)
+        limit, want = self._page_size(request)
         stream_tag, filter_tag = tag(spec.name), tag(request.filter)
         self.store.publish_due()
         stream = self.store.stream(spec.name)
@@ -188,6 +236,35 @@ class ListService:
             repeated.add().MergeFromString(payload)
         if page.next_position is not None:
             response.meta.next_cursor = encode_cursor(listing, page.next_position)
+        return response
+
+    def _replay_page(self, spec: StreamSpec, request: Any) -> Any:
+        """One page of a session's chunks, in order; none for an unknown or open session.
+
+        A session's chunks are listed once its completion record is visible (the recording
+        is finished); they never change after that, so a cursor is an offset.
+        """
+        query_id = replay_query_id(request.filter)
+        _, want = self._page_size(request)
+        stream_tag, filter_tag = tag(spec.name), tag(request.filter)
+        offset = 0
+        if request.meta.cursor:
+            offset = decode_offset_cursor(request.meta.cursor, stream_tag=stream_tag, filter_tag=filter_tag)
+        self.store.publish_due()
+        with self.store.lock:
+            completed = self.store.stream("queries").has_key(query_id)
+        chunks = self.replays.wire_chunks(query_id) if completed and self.replays is not None else []
+        response = spec.response_class()
+        size = 0
+        end = offset
+        while end < len(chunks) and end - offset < want:
+            if end > offset and size + len(chunks[end]) > self.options.max_response_bytes:
+                break
+            response.chunks.add().MergeFromString(chunks[end])
+            size += len(chunks[end])
+            end += 1
+        if end < len(chunks):
+            response.meta.next_cursor = encode_offset_cursor(stream_tag, filter_tag, end)
         return response
 
     def _new_listing(

@@ -186,7 +186,8 @@ async def test_added_latency(make_emulator: MakeEmulator) -> None:
 
 async def test_unknown_methods_are_unimplemented(emulator: Emulator) -> None:
     async with grpc.aio.insecure_channel(emulator.address) as channel:
-        call = channel.unary_unary("/v1.Replays/List")
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await call(b"")
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        for path in ("/v1.Accounts/List", "/v1.Replays/Get", "/v1.ManagedSecrets/List"):
+            call = channel.unary_unary(path)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call(b"")
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED, path

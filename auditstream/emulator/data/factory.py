@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 from auditstream.emulator.data.activities import ActivityFactory
 from auditstream.emulator.data.entities import EntityFiller
 from auditstream.emulator.data.history import HistoryFactory
-from auditstream.emulator.data.queries import QueryFactory
+from auditstream.emulator.data.queries import QueryEncryption, QueryFactory
+from auditstream.emulator.data.replays import ReplayBook
+from auditstream.emulator.data.secret_logs import SecretLogFactory
+from auditstream.emulator.data.secrets import SecretPlanter
 from auditstream.emulator.data.timeline import spread
 from auditstream.emulator.data.vocabulary import Vocabulary, build_vocabulary
 from auditstream.emulator.options import EmulatorOptions, QueriesTime
 from auditstream.emulator.store import Row
 from auditstream.sdm.registry import STREAMS, StreamKind
+
+if TYPE_CHECKING:
+    from auditstream.emulator.logkey import LogKey
 
 NANOS = 1_000_000_000
 LONG_PAIR_RATE = 0.05  # of initial queries: a finished long session, two records
@@ -21,7 +28,9 @@ LONG_PAIR_RATE = 0.05  # of initial queries: a finished long session, two record
 class DataFactory:
     """Builds records with the SDK's message classes from one seeded vocabulary."""
 
-    def __init__(self, options: EmulatorOptions, now_ns: int) -> None:
+    def __init__(self, options: EmulatorOptions, now_ns: int, log_key: LogKey | None = None) -> None:
+        """``log_key``: the organisation's key, required when ``encrypted_fraction`` > 0
+        (``logkey.resolve_log_key``; the emulator resolves it once and keeps the private half)."""
         self.options = options
         self.quantum = options.time_precision.quantum_ns
         self.vocab: Vocabulary = build_vocabulary(options.seed, options.hostile)
@@ -29,7 +38,28 @@ class DataFactory:
         # pools scale with the data set: a 200-record test emulator starts in milliseconds
         pool = max(64, min(options.records, 4096))
         self.activities = ActivityFactory(self.vocab, self.rng, pool)
-        self.queries = QueryFactory(self.vocab, self.rng, self.quantum, pool // 2)
+        self.planter = SecretPlanter(options.secret_fraction, random.Random(f"secrets:{options.seed}"))
+        encryption = None
+        if options.encrypted_fraction > 0:
+            if log_key is None:
+                raise ValueError("encrypted_fraction > 0 needs the organisation's key (log_key)")
+            from auditstream.emulator.crypto import QueryEncryptor
+
+            encryptor = QueryEncryptor(log_key.public_key, random.Random(f"crypto:{options.seed}"))
+            encryption = QueryEncryption(encryptor, log_key.key_id, options.encrypted_fraction)
+        self.replays = ReplayBook(
+            options.seed, self.planter, encryption.encryptor if encryption is not None else None
+        )
+        self.queries = QueryFactory(
+            self.vocab,
+            self.rng,
+            self.quantum,
+            pool // 2,
+            planter=self.planter,
+            book=self.replays,
+            encryption=encryption,
+        )
+        self.secret_logs = SecretLogFactory(self.vocab, self.rng, max(64, min(options.history_count, 1024)))
         self._filler = EntityFiller(self.vocab, self.rng, now_ns)
         self._history: dict[str, HistoryFactory] = {}
         self.anchor_is_completion = options.queries_time is QueriesTime.COMPLETED
@@ -44,13 +74,15 @@ class DataFactory:
     def initial_rows(self, name: str, now_ns: int) -> list[Row]:
         """The data set a stream starts with: spread over ``spread_seconds`` up to now."""
         spec = STREAMS[name]
-        if spec.kind is StreamKind.SECRET_LOG:
-            return []  # TODO(emulator): generated ManagedSecrets.Logs records
-        count = self.options.records if spec.kind is not StreamKind.HISTORY else self.options.history_count
+        count = self.options.records
+        if spec.kind is StreamKind.HISTORY or spec.kind is StreamKind.SECRET_LOG:
+            count = self.options.history_count  # changes and secret reads are rarer than logins
         start = now_ns - int(self.options.spread_seconds * NANOS)
         times = spread(self.rng, count, start, now_ns, self.options.same_timestamp, self.quantum)
         if spec.kind is StreamKind.ACTIVITY:
             return self.activities.make_many(times)
+        if spec.kind is StreamKind.SECRET_LOG:
+            return self.secret_logs.make_many(times)
         rows: list[Row] = []
         i = 0
         if spec.kind is StreamKind.QUERY:
@@ -75,6 +107,8 @@ class DataFactory:
         spec = STREAMS[name]
         if spec.kind is StreamKind.ACTIVITY:
             return [self.activities.make(time_ns)]
+        if spec.kind is StreamKind.SECRET_LOG:
+            return [self.secret_logs.make(time_ns)]
         if spec.kind is StreamKind.QUERY:
             # a live query is listed once it completes: ``time_ns`` is its completion, so
             # under ``queries_time=start`` it lands a few seconds behind "now", as it would

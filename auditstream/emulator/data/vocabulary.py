@@ -66,6 +66,7 @@ RESOURCE_KINDS: tuple[tuple[str, str, int, str], ...] = (
     ("rdp", constants.QueryCategory.RDP, 3389, "win"),
     ("http_basic_auth", constants.QueryCategory.WEB, 443, "grafana"),
     ("aws_console", constants.QueryCategory.CLOUD, 443, "aws-console"),
+    ("oracle", constants.QueryCategory.DATASOURCES, 1521, "oracle"),
 )
 
 
@@ -138,6 +139,8 @@ class Vocabulary:
     identity_sets: list[Named] = field(default_factory=list)
     remote_identity_groups: list[Named] = field(default_factory=list)
     policies: list[Named] = field(default_factory=list)
+    secret_engines: list[Named] = field(default_factory=list)  # ManagedSecrets' engines
+    managed_secrets: list[Named] = field(default_factory=list)  # kind: the engine's id
     ips: list[str] = field(default_factory=list)
     org_id: str = ""
     org_name: str = "Acme Corp"
@@ -232,4 +235,12 @@ def build_vocabulary(seed: int, hostile: bool) -> Vocabulary:
         + [f"2001:db8:{rng.randrange(65536):x}::{rng.randrange(1, 65536):x}" for _ in range(10)]
     )
     v.org_id = mint.new("o-")
+    v.secret_engines = [
+        Named(mint.new("se-"), name, kind)
+        for name, kind in (("ad-engine", "active_directory"), ("kv-engine", "key_value"))
+    ]
+    v.managed_secrets = [
+        Named(mint.new("ms-"), f"{rng.choice(TEAMS)}-{stem}-{n}", rng.choice(v.secret_engines).id)
+        for n, stem in enumerate(("db-password", "svc-account", "api-token", "ad-user", "ssh-key") * 4)
+    ]
     return v
