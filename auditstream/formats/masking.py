@@ -104,7 +104,7 @@ def _value(tag: str, bare: str | None, *, dollar: bool = False, backtick: bool =
 # shell words (stop at shell syntax), generic assignment values, URL query values.
 ORACLE_BARE = r"(?![?:$@%])[\w$#]+"
 SHELL_BARE = r"[^\s'\"`;&|<>()]+"
-GENERIC_BARE = r"[^\s'\"`,;&|)}]+"
+GENERIC_BARE = r"[^\s'\"`,;&|()}]+"
 QUERY_BARE = r"[^&#\s'\"]+"
 # The rest of a SQL statement: up to a ';' outside quotes (or the end of the text).
 STMT_REST = (
