@@ -33,10 +33,10 @@ what a tokenizer would bring, and half the inputs (shell commands, Redis, Mongo,
 are not SQL at all. bench/bench_masking.py, on a 2-core machine: masking adds ~2 µs to a
 benign query record (to_event alone ~8 µs; the hot path's budget is ~50 µs all in) and ~5
 µs to a mix with 5% secret-bearing records. sqlglot's tokenizer with a literal-after-keyword
-masker costs ~29 µs per text and caught 58 of the 93 SQL corpus cases the regexes all catch
+masker costs ~30 µs per text and caught 58 of the 93 SQL corpus cases the regexes all catch
 (Oracle's unquoted ``IDENTIFIED BY pw``, conninfo strings inside literals, dollar quoting,
-``SET PASSWORD FOR`` user specs are what it misses); ``sqlparse.parse`` alone costs ~260 µs.
-detect-secrets' line scan costs ~115 µs, only flags (no masking), and flagged 112 of the 115
+``SET PASSWORD FOR`` user specs are what it misses); ``sqlparse.parse`` alone costs ~280 µs.
+detect-secrets' line scan costs ~120 µs, only flags (no masking), and flagged 127 of the 131
 benign texts. So: regexes, with the pre-filter below.
 
 Cost: ``mask`` lowercases the text once and tests it for the rules' trigger words
