@@ -34,8 +34,10 @@ are not SQL at all. bench/bench_masking.py, on a 2-core machine: masking adds ~2
 benign query record (to_event alone ~8 µs; the hot path's budget is ~50 µs all in) and ~5
 µs to a mix with 5% secret-bearing records. sqlglot's tokenizer with a literal-after-keyword
 masker costs ~30 µs per text and caught 58 of the 93 SQL corpus cases the regexes all catch
-(Oracle's unquoted ``IDENTIFIED BY pw``, conninfo strings inside literals, dollar quoting,
-``SET PASSWORD FOR`` user specs are what it misses); ``sqlparse.parse`` alone costs ~280 µs.
+(it misses unquoted and double-quoted Oracle passwords, backtick and escaped literals the
+dialect tokenizes differently, conninfo strings inside literals, hashing-function arguments
+and ``CONNECT user/pw``: a literal-after-keyword rule needs as much care as a regex, and costs
+more); ``sqlparse.parse`` alone costs ~280 µs.
 detect-secrets' line scan costs ~120 µs, only flags (no masking), and flagged 127 of the 131
 benign texts. So: regexes, with the pre-filter below.
 
