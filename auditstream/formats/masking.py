@@ -33,10 +33,12 @@ what a tokenizer would bring, and half the inputs (shell commands, Redis, Mongo,
 are not SQL at all. bench/bench_masking.py, on a 2-core machine: masking adds ~2 µs to a
 benign query record (to_event alone ~8 µs; the hot path's budget is ~50 µs all in) and ~5
 µs to a mix with 5% secret-bearing records. sqlglot's tokenizer with a literal-after-keyword
-masker costs ~29 µs per text and caught 58 of the 93 SQL corpus cases the regexes all catch
-(Oracle's unquoted ``IDENTIFIED BY pw``, conninfo strings inside literals, dollar quoting,
-``SET PASSWORD FOR`` user specs are what it misses); ``sqlparse.parse`` alone costs ~260 µs.
-detect-secrets' line scan costs ~115 µs, only flags (no masking), and flagged 112 of the 115
+masker costs ~30 µs per text and caught 58 of the 93 SQL corpus cases the regexes all catch
+(it misses unquoted and double-quoted Oracle passwords, backtick and escaped literals the
+dialect tokenizes differently, conninfo strings inside literals, hashing-function arguments
+and ``CONNECT user/pw``: a literal-after-keyword rule needs as much care as a regex, and costs
+more); ``sqlparse.parse`` alone costs ~280 µs.
+detect-secrets' line scan costs ~120 µs, only flags (no masking), and flagged 127 of the 131
 benign texts. So: regexes, with the pre-filter below.
 
 Cost: ``mask`` lowercases the text once and tests it for the rules' trigger words
@@ -104,7 +106,7 @@ def _value(tag: str, bare: str | None, *, dollar: bool = False, backtick: bool =
 # shell words (stop at shell syntax), generic assignment values, URL query values.
 ORACLE_BARE = r"(?![?:$@%])[\w$#]+"
 SHELL_BARE = r"[^\s'\"`;&|<>()]+"
-GENERIC_BARE = r"[^\s'\"`,;&|)}]+"
+GENERIC_BARE = r"[^\s'\"`,;&|()}]+"
 QUERY_BARE = r"[^&#\s'\"]+"
 # The rest of a SQL statement: up to a ';' outside quotes (or the end of the text).
 STMT_REST = (

@@ -147,8 +147,8 @@ def test_the_case_of_sql_keywords_does_not_matter(entry: Secret) -> None:
         return
     for variant in (entry.text.upper(), entry.text.lower(), entry.text.swapcase()):
         masked, fired = MASKER.mask(variant)
-        for secret in (s.upper() if variant.isupper() else s for s in entry.secrets):
-            assert secret.casefold() not in masked.casefold(), (variant, masked)
+        # The secret's letters changed case with the rest: compare case-insensitively.
+        assert not any(s.casefold() in masked.casefold() for s in entry.secrets), (variant, masked)
         assert fired
 
 
