@@ -154,6 +154,9 @@ class EmulatorOptions:
 
     def __post_init__(self) -> None:
         decode_secret(self.secret_key)  # fail early, without echoing the secret
+        # accept the flag's spelling too ("refused"); an unknown value is a ValueError here
+        time_filter = SecretLogsTimeFilter(self.secret_logs_time_filter)
+        object.__setattr__(self, "secret_logs_time_filter", time_filter)
         for name in (
             "short_pages",
             "fault_rate",

@@ -14,7 +14,12 @@ import grpc
 
 from auditstream.emulator import Emulator
 from auditstream.sdm import signing
-from auditstream.sdm.registry import STREAMS
+from auditstream.sdm.registry import REPLAY_CHUNKS, STREAMS, StreamSpec
+
+
+def spec_of(stream: str) -> StreamSpec:
+    """A registry stream, or ``"replay_chunks"``: Replays.List (``registry.REPLAY_CHUNKS``)."""
+    return REPLAY_CHUNKS if stream == REPLAY_CHUNKS.name else STREAMS[stream]
 
 
 @dataclass
@@ -24,7 +29,7 @@ class Listing:
 
     @property
     def records(self) -> list[Any]:
-        return [r for p in self.pages for r in getattr(p, STREAMS[self.stream].records_field)]
+        return [r for p in self.pages for r in getattr(p, spec_of(self.stream).records_field)]
 
     def keys(self) -> Counter[str]:
         spec = STREAMS[self.stream]
@@ -36,7 +41,7 @@ class Listing:
 
 
 def build_request(stream: str, filter_text: str = "", limit: int = 0, cursor: str = "") -> Any:
-    request = STREAMS[stream].request_class(filter=filter_text)
+    request = spec_of(stream).request_class(filter=filter_text)
     request.meta.limit = limit
     request.meta.cursor = cursor
     return request
@@ -46,7 +51,7 @@ def signed_metadata(emu: Emulator, stream: str, request: Any, secret: bytes | No
     return signing.request_metadata(
         emu.options.access_key,
         emu.options.secret if secret is None else secret,
-        STREAMS[stream].signing_name,
+        spec_of(stream).signing_name,
         request.SerializeToString(),
     )
 
@@ -65,7 +70,7 @@ class RawClient:
         await self.channel.close()
 
     async def call(self, stream: str, request: Any, metadata: Any, rpc_timeout: float = 10.0) -> Any:
-        spec = STREAMS[stream]
+        spec = spec_of(stream)
         method = self.channel.unary_unary(
             spec.method_path,
             request_serializer=spec.request_class.SerializeToString,

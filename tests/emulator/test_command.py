@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import os
@@ -22,10 +23,13 @@ from auditstream.emulator import (
     EmulatorOptions,
     make_demo_credentials,
 )
+from auditstream.emulator.command import add_arguments, options_from_args
+from auditstream.emulator.options import SecretLogsTimeFilter
 from auditstream.emulator.truthfile import read_truth_file
 from auditstream.sdm.registry import SERVED_STREAM_NAMES
 from tests.helpers import free_port
 
+from .oracle import decrypt_body, load_private_key
 from .rawclient import RawClient, build_request, signed_metadata
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,3 +127,55 @@ async def test_a_taken_port_fails_to_start_instead_of_sharing_it() -> None:
         proc = await spawn("--listen", f"127.0.0.1:{port}", "--records", "0", "--streams", "")
         _, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 1 and b"cannot listen" in stderr
+
+
+def test_flags_of_secrets_encryption_and_secret_logs() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = options_from_args(parser.parse_args([]))
+    assert defaults.secret_fraction == 0.0 and defaults.encrypted_fraction == 0.0
+    assert defaults.log_key_file is None and defaults.secret_logs_time_filter is SecretLogsTimeFilter.ACCEPTED
+    args = parser.parse_args(
+        ["--secret-fraction", "0.2", "--encrypted-fraction", "0.1", "--log-key-file", "/keys/org.pem",
+         "--secret-logs-time-filter", "refused"]
+    )  # fmt: skip
+    options = options_from_args(args)
+    assert (options.secret_fraction, options.encrypted_fraction) == (0.2, 0.1)
+    assert options.log_key_file == "/keys/org.pem"
+    assert options.secret_logs_time_filter is SecretLogsTimeFilter.REFUSED
+    for bad in (
+        ["--secret-fraction", "2"],
+        ["--encrypted-fraction", "-0.1"],
+        ["--secret-logs-time-filter", "x"],
+    ):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+
+
+async def test_a_key_file_is_made_for_the_daemon_and_a_bad_one_exits_2(tmp_path: Path) -> None:
+    key_path = tmp_path / "org.pem"
+    port = free_port()
+    proc = await spawn(
+        "--listen", f"127.0.0.1:{port}", "--records", "40", "--streams", "queries",
+        "--encrypted-fraction", "1", "--log-key-file", str(key_path),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+        assert line.decode().strip() == f"listening on 127.0.0.1:{port}"
+        stand_in: Any = SimpleNamespace(address=f"127.0.0.1:{port}", options=EmulatorOptions())
+        async with RawClient(stand_in) as client:
+            queries = (await client.list_all("queries")).records
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert queries and all(q.encrypted for q in queries)
+    assert os.stat(key_path).st_mode & 0o777 == 0o600
+    key = load_private_key(key_path.read_bytes())
+    assert all(decrypt_body(key, q) for q in queries)
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a key")
+    proc = await spawn("--records", "5", "--encrypted-fraction", "0.5", "--log-key-file", str(bad))
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 2 and b"bad.pem" in stderr and not stdout

@@ -16,6 +16,8 @@ from auditstream.emulator import Emulator
 from auditstream.emulator.data.entities import SDK_UNCONVERTIBLE
 from auditstream.sdm.registry import SERVED_STREAM_NAMES, STREAMS, StreamKind
 
+from .oracle import decrypt_chunk_events, load_private_key
+
 UTC = dt.UTC
 
 
@@ -134,3 +136,60 @@ def test_no_entity_uses_a_oneof_member_the_sdk_cannot_convert() -> None:
             except Exception:
                 failing.setdefault(entity_desc.full_name, set()).add(member.name)
     assert failing == {k: set(v) for k, v in SDK_UNCONVERTIBLE.items()}
+
+
+# --- Replays.List and ManagedSecrets.Logs --------------------------------------------------
+
+
+def test_the_sdk_lists_a_sessions_replay(threaded_emulator_factory: Callable[..., Emulator]) -> None:
+    emu = threaded_emulator_factory(records=200)
+    sessions = sorted(emu.replayable_query_ids())
+    assert sessions
+    for page_limit in (0, 2):  # the SDK's default page, then pages of two chunks
+        client = sdk_client(emu, page_limit=page_limit)
+        for qid in sessions[:5]:
+            chunks = list(client.replays.list("id:?", qid))
+            got = [[(e.data, round(e.duration.total_seconds() * 1000)) for e in c.events] for c in chunks]
+            assert got == emu.replay_events(qid), (qid, page_limit)
+            assert all(not c.data and not c.symmetric_key for c in chunks)
+    client = sdk_client(emu)
+    assert list(client.replays.list("id:?", "s-0000000000000000")) == []
+    with pytest.raises(strongdm.errors.BadRequestError):
+        list(client.replays.list(""))
+
+
+def test_the_sdk_reads_an_encrypted_sessions_chunks(
+    threaded_emulator_factory: Callable[..., Emulator],
+) -> None:
+    emu = threaded_emulator_factory(records=300, encrypted_fraction=1.0)
+    key = load_private_key(emu.log_private_key_pem)
+    qid = min(emu.replayable_query_ids())
+    chunks = list(sdk_client(emu).replays.list("id:?", qid))
+    assert chunks and all(not c.events and c.data and c.symmetric_key for c in chunks)
+    assert [decrypt_chunk_events(key, c) for c in chunks] == emu.replay_events(qid)
+
+
+def test_the_sdk_lists_managed_secret_logs(threaded_emulator_factory: Callable[..., Emulator]) -> None:
+    emu = threaded_emulator_factory(records=1000)
+    client = sdk_client(emu)
+    logs = list(client.managed_secrets.logs(""))
+    assert {r.id for r in logs} == emu.all_keys("managed_secret_logs") and len(logs) == 100
+    truth = sorted(emu.filter_truth("managed_secret_logs"), key=lambda kt: kt[1])
+    after, before = _from_ns(truth[20][1]), _from_ns(truth[80][1])
+    after_ns = int(after.timestamp()) * 1_000_000_000 + after.microsecond * 1000
+    before_ns = int(before.timestamp()) * 1_000_000_000 + before.microsecond * 1000
+    expected = {key for key, t in truth if after_ns <= t < before_ns}
+    assert {r.id for r in client.managed_secrets.logs("after:? before:?", after, before)} == expected
+    assert 40 < len(expected) < 80
+
+
+def test_refused_secret_log_time_filters_are_bad_requests(
+    threaded_emulator_factory: Callable[..., Emulator],
+) -> None:
+    emu = threaded_emulator_factory(records=300, secret_logs_time_filter="refused")  # the flag's spelling
+    client = sdk_client(emu)
+    with pytest.raises(strongdm.errors.BadRequestError, match="cannot be filtered on 'after'"):
+        list(client.managed_secrets.logs("after:?", dt.datetime(2024, 1, 1, tzinfo=UTC)))
+    with pytest.raises(strongdm.errors.BadRequestError):
+        list(client.managed_secrets.logs("before:?", dt.datetime.now(UTC)))
+    assert {r.id for r in client.managed_secrets.logs("")} == emu.all_keys("managed_secret_logs")

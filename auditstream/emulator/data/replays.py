@@ -367,16 +367,19 @@ def render_terminal(profile: SessionProfile, plan: Plan, rng: random.Random) -> 
 
 
 def _chunks(tape: _Tape) -> list[list[Event]]:
-    """Group events into chunks of 6 to 30, ending one where the tape asks to."""
+    """Group events into chunks (up to 30 events, a handful of chunks at least), ending one
+    where the tape asks to."""
     rng, events = tape.rng, tape.events
+    high = max(2, min(30, len(events) // 4))
+    low = max(1, min(6, high // 2))
     chunks: list[list[Event]] = []
     current: list[Event] = []
-    target = rng.randint(6, 30)
+    target = rng.randint(low, high)
     for i, event in enumerate(events):
         current.append(event)
         if len(current) >= target or i in tape.cuts:
             chunks.append(current)
-            current, target = [], rng.randint(6, 30)
+            current, target = [], rng.randint(low, high)
     if current:
         chunks.append(current)
     return chunks
