@@ -367,7 +367,7 @@ def visible_lines(texts: Iterator[str]) -> list[str]:
     return [line for text in texts for line in text.split("\n") if line]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.data(), streams)
 def test_any_split_decodes_to_the_same_lines(data: st.DataObject, stream: bytes) -> None:
     whole = decode(stream)
@@ -403,7 +403,7 @@ SECRET_LINES = [
 ]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.data(),
     st.lists(st.sampled_from(VOCABULARY), max_size=8).map(b"".join),
@@ -445,21 +445,24 @@ def test_ten_megabytes_without_a_newline_stay_within_the_caps(
     max_line, max_held, events_per_chunk = 4096, 16, 4
     event = filler[:1024]
     chunk_count = 10 * 1024 * 1024 // (len(event) * events_per_chunk)
+    # Allocations are traced over the last megabyte only (tracing all ten is slow): anything
+    # that grew with the input would grow by at least about a megabyte there.
+    traced_from = chunk_count - chunk_count // 10
     assembler = ReplayAssembler(None, max_line_chars=max_line, max_held_chunks=max_held)
     emitted = 0
-    tracemalloc.start()
     try:
-        base = tracemalloc.get_traced_memory()[0]
         for index in range(chunk_count):
+            if index == traced_from:
+                tracemalloc.start()
             events = [opening + event] if index == 0 else [event] * events_per_chunk
             for result in assembler.add(index, events):
                 assert result.index == emitted
                 assert all(len(line) <= max_line for line in result.text.split("\n"))
                 emitted += 1
             assert index + 1 - emitted <= max_held
-        emitted += len(assembler.finish())
-        peak = tracemalloc.get_traced_memory()[1] - base
+        _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    emitted += len(assembler.finish())
     assert emitted == chunk_count
-    assert peak < 1024 * 1024, f"{name}: peak {peak} bytes for {chunk_count} chunks"
+    assert peak < 256 * 1024, f"{name}: {peak} bytes allocated at peak over the last megabyte"
