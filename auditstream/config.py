@@ -84,7 +84,9 @@ class SourceSettings(StrictModel):
 
 
 class StreamSettings(StrictModel):
-    include: list[str] = Field(default_factory=lambda: ["activities", "queries", "*_history"])
+    include: list[str] = Field(
+        default_factory=lambda: ["activities", "queries", "*_history", "managed_secret_logs"]
+    )
     exclude: list[str] = Field(default_factory=list)
     poll_interval: Duration = 30.0
     overlap: Duration = 300.0

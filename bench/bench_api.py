@@ -41,11 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditstream.emulator import Emulator, EmulatorOptions, Order, running_emulator
-from auditstream.sdm.registry import ALL_STREAM_NAMES
+from auditstream.sdm.registry import DEFAULT_STREAM_NAMES
 from bench.bench_vs_sdk import Launcher, run_measured
 from bench.machine import command_line, replace_block
 
-STREAMS = list(ALL_STREAM_NAMES)
+STREAMS = list(DEFAULT_STREAM_NAMES)
 DAY = 86_400.0
 PAGE_CAPS = (50, 500)
 ORDERS = (Order.NEWEST, Order.UNORDERED)

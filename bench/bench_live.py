@@ -41,7 +41,7 @@ from pathlib import Path
 import orjson
 
 from auditstream.emulator import Emulator, EmulatorOptions, running_emulator
-from auditstream.sdm.registry import ALL_STREAM_NAMES
+from auditstream.sdm.registry import DEFAULT_STREAM_NAMES
 from bench.bench_vs_sdk import daemon_config
 from bench.machine import command_line, replace_block
 
@@ -171,7 +171,7 @@ def _latencies(
 ) -> tuple[list[float], int, int]:
     latencies: list[float] = []
     records = not_delivered = 0
-    for stream in ALL_STREAM_NAMES:
+    for stream in DEFAULT_STREAM_NAMES:
         for key, visible_ns in emu.filter_truth(stream):
             if not begin <= visible_ns < end:
                 continue
@@ -212,7 +212,7 @@ def table(results: list[LiveResult]) -> list[str]:
         c = r.config
         per_thousand = r.requests / max(r.records, 1) * 1000
         floor = 1000 / PAGE_SIZE
-        polls = r.measured_seconds / c.poll * len(ALL_STREAM_NAMES)
+        polls = r.measured_seconds / c.poll * len(DEFAULT_STREAM_NAMES)
         at_interval = (polls + r.records / PAGE_SIZE) / max(r.records, 1) * 1000
         lines.append(
             f"| {c.name} | {r.records:,} | {r.requests:,} | {per_thousand:,.1f} | {floor:g} "

@@ -53,7 +53,7 @@ def test_check_passes_with_one_line_per_check(emulator, tmp_path):
         ["ok", "checkpoint"],
         ["ok", "sink"],
     ]
-    assert "28 streams, 1 sink" in lines[0]
+    assert "29 streams, 1 sink" in lines[0]
     assert emulator.options.access_key in lines[2]
     assert "system clock agrees with the API's" in lines[2]
 

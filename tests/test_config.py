@@ -22,7 +22,7 @@ def test_defaults():
     assert config.source.endpoint == "app.strongdm.com:443"
     assert config.source.insecure is False
     assert config.streams.poll_interval == 30 and config.streams.overlap == 300 and config.streams.settle == 0
-    assert len(config.streams.stream_names()) == 28
+    assert len(config.streams.stream_names()) == 29
     assert config.streams.long_query_recheck == 60 and config.streams.long_query_horizon == 86400
 
 

@@ -31,7 +31,7 @@ def test_example_config_is_valid(tmp_path):
     assert config.source.access_key == "auth-example"
     assert config.source.secret_key.get_secret_value() == DEMO_SECRET_KEY
     assert {s.type for s in config.sinks} == {"splunk_hec", "syslog", "http", "file"}
-    assert len(config.streams.stream_names()) == 28
+    assert len(config.streams.stream_names()) == 29
 
 
 def _fields(model: type[BaseModel], seen: set[type]) -> set[str]:

@@ -35,6 +35,11 @@ class DeliveredKeys:
         self._in_flight.add(key)
         return True
 
+    def release(self, key: str) -> None:
+        """Give a claim back: the record was not handed over after all (a listing that
+        failed part-way), so the next listing must take it again."""
+        self._in_flight.discard(key)
+
     def acknowledge(self, keys: Iterable[tuple[str, int]]) -> None:
         for key, relist_until_ns in keys:
             self._in_flight.discard(key)

@@ -21,6 +21,7 @@ from auditstream.engine.normalize import Normalizer, build_redactor
 from auditstream.engine.observer import NullObserver, Observer
 from auditstream.engine.poller import PollerOptions, StreamPoller
 from auditstream.engine.prefetch import AheadBudget
+from auditstream.engine.replays import ReplayPoller, chunk_reader, replay_assembler
 from auditstream.engine.window import WindowPolicy
 from auditstream.retrying import Backoff
 from auditstream.sdm.apiclock import ApiClock
@@ -220,18 +221,23 @@ class Engine:
 
     def _build_pollers(self, client: AuditClient, fanout: FanOut) -> list[StreamPoller]:
         streams = self.config.streams
+        normalize = self.config.normalize
         options = PollerOptions(
             poll_interval=streams.poll_interval,
             queue_batches=self.config.engine.queue_batches,
             ahead=AheadBudget(self.config.engine.slices_ahead),
         )
-        redactor = build_redactor(self.config.normalize)
-        pollers = []
+        # Built once and shared: compiled masking rules, and the decryptor's cache of opened
+        # query keys (a session's replay chunks reuse its query's key).
+        redactor = build_redactor(normalize)
+        masker = normalize.masker()
+        decryptor = normalize.decryptor()
+        pollers: list[StreamPoller] = []
         for name in self.plan.streams:
             spec = STREAMS[name]
             state = self.states[name]
             tracker = None
-            if spec.kind is StreamKind.QUERY and not self.plan.is_backfill:
+            if spec.kind in (StreamKind.QUERY, StreamKind.REPLAY) and not self.plan.is_backfill:
                 tracker = LongQueryTracker(
                     state,
                     recheck_interval=streams.long_query_recheck,
@@ -240,28 +246,33 @@ class Engine:
                     clock=self.clock,
                     observer=self.observer,
                 )
-            pollers.append(
-                StreamPoller(
-                    spec,
-                    client,
-                    fanout,
-                    self.store,
-                    self.states,
-                    self._policy(state),
-                    Normalizer(
-                        spec,
-                        redactor,
-                        keep_credentials=self.config.normalize.keep_credentials,
-                        observer=self.observer,
-                    ),
-                    options,
-                    self.stop,
-                    clock=self.clock,
-                    tracker=tracker,
-                    on_success=self.first_poll,
-                    observer=self.observer,
-                )
+            normalizer = Normalizer(
+                spec,
+                redactor,
+                keep_credentials=normalize.keep_credentials,
+                observer=self.observer,
+                masker=masker,
+                decryptor=decryptor,
             )
+            args = (spec, client, fanout, self.store, self.states, self._policy(state), normalizer, options)
+            kwargs: dict[str, Any] = {
+                "clock": self.clock,
+                "tracker": tracker,
+                "on_success": self.first_poll,
+                "observer": self.observer,
+            }
+            if spec.kind is StreamKind.REPLAY:
+                pollers.append(
+                    ReplayPoller(
+                        *args,
+                        self.stop,
+                        read_chunk=chunk_reader(decryptor),
+                        new_assembler=replay_assembler(masker),
+                        **kwargs,
+                    )
+                )
+            else:
+                pollers.append(StreamPoller(*args, self.stop, **kwargs))
         return pollers
 
     # -- status --------------------------------------------------------------------------

@@ -26,6 +26,15 @@ class EngineObserver(Protocol):
         """A record could not be normalized and goes out raw."""
         return None
 
+    def queries_decrypted(self, stream: str, outcome: str, count: int) -> None:
+        """Encrypted query records by outcome: ``decrypted``, ``no_key`` (none configured,
+        delivered as received) or ``failed`` (wrong key or corrupt body, delivered flagged)."""
+        return None
+
+    def secrets_masked(self, stream: str, events: int) -> None:
+        """Events in which masking replaced at least one secret."""
+        return None
+
     def queue_depth(self, stream: str, batches: int) -> None:
         """Batches listed and waiting for the sinks."""
         return None

@@ -176,11 +176,14 @@ class StreamPoller:
         acks = [(key, relist_ns) for key, _, relist_ns in facts]
         return Batch(envelopes, acks, kept if self._tracker is not None else [])
 
-    async def _queue_new(self, records: list[Any]) -> None:
+    async def _queue_new(self, records: list[Any]) -> int:
+        """Hand the page's new records to the deliverer; how many events were queued."""
         batch = self._select_new(records)
-        if batch is not None:
-            await self._queue.put(batch)
-            self._observer.queue_depth(self.spec.name, self._queue.qsize())
+        if batch is None:
+            return 0
+        await self._queue.put(batch)
+        self._observer.queue_depth(self.spec.name, self._queue.qsize())
+        return len(batch.envelopes)
 
     async def _list_window(self, window: Window, upcoming: list[Window]) -> _Listed | None:
         """Queue every new record of the window; None when stopped part-way."""
@@ -285,7 +288,8 @@ class StreamPoller:
                 await self._complete_window(item.window)
 
     async def _deliver(self, batch: Batch) -> None:
-        await self._fanout.deliver(self.spec.name, batch.envelopes)
+        if batch.envelopes:  # a batch may carry only progress (replays: a session done)
+            await self._fanout.deliver(self.spec.name, batch.envelopes)
         self._keys.acknowledge(batch.acks)
         changes = self._tracker.after_delivery(batch.records, self._keys) if self._tracker else None
         self.records_delivered += len(batch.envelopes)
@@ -325,10 +329,9 @@ class StreamPoller:
                 try:
                     async for page in self._client.pages(self.spec, window.start_ns, window.end_ns):
                         found = tracker.completions_in(page.records, self._keys)
-                        batch = self._select_new(found)
-                        if batch is not None:
-                            tracker.count_found(len(batch.envelopes))
-                            await self._queue.put(batch)
+                        queued = await self._queue_new(found)
+                        if queued:
+                            tracker.count_found(queued)
                 except ApiError as exc:
                     if exc.fatal:
                         raise

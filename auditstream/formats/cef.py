@@ -27,6 +27,8 @@ from auditstream.formats.cef_mapping import (
     map_activity,
     map_generic,
     map_query,
+    map_replay,
+    map_secret_log,
 )
 from auditstream.formats.cef_render import render_extension, renderer_for
 from auditstream.formats.events import Event, history_entity_key
@@ -81,6 +83,10 @@ class CefEncoder:
                 continue
             if spec.kind is StreamKind.QUERY:
                 mapper = map_query
+            elif spec.kind is StreamKind.SECRET_LOG:
+                mapper = map_secret_log
+            elif spec.kind is StreamKind.REPLAY:
+                mapper = map_replay
             else:
                 entity = spec.record_class.DESCRIPTOR.fields_by_name[spec.entity_field].message_type
                 mapper = history_mapper(spec.name, history_entity_key(spec), compiled.is_polymorphic(entity))
@@ -122,7 +128,7 @@ class CefEncoder:
         override = self._overrides.get(log_type)
         if override is not None:
             return lambda event: override
-        if kind is StreamKind.QUERY:
+        if kind in (StreamKind.QUERY, StreamKind.REPLAY, StreamKind.SECRET_LOG):
             return lambda event: severity.QUERY_SEVERITY
         return lambda event: (
             severity.HISTORY_SEVERITY if event.get("deletedAt") is None else severity.HISTORY_DELETED_SEVERITY

@@ -512,6 +512,71 @@ def history_mapper(log_type: str, entity_key: str, polymorphic: bool) -> Mapper:
     return mapper
 
 
+# Secret-access logs: who (suid) did what (act) to which managed secret (cs1) in which
+# secret engine (cs2); the debug text -> msg.
+SECRET_LOG_FIELDS = FieldTable(
+    "managed_secret_logs",
+    let=(("action", text_of("get('action')")),),
+    class_id="'managed_secret:' + action if action else 'managed_secret'",
+    event_name="('managed secret ' + action).strip()",
+    numbers=(Field("rt", "epoch_ms(get('timestamp'))"),),
+    constants=(("cat", "managed_secret_logs"),),
+    strings=(
+        Field("externalId", "external_id(get('id'))"),
+        (Field("act", "action"), Field("suid", "get('accountId')")),
+        Field("msg", "get('debug')"),
+        (
+            Field("cs1", "get('managedSecretId')", "managedSecretId"),
+            Field("cs2", "get('secretEngineId')", "secretEngineId"),
+        ),
+        Field("cs6", "get('id')", "id"),
+    ),
+)
+map_secret_log, SECRET_LOG_LAYOUT = compile_mapper(SECRET_LOG_FIELDS)
+
+# Replay chunks: the session's account -> suser/suid/src, its target -> dhost/dpt, the
+# decoded (masked) terminal text -> msg, the chunk's position -> cn1.
+REPLAY_FIELDS = FieldTable(
+    "replays",
+    let=(
+        ("category", text_of("get('queryCategory')")),
+        ("host, port", "split_target(get('target'))"),
+        ("src, c6a2", "source_address(get('clientIp') or get('sourceIp'))"),
+        ("resource_name", "get('resourceName')"),
+    ),
+    class_id="'replay:' + category if category else 'replay'",
+    event_name="((category + ' ') if category else '') + 'session replay'",
+    numbers=(
+        Field("rt", "epoch_ms(get('timestamp'))"),
+        Field("dpt", "port"),
+        Field("cn1", "get('chunkId')", "chunkId"),
+    ),
+    constants=(("cat", "replays"),),
+    strings=(
+        Field("externalId", "external_id(get('id'))"),
+        (
+            Field("act", "'replay'"),
+            Field(
+                "suser", "get('accountEmail') or _full_name(get('accountFirstName'), get('accountLastName'))"
+            ),
+            Field("suid", "get('accountId')"),
+        ),
+        (Field("src", "src"), Field("c6a2", "c6a2", SOURCE_IPV6_LABEL)),
+        (
+            Field("duser", "get('remoteIdentityUsername') or get('identityAliasUsername')"),
+            Field("dhost", "host or resource_name"),
+        ),
+        Field("msg", "get('text')"),
+        (
+            Field("cs1", "resource_name", "resourceName"),
+            Field("cs2", "get('resourceType')", "resourceType"),
+            Field("cs3", "get('resourceId')", "resourceId"),
+        ),
+        Field("cs4", "get('queryUUID')", "queryId"),
+    ),
+)
+map_replay, REPLAY_LAYOUT = compile_mapper(REPLAY_FIELDS)
+
 # A stream this build has no mapping for: time, category and id, nothing guessed.
 GENERIC_FIELDS = FieldTable(
     "generic",

@@ -68,8 +68,11 @@ def event_converter(spec: StreamSpec, *, keep_credentials: bool = False) -> Reco
 def _build(spec: StreamSpec, keep_credentials: bool) -> RecordConverter:
     if spec.kind is StreamKind.ACTIVITY:
         return _activity_converter(spec.name)
-    if spec.kind is StreamKind.QUERY:
+    if spec.kind is StreamKind.QUERY or spec.kind is StreamKind.REPLAY:
+        # replays: the session's own event, which engine.replays turns into chunk events
         return _query_converter(spec.name, keep_credentials)
+    if spec.kind is StreamKind.SECRET_LOG:
+        return _secret_log_converter(spec, keep_credentials)
     return _history_converter(spec, keep_credentials)
 
 
@@ -176,6 +179,23 @@ def _history_converter(spec: StreamSpec, keep_credentials: bool) -> RecordConver
             "logType": log_type,
             "formatVersion": FORMAT_VERSION,
             "id": record_key(record),
+            **body(record),
+        }
+
+    return convert
+
+
+def _secret_log_converter(spec: StreamSpec, keep_credentials: bool) -> RecordConverter:
+    """Every field under its camelCase name, and ``timestamp`` (the log's ``created_at``)."""
+    log_type = spec.name
+    body = compiled.converter_for(spec.record_class.DESCRIPTOR, keep_credentials=keep_credentials)
+
+    def convert(record: Any) -> Event:
+        return {
+            "logType": log_type,
+            "formatVersion": FORMAT_VERSION,
+            "id": record.id,
+            "timestamp": timestamp(record.created_at),
             **body(record),
         }
 

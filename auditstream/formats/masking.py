@@ -58,6 +58,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, unquote, unquote_plus
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -541,9 +542,34 @@ class Masker:
             if spans:
                 out = _splice(out, spans)
                 fired.add(custom.name)
+        if "%" in out:
+            out = _PERCENT_ENCODED.sub(lambda m: self._mask_encoded(m[0], fired), out)
         if not fired:
             return text, frozenset()
         return out, frozenset(fired)
+
+    def _mask_encoded(self, token: str, fired: set[str]) -> str:
+        """A percent-encoded run (a URL, a query string), masked as the text it encodes.
+
+        ``kubectl exec`` sends its command as query parameters
+        (``...?command=mysql%20-uroot%20-pS3cret``), where no rule sees the password until
+        it is decoded: each ``?``/``&``-separated part is decoded, masked, and encoded again
+        only when masking changed it, so the rest of the text is kept byte for byte.
+        """
+        parts = _QUERY_SEPARATORS.split(token)
+        changed = False
+        for i in range(0, len(parts), 2):
+            part = parts[i]
+            name, equals, value = part.rpartition("=") if "=" in part else ("", "", part)
+            plain = unquote_plus(value) if equals else unquote(value)
+            if plain == value:
+                continue
+            masked, names = self.mask(plain)
+            if names:
+                fired |= names
+                parts[i] = f"{name}{equals}{quote(masked, safe='/' if not equals else '')}"
+                changed = True
+        return "".join(parts) if changed else token
 
     def _apply_builtin(self, text: str, lowered: str, fired: set[str]) -> str:
         for rule, groups in self._rules:
@@ -694,3 +720,66 @@ def _splice(text: str, spans: list[tuple[int, int]]) -> str:
         pos = end
     parts.append(text[pos:])
     return "".join(parts)
+
+
+# A run of URL text holding at least one %XX escape; ? and & split it into parts.
+_PERCENT_ENCODED = re.compile(
+    r"(?:[^\s\"'<>\\%]|%[0-9A-Fa-f]{2})*%[0-9A-Fa-f]{2}(?:[^\s\"'<>\\%]|%[0-9A-Fa-f]{2})*"
+)
+_QUERY_SEPARATORS = re.compile(r"([?&])")
+
+_KEY_BEGIN = re.compile(r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+_KEY_END = re.compile(r"-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+MAX_KEY_BLOCK_LINES = 400
+"""A private key block is at most this many lines (an 8192-bit RSA key in PEM is ~100)."""
+
+
+class SessionMasker:
+    """``Masker.mask`` for a text that arrives in pieces cut at line ends: a terminal session.
+
+    Every built-in rule sees one whole line or more, except a private key: pasted into a
+    terminal, its lines can be spread over many replay chunks, and the chunk holding
+    ``-----BEGIN ... PRIVATE KEY-----`` (masked to its end by the ``private_key`` rule) is
+    followed by chunks of bare base64 lines no rule can tell from output. So this remembers,
+    from one piece to the next, that a key block is open, and masks every line of it until
+    its END line (or ``MAX_KEY_BLOCK_LINES``, so one BEGIN without an END cannot hide a whole
+    session). One per session; pieces must come in order.
+    """
+
+    def __init__(self, masker: Masker) -> None:
+        self._masker = masker
+        self._open_lines: int | None = None  # lines masked so far in an open key block
+
+    def __call__(self, text: str) -> tuple[str, frozenset[str]]:
+        if self._open_lines is not None:
+            text, carried = self._close_block(text)
+        else:
+            carried = False
+        masked, rules = self._masker.mask(text)
+        self._note_open_block(text)
+        if carried:
+            rules = rules | {"private_key"}
+        return masked, rules
+
+    def _close_block(self, text: str) -> tuple[str, bool]:
+        """Mask the lines of the block carried from the previous piece, up to its END line."""
+        lines = text.split("\n")
+        for i, line in enumerate(lines):
+            assert self._open_lines is not None
+            if _KEY_END.search(line):
+                self._open_lines = None
+                return "\n".join([*([MASK] * i), *lines[i:]]), i > 0
+            self._open_lines += 1
+            if self._open_lines >= MAX_KEY_BLOCK_LINES:
+                self._open_lines = None
+                return "\n".join([*([MASK] * (i + 1)), *lines[i + 1 :]]), True
+        return "\n".join([MASK] * len(lines)), bool(lines)
+
+    def _note_open_block(self, text: str) -> None:
+        """Whether this piece leaves a key block open (a BEGIN after its last END)."""
+        begins = [m.end() for m in _KEY_BEGIN.finditer(text)]
+        if not begins:
+            return
+        last_begin = begins[-1]
+        if not _KEY_END.search(text, last_begin):
+            self._open_lines = text.count("\n", last_begin)

@@ -103,6 +103,17 @@ NORMALIZATION_ERRORS = Counter(
 
 # -- delivery ---------------------------------------------------------------------------
 
+QUERIES_DECRYPTED = Counter(
+    "auditstream_queries_decrypted_total",
+    "Encrypted query records by outcome: decrypted; no_key (no [normalize] log_private_key_file, "
+    "delivered as received); failed (wrong key or corrupt body, delivered with decryptionError).",
+    ["stream", "outcome"],
+)
+EVENTS_MASKED = Counter(
+    "auditstream_events_masked_total",
+    "Events in which secret masking replaced at least one credential (see maskedSecrets).",
+    ["stream"],
+)
 RECORDS_DELIVERED = Counter(
     "auditstream_records_delivered_total", "Records acknowledged by a sink.", ["stream", "sink"]
 )

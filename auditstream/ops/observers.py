@@ -52,6 +52,12 @@ class PrometheusObserver(Observer):
     def normalization_failed(self, stream: str) -> None:
         metrics.NORMALIZATION_ERRORS.labels(stream).inc()
 
+    def queries_decrypted(self, stream: str, outcome: str, count: int) -> None:
+        metrics.QUERIES_DECRYPTED.labels(stream, outcome).inc(count)
+
+    def secrets_masked(self, stream: str, events: int) -> None:
+        metrics.EVENTS_MASKED.labels(stream).inc(events)
+
     def queue_depth(self, stream: str, batches: int) -> None:
         metrics.QUEUE_DEPTH.labels(stream).set(batches)
 

@@ -8,6 +8,7 @@ retried with exponential backoff and jitter; rate limits pause the whole bucket.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,10 +28,17 @@ from tenacity import (
 from auditstream.retrying import Backoff
 from auditstream.sdm.apiclock import ApiClock
 from auditstream.sdm.budget import CallBudget
-from auditstream.sdm.errors import ApiError, RateLimitError, RateLimitInfo, TransientApiError, from_rpc_error
+from auditstream.sdm.errors import (
+    ApiError,
+    BadRequestError,
+    RateLimitError,
+    RateLimitInfo,
+    TransientApiError,
+    from_rpc_error,
+)
 from auditstream.sdm.observer import ApiObserver, NullApiObserver
 from auditstream.sdm.ratelimit import RateLimitGate, Turn
-from auditstream.sdm.registry import NANOS_PER_SECOND, StreamSpec
+from auditstream.sdm.registry import NANOS_PER_SECOND, REPLAY_CHUNKS, StreamKind, StreamSpec
 from auditstream.sdm.signing import decode_secret, request_metadata
 
 log = structlog.get_logger("auditstream.sdm")
@@ -154,6 +162,8 @@ class AuditClient:
         self.budget = CallBudget(settings.calls_per_minute)
         self.outages = OutageLog(settings.endpoint)
         self._bucket_of: dict[str, str] = {}
+        # Streams whose service refused a time filter: listed whole, windowed here instead.
+        self._unfiltered: set[str] = set()
         self._channel = self._open_channel()
 
     @property
@@ -292,10 +302,58 @@ class AuditClient:
         Whether the bounds are inclusive, and in which order records come, is unknown:
         callers overlap their windows and dedupe by key rather than trust either. Catch-up
         work (``urgent=False``) yields the call budget to live work (sdm.budget).
+
+        The filter grammar of ``ManagedSecrets.Logs`` is undocumented: if it refuses a time
+        filter, that is said once, and from then on the stream is listed whole and the
+        window applied here (inclusive at both ends: the caller's overlap and dedupe make
+        that safe). Such a listing reports no further pages, so nothing is sized by it.
         """
+        if spec.name not in self._unfiltered:
+            filter_text = time_filter(after_ns, before_ns, extra_filter)
+            listing = self._paged(spec, filter_text, self._settings.page_size, urgent)
+            try:
+                first = await anext(listing, None)
+            except BadRequestError as exc:
+                if not self._refuses_time_filter(spec, exc):
+                    raise
+            else:
+                if first is not None:
+                    yield first
+                async for page in listing:
+                    yield page
+                return
+        async for page in self._windowed_here(spec, after_ns, before_ns, urgent):
+            yield page
+
+    def _refuses_time_filter(self, spec: StreamSpec, exc: BadRequestError) -> bool:
+        """Whether ``exc`` means the service does not take a time filter (said once)."""
+        if spec.kind is not StreamKind.SECRET_LOG:
+            return False
+        if spec.name not in self._unfiltered:
+            self._unfiltered.add(spec.name)
+            log.warning(
+                "the API refuses a time filter on this stream; listing it whole and keeping each "
+                "window's records here (more calls per window, nothing missed)",
+                stream=spec.name,
+                error=str(exc),
+            )
+        return True
+
+    async def _windowed_here(
+        self, spec: StreamSpec, after_ns: int, before_ns: int, urgent: bool
+    ) -> AsyncGenerator[Page, None]:
+        time_of = spec.record_time_ns
+        async for page in self._paged(spec, "", self._settings.page_size, urgent):
+            kept = [r for r in page.records if after_ns <= time_of(r) <= before_ns]
+            yield Page(records=kept, rate_limit=page.rate_limit, has_more=False)
+
+    async def _paged(
+        self, spec: StreamSpec, filter_text: str, limit: int, urgent: bool
+    ) -> AsyncGenerator[Page, None]:
+        """Every page of one listing: each call signed afresh with the previous cursor."""
         request = spec.request_class()
-        request.meta.limit = self._settings.page_size
-        request.filter = time_filter(after_ns, before_ns, extra_filter)
+        request.meta.limit = limit
+        request.filter = filter_text
         while True:
             response = await self._call(spec, request, urgent)
             records = list(getattr(response, spec.records_field))
@@ -307,13 +365,26 @@ class AuditClient:
                 return
             request.meta.cursor = cursor
 
+    def replay_chunks(self, query_id: str, *, urgent: bool = False) -> AsyncGenerator[Page, None]:
+        """Every page of one session's replay chunks (``Replays.List``, filter ``id:"<id>"``),
+        in the API's order. Catch-up work by default: live polls go first."""
+        return self._paged(REPLAY_CHUNKS, f"id:{json.dumps(query_id)}", self._settings.page_size, urgent)
+
     async def probe(self, spec: StreamSpec) -> None:
         """One List call for at most one record of the last second: proves the endpoint and
         the key, and shows the API's clock (``reset_at``) before any window is computed."""
         request = spec.request_class()
         request.meta.limit = 1
-        now = self.clock.now_ns()
-        request.filter = time_filter(now - NANOS_PER_SECOND, now)
+        if spec.name not in self._unfiltered:
+            now = self.clock.now_ns()
+            request.filter = time_filter(now - NANOS_PER_SECOND, now)
+            try:
+                await self._call(spec, request)
+                return
+            except BadRequestError as exc:
+                if not self._refuses_time_filter(spec, exc):
+                    raise
+            request.filter = ""
         await self._call(spec, request)
 
     async def list(

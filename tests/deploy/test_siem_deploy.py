@@ -15,7 +15,7 @@ import pytest
 from auditstream.formats import to_event
 from auditstream.sdm.registry import ALL_STREAM_NAMES, STREAMS
 from auditstream.sinks.elasticsearch import DEFAULT_DATA_STREAM
-from tests.formats.samples import all_samples, query_pair
+from tests.formats.samples import all_sample_events, content_safety_events, query_pair
 
 ROOT = Path(__file__).resolve().parents[2]
 SENTINEL = ROOT / "deploy" / "sentinel"
@@ -23,7 +23,7 @@ ELASTIC = ROOT / "deploy" / "elastic"
 
 
 def sample_events() -> list[dict[str, Any]]:
-    events = [to_event(STREAMS[name], record) for name, record in all_samples().items()]
+    events = list(all_sample_events().values()) + content_safety_events()
     return events + [to_event(STREAMS["queries"], record) for record in query_pair()]
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from auditstream.emulator import Emulator, EmulatorOptions, running_emulator
 from auditstream.engine.engine import Engine, RunPlan
-from auditstream.sdm.registry import ALL_STREAM_NAMES, NANOS_PER_SECOND
+from auditstream.sdm.registry import DEFAULT_STREAM_NAMES, NANOS_PER_SECOND
 from tests.e2e.support import (
     daemon_config,
     daemon_config_document,
@@ -64,7 +64,7 @@ def test_backfill_of_100k_records_is_complete_with_progress(tmp_path, since):
         assert proc.returncode == 0, text[-3000:]
         delivered = read_events(tmp_path / "out.jsonl")
         assert sum(delivered.values()) >= 100_000
-        assert not missing(emu, list(ALL_STREAM_NAMES), delivered)
+        assert not missing(emu, list(DEFAULT_STREAM_NAMES), delivered)
     assert all(n == 1 for n in delivered.values()), "a clean backfill sends no duplicates"
     assert "records/s" in text and "ETA" in text and "%" in text, "progress is shown"
     assert "backfill complete: 101,200 records" in text
@@ -89,10 +89,10 @@ def test_interrupted_backfill_resumes_where_it_stopped(tmp_path, since):
         _, err = second.communicate(timeout=120)
         assert second.returncode == 0, err.decode()[-2000:]
         delivered = read_events(out)
-        assert not missing(emu, list(ALL_STREAM_NAMES), delivered)
+        assert not missing(emu, list(DEFAULT_STREAM_NAMES), delivered)
     resent = sum(delivered.values()) - len(delivered)
     assert 0 < partial < len(delivered), "the first run really was cut short"
-    assert resent <= len(ALL_STREAM_NAMES) * 50, f"resuming re-sent {resent} records"
+    assert resent <= len(DEFAULT_STREAM_NAMES) * 50, f"resuming re-sent {resent} records"
     checkpoints = list((tmp_path / "state").glob("backfill-*.db"))
     assert len(checkpoints) == 1 and not (tmp_path / "state" / "checkpoints.db").exists()
 

@@ -1,4 +1,4 @@
-"""One realistic record per stream (28), built with the SDK's own message classes.
+"""One realistic record per stream (30), built with the SDK's own message classes.
 
 Written in protobuf JSON form and parsed with ``json_format.ParseDict`` (test code only; the
 normalizer never uses json_format) so the fixtures read like the API's data: nested entities,
@@ -403,15 +403,90 @@ def history_record(stream: str) -> Message:
     return json_format.ParseDict(record, spec.record_class())
 
 
+SECRET_LOG: dict[str, Any] = {
+    "id": "msl-0a1b2c3d4e5f6071",
+    "createdAt": "2024-05-01T12:34:56.123456789Z",
+    "secretEngineId": "se-0123456789abcdef",
+    "managedSecretId": "ms-fedcba9876543210",
+    "accountId": "a-0abcdabcdab00001",
+    "action": "retrieve",
+    "debug": "",
+}
+
+
 def sample(stream: str) -> Message:
-    """The sample record of one stream."""
+    """The sample record of one stream (``replays`` lists sessions: a completed SSH one)."""
     spec = STREAMS[stream]
     if stream == "activities":
         return json_format.ParseDict(ACTIVITY, spec.record_class())
     if stream == "queries":
         return json_format.ParseDict(QUERY, spec.record_class())
+    if stream == "managed_secret_logs":
+        return json_format.ParseDict(SECRET_LOG, spec.record_class())
+    if stream == "replays":
+        return query_pair()[1]
     return history_record(stream)
 
 
 def all_samples() -> dict[str, Message]:
     return {name: sample(name) for name in STREAMS}
+
+
+# What the sample SSH session's first replay chunk showed: a coloured prompt, a command typed
+# with a correction, its output. The chunk event is what the replays stream ships.
+REPLAY_CHUNK_EVENTS: tuple[tuple[bytes, int], ...] = (
+    (b"\x1b[01;32mbob@bastion-1\x1b[00m:~$ ", 120),
+    (b"ls -lx\x08 \x08a /etc/ssh\r\n", 850),
+    (b"total 4\r\n-rw-r--r-- 1 root root 3289 May  1 09:00 sshd_config\r\n", 40),
+)
+
+
+def sample_event(stream: str) -> dict[str, Any]:
+    """The event a sink receives for the sample record of ``stream``: ``to_event`` of it,
+    except for ``replays``, whose events are the chunks of a session (engine.replays)."""
+    from auditstream.engine.replays import RawChunk, chunk_event, session_fields
+    from auditstream.formats import to_event
+    from auditstream.formats.replaytext import ReplayAssembler
+    from auditstream.sdm.registry import NANOS_PER_SECOND
+
+    spec = STREAMS[stream]
+    if stream != "replays":
+        return to_event(spec, sample(stream))
+    session = to_event(spec, query_pair()[1])
+    assembler = ReplayAssembler(None)
+    texts = assembler.add(0, [data for data, _ in REPLAY_CHUNK_EVENTS]) + assembler.finish()
+    start_ns = 1714566896 * NANOS_PER_SECOND + 123456789
+    return chunk_event(
+        session_fields(session),
+        stream,
+        session["queryId"],
+        texts[0],
+        RawChunk(list(REPLAY_CHUNK_EVENTS)),
+        start_ns,
+    )
+
+
+def all_sample_events() -> dict[str, dict[str, Any]]:
+    return {name: sample_event(name) for name in STREAMS}
+
+
+def content_safety_events() -> list[dict[str, Any]]:
+    """Events with the fields only content safety adds: a masked query that failed to
+    decrypt, and a replay chunk whose data was omitted and that could not be decrypted."""
+    from auditstream.formats import to_event
+
+    query = to_event(STREAMS["queries"], sample("queries"))
+    query.update(
+        maskedSecrets=["sql_identified_by"],
+        decryption="failed",
+        decryptionError="query key does not open with the configured private key (wrong key?)",
+    )
+    chunk = sample_event("replays")
+    chunk.update(
+        dataOmitted=True,
+        maskedSecrets=["cli_password"],
+        sessionMaskedSecrets=["url_password"],
+        replayError="encrypted replay not decrypted: no log_private_key_file configured",
+        decryption="no_key",
+    )
+    return [query, chunk]

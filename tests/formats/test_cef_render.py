@@ -24,9 +24,11 @@ from auditstream.formats.cef_mapping import (
     map_activity,
     map_generic,
     map_query,
+    map_replay,
+    map_secret_log,
 )
 from auditstream.formats.cef_render import render_extension, renderer_for, source_of
-from auditstream.formats.events import history_entity_key, to_event
+from auditstream.formats.events import history_entity_key
 from auditstream.sdm.registry import STREAMS
 from tests.formats import samples
 
@@ -112,8 +114,7 @@ def test_generated_source_is_readable() -> None:
 def test_encoder_lines_do_not_depend_on_cache_state() -> None:
     """The same event gives the same line before and after its groups are cached."""
     encoder = CefEncoder(device_version="t")
-    for name in STREAMS:
-        event = to_event(STREAMS[name], samples.sample(name))
+    for event in samples.all_sample_events().values():
         first = encoder.encode(event)
         assert encoder.encode(event) == first
         assert CefEncoder(device_version="t").encode(dict(event)) == first
@@ -122,11 +123,15 @@ def test_encoder_lines_do_not_depend_on_cache_state() -> None:
 def test_every_mapper_returns_its_values_in_the_shape_of_its_layout() -> None:
     """Mapper and layout come from one table: every key has its value, every group its tuple."""
     for name, spec in STREAMS.items():
-        event = to_event(spec, samples.sample(name))
+        event = samples.sample_event(name)
         if name == "activities":
             mapped = map_activity(event)
         elif name == "queries":
             mapped = map_query(event)
+        elif name == "managed_secret_logs":
+            mapped = map_secret_log(event)
+        elif name == "replays":
+            mapped = map_replay(event)
         else:
             entity = spec.record_class.DESCRIPTOR.fields_by_name[spec.entity_field].message_type
             mapped = history_mapper(name, history_entity_key(spec), compiled.is_polymorphic(entity))(event)

@@ -46,18 +46,22 @@ def _check(path: Path, actual: str) -> None:
     assert actual == path.read_text(encoding="utf-8"), f"{path.name} differs (UPDATE_GOLDEN=1 to accept)"
 
 
+def _event(case: str) -> dict[str, object]:
+    if case in STREAMS:
+        return samples.sample_event(case)
+    return to_event(STREAMS["queries"], CASES[case])
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_golden_json(case: str) -> None:
-    stream = case if case in STREAMS else "queries"
-    event = to_event(STREAMS[stream], CASES[case])
+    event = _event(case)
     assert orjson.loads(encode_json(event)) == event
     _check(GOLDEN / f"{case}.json", orjson.dumps(event, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_golden_cef(case: str) -> None:
-    stream = case if case in STREAMS else "queries"
-    line = CEF.encode(to_event(STREAMS[stream], CASES[case]))
+    line = CEF.encode(_event(case))
     _check(GOLDEN / f"{case}.cef", line + "\n")
 
 

@@ -17,14 +17,14 @@ import pytest
 
 from auditstream.emulator import Emulator, EmulatorOptions
 from auditstream.engine.engine import Engine
-from auditstream.sdm.registry import ALL_STREAM_NAMES, NANOS_PER_SECOND
+from auditstream.sdm.registry import DEFAULT_STREAM_NAMES, NANOS_PER_SECOND
 from tests.e2e.support import daemon_config, live_engine, missing, noisy_neighbour, run_until_complete
 from tests.helpers import async_wait_until
 from tests.reliability.support import duplicates, tally
 
 pytestmark = pytest.mark.reliability
 
-STREAM_NAMES = list(ALL_STREAM_NAMES)
+STREAM_NAMES = list(DEFAULT_STREAM_NAMES)
 # Live long sessions close within seconds (the default is up to 3 minutes), so a run can wait
 # for every completion record.
 SHORT_SESSIONS: dict[str, Any] = {"live_session_seconds": (0.5, 3.0)}

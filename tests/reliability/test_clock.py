@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from auditstream.emulator import EmulatorOptions, running_emulator
-from auditstream.sdm.registry import ALL_STREAM_NAMES, NANOS_PER_SECOND
+from auditstream.sdm.registry import DEFAULT_STREAM_NAMES, NANOS_PER_SECOND
 from tests.e2e.support import missing, read_events, write_daemon_config
 from tests.helpers import wait_until
 from tests.reliability.support import CLI, duplicates, tail, tally, wait_for_every_record
@@ -29,7 +29,7 @@ from tests.reliability.support import CLI, duplicates, tail, tally, wait_for_eve
 pytestmark = pytest.mark.reliability
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
-STREAMS = list(ALL_STREAM_NAMES)
+STREAMS = list(DEFAULT_STREAM_NAMES)
 DAY_NS = 86_400 * NANOS_PER_SECOND
 # Late records within the tail (5 s in tests/e2e/support.py): the clock, not the sweep, is
 # what these cases are about, and nothing then waits a whole overlap for a sweep.

@@ -30,7 +30,7 @@ import orjson
 import pytest
 
 from auditstream.emulator import EmulatorOptions, QueriesTime, running_emulator
-from auditstream.sdm.registry import ALL_STREAM_NAMES
+from auditstream.sdm.registry import DEFAULT_STREAM_NAMES
 from tests.e2e.support import write_daemon_config
 from tests.helpers import wait_until
 from tests.reliability.support import (
@@ -55,7 +55,7 @@ pytestmark = pytest.mark.reliability
 KILLS = 5
 LIVE_PAGE_SIZE = 10
 BACKFILL_PAGE_SIZE = 50
-STREAMS = list(ALL_STREAM_NAMES)
+STREAMS = list(DEFAULT_STREAM_NAMES)
 
 
 def written_again(lines: list[Identity], kills_at: list[int]) -> list[collections.Counter[str]]:

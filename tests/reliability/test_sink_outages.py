@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from auditstream.emulator import Emulator, EmulatorOptions
-from auditstream.sdm.registry import ALL_STREAM_NAMES
+from auditstream.sdm.registry import DEFAULT_STREAM_NAMES
 from tests.e2e.support import truth_keys, write_daemon_config
 from tests.helpers import async_wait_until
 from tests.peers.hec import HecReceiver
@@ -40,7 +40,7 @@ from tests.reliability.support import duplicates, start_daemon, tail
 pytestmark = [pytest.mark.reliability, pytest.mark.skipif(RSYSLOGD is None, reason=SKIP_REASON)]
 
 OUTAGE_SECONDS = 30.0
-STREAMS = list(ALL_STREAM_NAMES)
+STREAMS = list(DEFAULT_STREAM_NAMES)
 HEC_TOKEN = "reliability-hec-token"
 
 

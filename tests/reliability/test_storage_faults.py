@@ -26,7 +26,7 @@ import pytest
 
 from auditstream.emulator import Emulator, EmulatorOptions, running_emulator
 from auditstream.engine.checkpoint import CheckpointError, CheckpointStore
-from auditstream.sdm.registry import ALL_STREAM_NAMES
+from auditstream.sdm.registry import DEFAULT_STREAM_NAMES
 from auditstream.sinks import file as file_module
 from auditstream.sinks.base import SinkState
 from tests.e2e.support import (
@@ -56,7 +56,7 @@ from tests.reliability.support import (
 
 pytestmark = pytest.mark.reliability
 
-STREAMS = list(ALL_STREAM_NAMES)
+STREAMS = list(DEFAULT_STREAM_NAMES)
 MOUNTABLE = can_mount()
 needs_mount = pytest.mark.skipif(not MOUNTABLE, reason=MOUNT_SKIP)
 # No late records here: every record is visible by the time the daemon lists past it, so

@@ -30,9 +30,9 @@ from auditstream.emulator.ratelimit import RateLimiter
 from auditstream.sdm.client import AuditClient, ClientSettings
 from auditstream.sdm.errors import RateLimitError, RateLimitInfo, TransientApiError
 from auditstream.sdm.ratelimit import RateLimitGate
-from auditstream.sdm.registry import ALL_STREAM_NAMES, STREAMS
+from auditstream.sdm.registry import DEFAULT_STREAM_NAMES, STREAMS
 
-STREAM_COUNT = len(ALL_STREAM_NAMES)
+STREAM_COUNT = len(DEFAULT_STREAM_NAMES)
 EPOCH = 1_700_000_000.0  # the virtual clock's start, in Unix seconds (reset_at is wall time)
 RTT = 0.005  # the fake API's round trip, virtual seconds
 
@@ -201,7 +201,7 @@ async def herd(limit_factory: Callable[[], Limit], calls: int, gate_jitter: floa
     tally = Tally()
     gate = RateLimitGate(jitter=gate_jitter, wall_clock=clock)
     async with FakeApiClient(limit_factory(), tally, gate) as client:
-        await asyncio.gather(*(stream_calls(client, name, calls) for name in ALL_STREAM_NAMES))
+        await asyncio.gather(*(stream_calls(client, name, calls) for name in DEFAULT_STREAM_NAMES))
     return tally
 
 
@@ -249,7 +249,7 @@ def test_a_transient_retry_does_not_hold_the_turn_while_it_backs_off() -> None:
         limit = TokenBucketLimit(600, burst=1)
         async with FakeApiClient(limit, tally, gate, retry_initial=30.0, retry_max=30.0) as client:
             gate.refused(RateLimitInfo(600, 0, dt.datetime.fromtimestamp(clock() + 0.1, dt.UTC), "read"))
-            names = ALL_STREAM_NAMES[:4]
+            names = DEFAULT_STREAM_NAMES[:4]
             for name in names:
                 client._bucket_of[name] = "read"
             client.faults[names[0]] = 1  # its first call fails, then it backs off >= 15 s
@@ -362,11 +362,11 @@ async def test_28_streams_share_a_tight_limit_through_one_client() -> None:
         gaps: list[float] = []
         started = time.monotonic()
         async with AuditClient(settings) as client:
-            results = await asyncio.gather(*(listing(client, name, gaps) for name in ALL_STREAM_NAMES))
+            results = await asyncio.gather(*(listing(client, name, gaps) for name in DEFAULT_STREAM_NAMES))
         elapsed = time.monotonic() - started
         granted = sum(emu.stats.pages_served.values())
         refused = emu.stats.rate_limited
-    for name, keys in zip(ALL_STREAM_NAMES, results, strict=True):
+    for name, keys in zip(DEFAULT_STREAM_NAMES, results, strict=True):
         assert set(keys) == {key for key, _ in emu.truth(name)}, name
         assert all(n == 1 for n in keys.values()), f"{name}: a record listed twice"
     round_of_turns = STREAM_COUNT * 60 / per_minute

@@ -117,18 +117,19 @@ def test_record_facts_agree_with_the_key_time_and_relist_rules(name):
 
     spec = STREAMS[name]
     records = [samples.sample(name)]
-    if spec.kind is StreamKind.QUERY:
+    sessions = spec.kind in (StreamKind.QUERY, StreamKind.REPLAY)  # both list the Queries service
+    if sessions:
         records += list(samples.query_pair())  # an open start record and its completion
     empty = spec.record_class()  # no time, no id: keys and times still agree
     for record in [*records, empty]:
         time_ns = spec.record_time_ns(record)
         relist_ns = time_ns
-        if spec.kind is StreamKind.QUERY:  # remembered until the later of start and completion
+        if sessions:  # remembered until the later of start and completion
             done = record.completed_at
             relist_ns = max(time_ns, done.seconds * 1_000_000_000 + done.nanos)
         assert spec.record_facts(record) == (spec.record_key(record), time_ns, relist_ns)
         assert spec.relist_time_ns(record) == relist_ns
-    if spec.kind is StreamKind.QUERY:
+    if sessions:
         start, done = samples.query_pair()
         assert spec.record_facts(start)[0].endswith(":start")
         assert spec.record_facts(done)[2] > spec.record_facts(done)[1]
