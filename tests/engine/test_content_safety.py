@@ -123,8 +123,8 @@ def test_a_key_block_without_an_end_line_stops_hiding_the_session_after_its_cap(
 @pytest.mark.parametrize(
     ("uri", "secret"),
     [
-        ("/api/v1/ns/p/pods/x/exec?command=sh&command=-c&command=mysql%20-uroot%20-pS3cretPw%20-h%20db", "S3cretPw"),
-        ("/exec?command=export%20AWS_SECRET_ACCESS_KEY%3DwJalrXUtnFEMI%2FK7MDENG%2FbPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI"),
+        ("/api/v1/ns/p/pods/x/exec?command=sh&command=mysql%20-uroot%20-pS3cretPw%20-h%20db", "S3cretPw"),
+        ("/x?c=export%20AWS_SECRET_ACCESS_KEY%3DwJalrXUtnFEMI%2FK7MDENG%2FbPxRfiCYEXAMPLE", "wJalrXUt"),
         ('{"requestUri":"/x?command=psql%20postgres%3A%2F%2Fsvc%3ApW0rd99%40db%2Fprod"}', "pW0rd99"),
     ],
 )
@@ -163,7 +163,9 @@ def test_key_files_passphrases_and_mask_rules_are_settings(tmp_path):
     pem.write_bytes(private_key_pem(KEY, passphrase=b"pass phrase"))
     phrase = tmp_path / "phrase"
     phrase.write_text("pass phrase\n")
-    settings = _normalize(tmp_path, log_private_key_file=str(pem), log_private_key_passphrase_file=str(phrase))
+    settings = _normalize(
+        tmp_path, log_private_key_file=str(pem), log_private_key_passphrase_file=str(phrase)
+    )
     assert settings.decryptor() is not None
     with pytest.raises(ConfigError, match="log_private_key_passphrase_file"):
         _normalize(tmp_path, log_private_key_file=str(pem))
