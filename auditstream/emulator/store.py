@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 from auditstream.emulator.options import QueriesTime
-from auditstream.sdm.registry import SERVED_STREAM_NAMES, STREAMS, StreamKind, StreamSpec
+from auditstream.sdm.registry import ALL_STREAM_NAMES, STREAMS, StreamKind, StreamSpec
 
 
 class Row(NamedTuple):
@@ -137,8 +137,10 @@ class Store:
 
     def __init__(self, queries_time: QueriesTime = QueriesTime.COMPLETED) -> None:
         self.lock = threading.RLock()
+        # Every registry stream, so truth() answers for each; ``replays`` stays empty: the API
+        # serves it through Queries and Replays.List, from no store of its own.
         self.streams: dict[str, StreamStore] = {
-            name: StreamStore(STREAMS[name], queries_time) for name in SERVED_STREAM_NAMES
+            name: StreamStore(STREAMS[name], queries_time) for name in ALL_STREAM_NAMES
         }
         self._seq = 0
         self._pending: list[tuple[int, int, str, Row]] = []
