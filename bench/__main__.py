@@ -5,7 +5,7 @@
 Full runs write each benchmark's table into BENCHMARKS.md (a block per benchmark, stamped
 with the machine and the exact command); ``--quick`` runs smaller sizes and only prints,
 unless ``--write`` is given. Names: formats, sinks, emulator, longqueries, sdk, live, api,
-decrypt, masking, reliability (the reliability suite, ``pytest -m reliability``, for its figures
+decrypt, masking, replays, reliability (the reliability suite, ``pytest -m reliability``, for its figures
 table).
 
 Full sizes take about 20 minutes on 2 cores (the SDK comparison over 1,000,000 records
@@ -56,6 +56,7 @@ BENCHES = [
     Bench("api", "bench.bench_api", [], ["--only", "backfill,sdk"]),
     Bench("decrypt", "bench.bench_decrypt", [], ["--records", "300", "--rounds", "2", "--chunks", "50"]),
     Bench("masking", "bench.bench_masking", [], ["--records", "1000", "--rounds", "2"]),
+    Bench("replays", "bench.bench_replays", [], ["--records", "1000", "--rounds", "1"]),
 ]
 
 

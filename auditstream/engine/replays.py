@@ -42,6 +42,7 @@ from auditstream.sinks.base import Envelope
 log = structlog.get_logger("auditstream.replays")
 
 NANOS_PER_MS = 1_000_000
+BATCH_EVENTS = 50  # chunk events handed to the sinks at once (the memory bound is the queue's)
 RDP_TYPES = frozenset({"rdp-basic", "rdp-enhanced"})
 
 # The session fields every chunk event repeats, so one event answers "who did what where".
@@ -142,33 +143,65 @@ class ReplayPoller(StreamPoller):
         super().__init__(*args, **kwargs)
         self._read_chunk = read_chunk
         self._new_assembler = new_assembler
+        self._staged = Batch([], [], [])
         self.sessions_expanded = 0
 
     async def _queue_new(self, records: list[Any]) -> int:
-        """Expand every new completed session of the page; open ones go to the tracker."""
+        """Expand every new completed session of the page; open ones go to the tracker.
+
+        What is ready is staged and handed over ``BATCH_EVENTS`` events at a time (and at the
+        end of the page), so short sessions share a delivery and a checkpoint transaction
+        instead of costing two each. If listing fails part-way, every claim staged and not
+        handed over is given back: those sessions are fetched again, nothing is skipped.
+        """
         queued = 0
-        opened = [r for r in records if query_is_open(r)]
-        if opened and self._tracker is not None:
-            await self._put(Batch([], [], opened))
-        facts_of = self.spec.record_facts
-        for record in records:
-            if query_is_open(record):
-                continue
-            key, time_ns, relist_ns = facts_of(record)
-            self._client.clock.observe_record_time(time_ns)
-            if not self._keys.claim(key):
-                self._observer.duplicates_dropped(self.spec.name, 1)
-                continue
-            try:
-                done = await self._expand(record, key, time_ns, relist_ns)
-            except BaseException:
-                self._keys.release(key)  # listed again after the retry: fetched again
-                raise
-            if done is None:  # stopped part-way: fetched again at the next start
-                self._keys.release(key)
-                return queued
-            queued += done
+        try:
+            opened = [r for r in records if query_is_open(r)]
+            if opened and self._tracker is not None:
+                self._stage([], [], opened)
+            facts_of = self.spec.record_facts
+            for record in records:
+                if query_is_open(record):
+                    continue
+                key, time_ns, relist_ns = facts_of(record)
+                self._client.clock.observe_record_time(time_ns)
+                if not self._keys.claim(key):
+                    self._observer.duplicates_dropped(self.spec.name, 1)
+                    continue
+                try:
+                    done = await self._expand(record, key, time_ns, relist_ns)
+                except BaseException:
+                    self._keys.release(key)  # listed again after the retry: fetched again
+                    raise
+                if done is None:  # stopped part-way: fetched again at the next start
+                    self._keys.release(key)
+                    break
+                queued += done
+            await self._flush()
+        except BaseException:
+            self._unstage()
+            raise
         return queued
+
+    def _stage(self, envelopes: list[Envelope], acks: list[tuple[str, int]], records: list[Any]) -> None:
+        staged = self._staged
+        staged.envelopes += envelopes
+        staged.acks += acks
+        staged.records += records
+
+    async def _flush(self, *, unless_below: int = 0) -> None:
+        staged = self._staged
+        if len(staged.envelopes) < unless_below or not (staged.envelopes or staged.acks or staged.records):
+            return
+        self._staged = Batch([], [], [])
+        await self._queue.put(staged)
+        self._observer.queue_depth(self.spec.name, self._queue.qsize())
+
+    def _unstage(self) -> None:
+        """Give back the claims of what was staged and never handed over."""
+        for key, _ in self._staged.acks:
+            self._keys.release(key)
+        self._staged = Batch([], [], [])
 
     async def _expand(self, record: Any, key: str, time_ns: int, relist_ns: int) -> int | None:
         """Queue the session's events; how many, or None when stopped part-way."""
@@ -180,15 +213,13 @@ class ReplayPoller(StreamPoller):
             and session.get("queryCategory") in ("ssh", "kubernetes", "rdp")
         )
         if not replayable:
-            await self._put(Batch([], [(key, relist_ns)], [record]))
+            self._stage([], [(key, relist_ns)], [record])
             return 0
         base = session_fields(session)
         if capture_type in RDP_TYPES:
             event = {**base, "logType": self.spec.name, "id": key, "queryUUID": key, "chunkId": None}
             event["timestamp"] = session.get("timestamp")
-            await self._put(
-                Batch([Envelope(self.spec.name, key, time_ns, event)], [(key, relist_ns)], [record])
-            )
+            self._stage([Envelope(self.spec.name, key, time_ns, event)], [(key, relist_ns)], [record])
             return 1
         self.sessions_expanded += 1
         return await self._fetch_chunks(record, session, base, key, time_ns, relist_ns)
@@ -244,13 +275,9 @@ class ReplayPoller(StreamPoller):
             acks.append((key, relist_ns))
         if session is not None:  # the last batch: the session is done once it is acknowledged
             acks.append((query_id, relist_ns))
-        if envelopes or acks:
-            await self._put(Batch(envelopes, acks, [session] if session is not None else []))
+        self._stage(envelopes, acks, [session] if session is not None else [])
+        await self._flush(unless_below=BATCH_EVENTS)
         return len(envelopes)
-
-    async def _put(self, batch: Batch) -> None:
-        await self._queue.put(batch)
-        self._observer.queue_depth(self.spec.name, self._queue.qsize())
 
 
 class _Timeline:

@@ -43,6 +43,7 @@ from auditstream.sdm.signing import decode_secret, request_metadata
 
 log = structlog.get_logger("auditstream.sdm")
 MAX_RECONNECT_BACKOFF_MS = 5_000
+REPLAY_PAGE_SIZE = 50
 
 
 def format_time(ns: int) -> str:
@@ -367,8 +368,11 @@ class AuditClient:
 
     def replay_chunks(self, query_id: str, *, urgent: bool = False) -> AsyncGenerator[Page, None]:
         """Every page of one session's replay chunks (``Replays.List``, filter ``id:"<id>"``),
-        in the API's order. Catch-up work by default: live polls go first."""
-        return self._paged(REPLAY_CHUNKS, f"id:{json.dumps(query_id)}", self._settings.page_size, urgent)
+        in the API's order. Catch-up work by default: live polls go first. Pages hold at
+        most ``REPLAY_PAGE_SIZE`` chunks: a chunk can be far larger than an audit record, and
+        a page is what the replays poller holds in memory at once."""
+        limit = min(self._settings.page_size, REPLAY_PAGE_SIZE)
+        return self._paged(REPLAY_CHUNKS, f"id:{json.dumps(query_id)}", limit, urgent)
 
     async def probe(self, spec: StreamSpec) -> None:
         """One List call for at most one record of the last second: proves the endpoint and
