@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -652,8 +653,12 @@ class Masker:
             decoded = base64.b64decode(body, validate=True).decode("utf-8")
         except (binascii.Error, ValueError):
             return body
+        secret_object = _kubernetes_secret_masked(decoded) if self._candidate is not None else None
+        if secret_object is not None:
+            decoded = secret_object
+            fired.add(K8S_SECRET_RULE)
         masked, names = self.mask(decoded)
-        if not names:
+        if not names and secret_object is None:
             return body
         fired |= names
         return base64.b64encode(masked.encode("utf-8")).decode("ascii")
@@ -720,6 +725,32 @@ def _splice(text: str, spans: list[tuple[int, int]]) -> str:
         pos = end
     parts.append(text[pos:])
     return "".join(parts)
+
+
+K8S_SECRET_RULE = "k8s_secret_data"
+_K8S_SECRET_HINT = re.compile(r'"kind"\s*:\s*"Secret"')
+
+
+def _kubernetes_secret_masked(text: str) -> str | None:
+    """A Kubernetes Secret sent to the API server (``kubectl create secret``, ``apply``): every
+    value of ``data`` and ``stringData`` is a secret by definition, whatever its key is
+    called (``tls.key``, ``.dockerconfigjson``...), and ``data`` is base64 no text rule can
+    read. The JSON again with those values masked; None when ``text`` is no such object."""
+    if _K8S_SECRET_HINT.search(text) is None:
+        return None
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(document, dict) or document.get("kind") != "Secret":
+        return None
+    changed = False
+    for field in ("data", "stringData"):
+        values = document.get(field)
+        if isinstance(values, dict) and values:
+            document[field] = {key: MASK for key in values}
+            changed = True
+    return json.dumps(document, separators=(",", ":")) if changed else None
 
 
 # A run of URL text holding at least one %XX escape; ? and & split it into parts.

@@ -190,3 +190,24 @@ def test_hash_key_file_is_read_like_every_secret_file(tmp_path):
 def test_json_of_a_capture_sample_round_trips():  # the capture the decrypted JSON fills
     capture = queries_pb2.QueryCapture(type="shell", command="ls")
     assert json_format.ParseDict(json_format.MessageToDict(capture), queries_pb2.QueryCapture()) == capture
+
+
+def test_every_value_of_a_kubernetes_secret_in_a_request_body_is_masked():
+    import json
+
+    secret = {
+        "kind": "Secret",
+        "apiVersion": "v1",
+        "metadata": {"name": "tls"},
+        "data": {"tls.key": base64.b64encode(b"-----BEGIN").decode(), "ca.crt": "Y2E="},
+        "stringData": {"webhook": "hunter2-in-clear"},
+    }
+    body = base64.b64encode(json.dumps(secret).encode()).decode()
+    event = Masker().mask_event({"capture": {"requestBody": body}})
+    decoded = json.loads(base64.b64decode(event["capture"]["requestBody"]))
+    assert decoded["data"] == {"tls.key": MASK, "ca.crt": MASK}
+    assert decoded["stringData"] == {"webhook": MASK}
+    assert decoded["metadata"] == {"name": "tls"}
+    assert event["maskedSecrets"] == ["k8s_secret_data"]
+    configmap = base64.b64encode(json.dumps({**secret, "kind": "ConfigMap"}).encode()).decode()
+    assert Masker().mask_event({"capture": {"requestBody": configmap}})["capture"]["requestBody"] == configmap
