@@ -54,7 +54,7 @@ def since() -> dt.datetime:
 
 @pytest.mark.slow
 def test_backfill_of_100k_records_is_complete_with_progress(tmp_path, since):
-    # 22,000 activities + 22,000 queries + 26 x 2,200 history records = 101,200
+    # 22,000 activities + 22,000 queries + 26 x 2,200 history records + 2,200 secret logs = 103,400
     options = EmulatorOptions(seed=3, records=22_000)
     with running_emulator(options) as emu:
         config = write_daemon_config(emu, tmp_path)
@@ -67,7 +67,7 @@ def test_backfill_of_100k_records_is_complete_with_progress(tmp_path, since):
         assert not missing(emu, list(DEFAULT_STREAM_NAMES), delivered)
     assert all(n == 1 for n in delivered.values()), "a clean backfill sends no duplicates"
     assert "records/s" in text and "ETA" in text and "%" in text, "progress is shown"
-    assert "backfill complete: 101,200 records" in text
+    assert "backfill complete: 103,400 records" in text
     assert not (tmp_path / "state" / "checkpoints.db").exists(), "the daemon's checkpoint is never touched"
 
 
