@@ -9,6 +9,7 @@ planted secret, in clear and as base64 at every alignment.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import datetime as dt
@@ -22,12 +23,12 @@ from typing import Any
 import orjson
 import pytest
 
-from auditstream.emulator import EmulatorOptions, running_emulator
+from auditstream.emulator import Emulator, EmulatorOptions, QueriesTime, running_emulator
 from auditstream.emulator.crypto import generate_private_key, private_key_pem
 from auditstream.formats.masking import Masker, SessionMasker
 from auditstream.formats.replaytext import ReplayAssembler
-from tests.e2e.support import daemon_config_document, write_toml
-from tests.helpers import wait_until
+from tests.e2e.support import daemon_config, daemon_config_document, live_engine, write_toml
+from tests.helpers import async_wait_until, wait_until
 
 STREAMS = ["activities", "queries", "replays", "managed_secret_logs"]
 MASKER = Masker()
@@ -269,3 +270,54 @@ def test_secret_logs_are_complete_when_the_api_refuses_a_time_filter(tmp_path):
     assert len(truth) > 100 and set(delivered) == truth
     assert all(n == 1 for n in delivered.values())
     assert stderr.decode().count("refuses a time filter") == 1, "said once"
+
+
+def _expected_replay_keys(emu: Any) -> set[str]:
+    keys: set[str] = set()
+    for qid in emu.replayable_query_ids():
+        chunks = len(emu.replay_events(qid)) if emu.replay_commands(qid) else 0
+        keys |= {f"{qid}#{i}" for i in range(chunks)} if chunks else {qid}
+    return keys
+
+
+@pytest.mark.parametrize("queries_time", [QueriesTime.START, QueriesTime.COMPLETED])
+async def test_live_sessions_are_replayed_once_they_complete_whichever_time_the_filter_uses(
+    tmp_path, queries_time
+):
+    """Sessions open at start and sessions opened live: each one's chunks come once its
+    completion record is listed, even when the Queries filter applies to the start time (the
+    completion then lies far behind the cursor, and only the long-query re-check finds it)."""
+    options = EmulatorOptions(
+        seed=25,
+        records=60,
+        live=4,
+        live_for=6,
+        live_long_session_fraction=0.6,
+        live_session_seconds=(1.0, 5.0),
+        long_sessions=4,
+        long_session_close_within=6,
+        queries_time=queries_time,
+    )
+    async with Emulator(options) as emu:
+        config = daemon_config(emu, tmp_path, streams={"include": ["replays"]})
+        engine = live_engine(config)
+        task = asyncio.create_task(engine.run())
+        out = tmp_path / "out.jsonl"
+
+        def complete() -> bool:
+            if task.done() or not emu.live_finished or emu.store.pending_count():
+                return task.done()
+            return _expected_replay_keys(emu) <= {e["id"] for e in _events(out)}
+
+        try:
+            await async_wait_until(complete, 90, "every session's chunks delivered")
+            assert not task.done(), task
+        finally:
+            engine.stop.set()
+            await asyncio.wait_for(task, timeout=30)
+        delivered = collections.Counter(e["id"] for e in _events(out))
+        expected = _expected_replay_keys(emu)
+    late = {qid for qid in emu.replayable_query_ids() if qid in {k.split("#")[0] for k in expected}}
+    assert len(late) >= 4, "sessions completed while the daemon ran"
+    assert set(delivered) == expected
+    assert all(n == 1 for n in delivered.values()), "no chunk twice"
