@@ -61,8 +61,8 @@ def cpu_per_chunk(sessions: list[list[list[tuple[bytes, int]]]], rounds: int) ->
     return best, chunks, size
 
 
-def end_to_end(emu_options: EmulatorOptions) -> tuple[float, int]:
-    """(wall seconds of the backfill, chunk events delivered)."""
+def end_to_end(emu_options: EmulatorOptions) -> tuple[float, int, int]:
+    """(wall seconds of the backfill, chunk events delivered, sessions replayed)."""
     with running_emulator(emu_options) as emu, tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp)
         doc = daemon_config_document(emu.address, emu.options.access_key, emu.options.secret_key, path)
@@ -77,8 +77,10 @@ def end_to_end(emu_options: EmulatorOptions) -> tuple[float, int]:
             capture_output=True,
         )
         seconds = time.monotonic() - started
-        delivered = sum(1 for line in (path / "out.jsonl").read_bytes().splitlines() if b'"chunkId":' in line)
-    return seconds, delivered
+        lines = (path / "out.jsonl").read_bytes().splitlines()
+        delivered = sum(1 for line in lines if b'"chunkId":' in line)
+        sessions = len({orjson.loads(line)["queryUUID"] for line in lines})
+    return seconds, delivered, sessions
 
 
 def _key(path: Path, pem: bytes) -> Path:
@@ -94,23 +96,33 @@ def main() -> None:
     )
     parser.add_argument("--records", type=int, default=2000, help="queries in the emulator's data set")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--latency-ms", type=float, default=100.0, help="per call, for the second end-to-end run"
+    )
     args = parser.parse_args()
     options = EmulatorOptions(seed=7, records=args.records, secret_fraction=0.05, encrypted_fraction=0.2)
     with running_emulator(options) as emu:
         ids = sorted(emu.replayable_query_ids())
         sessions = [emu.replay_events(q) for q in ids if emu.replay_commands(q)]
     seconds, chunks, size = cpu_per_chunk(sessions, args.rounds)
-    wall, delivered = end_to_end(options)
+    wall, delivered, replayed = end_to_end(options)
+    remote = options.replace(records=max(200, args.records // 4), latency_ms=args.latency_ms)
+    remote_wall, remote_delivered, remote_sessions = end_to_end(remote)
     print(f"{len(sessions)} terminal sessions, {chunks} chunks, {size / 1e6:.1f} MB of terminal output\n")
-    print("| measurement | chunks/s | µs per chunk | MB/s of terminal output |")
+    print("| measurement | chunks/s | µs per chunk | sessions/s |")
     print("| --- | ---: | ---: | ---: |")
     print(
         f"| decode + mask + event + JSON (CPU, one core) | {chunks / seconds:,.0f} | "
-        f"{seconds / chunks * 1e6:,.1f} | {size / seconds / 1e6:,.1f} |"
+        f"{seconds / chunks * 1e6:,.1f} | - |"
     )
     print(
-        f"| `auditstream backfill --streams replays`, loopback (wall) | {delivered / wall:,.0f} | "
-        f"{wall / max(delivered, 1) * 1e6:,.1f} | {size / wall / 1e6:,.1f} |"
+        f"| backfill of replays, loopback (wall) | {delivered / wall:,.0f} | "
+        f"{wall / max(delivered, 1) * 1e6:,.1f} | {replayed / wall:,.1f} |"
+    )
+    print(
+        f"| backfill of replays, {args.latency_ms:.0f} ms per call, {remote.records} queries (wall) "
+        f"| {remote_delivered / remote_wall:,.0f} | {remote_wall / max(remote_delivered, 1) * 1e6:,.1f} "
+        f"| {remote_sessions / remote_wall:,.1f} |"
     )
 
 

@@ -23,6 +23,7 @@ streamed page by page, each page one batch.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ log = structlog.get_logger("auditstream.replays")
 
 NANOS_PER_MS = 1_000_000
 BATCH_EVENTS = 50  # chunk events handed to the sinks at once (the memory bound is the queue's)
+SESSIONS_AT_ONCE = 4  # sessions whose chunks are fetched concurrently (each a page at a time)
 RDP_TYPES = frozenset({"rdp-basic", "rdp-enhanced"})
 
 # The session fields every chunk event repeats, so one event answers "who did what where".
@@ -149,39 +151,61 @@ class ReplayPoller(StreamPoller):
     async def _queue_new(self, records: list[Any]) -> int:
         """Expand every new completed session of the page; open ones go to the tracker.
 
-        What is ready is staged and handed over ``BATCH_EVENTS`` events at a time (and at the
-        end of the page), so short sessions share a delivery and a checkpoint transaction
-        instead of costing two each. If listing fails part-way, every claim staged and not
-        handed over is given back: those sessions are fetched again, nothing is skipped.
+        Up to ``SESSIONS_AT_ONCE`` sessions are fetched concurrently: each listing of chunks
+        is a round trip, and one after the other a backlog of sessions would drain at a few
+        a second. What is ready is staged and handed over ``BATCH_EVENTS`` events at a time
+        (and at the end of the page), so short sessions share a delivery and a checkpoint
+        transaction instead of costing two each. If listing fails part-way, every claim
+        staged and not handed over is given back: those sessions are fetched again, nothing
+        is skipped.
         """
-        queued = 0
         try:
             opened = [r for r in records if query_is_open(r)]
             if opened and self._tracker is not None:
                 self._stage([], [], opened)
             facts_of = self.spec.record_facts
+            sessions = []
             for record in records:
                 if query_is_open(record):
                     continue
                 key, time_ns, relist_ns = facts_of(record)
                 self._client.clock.observe_record_time(time_ns)
-                if not self._keys.claim(key):
+                if self._keys.claim(key):
+                    sessions.append((record, key, time_ns, relist_ns))
+                else:
                     self._observer.duplicates_dropped(self.spec.name, 1)
-                    continue
-                try:
-                    done = await self._expand(record, key, time_ns, relist_ns)
-                except BaseException:
-                    self._keys.release(key)  # listed again after the retry: fetched again
-                    raise
-                if done is None:  # stopped part-way: fetched again at the next start
-                    self._keys.release(key)
-                    break
-                queued += done
+            queued = await self._expand_all(sessions)
             await self._flush()
         except BaseException:
             self._unstage()
             raise
         return queued
+
+    async def _expand_all(self, sessions: list[tuple[Any, str, int, int]]) -> int:
+        """Expand the claimed sessions, a few at a time; the first failure cancels the rest
+        (and every session not finished gives its claim back)."""
+        slots = asyncio.Semaphore(SESSIONS_AT_ONCE)
+
+        async def expand(record: Any, key: str, time_ns: int, relist_ns: int) -> int:
+            try:
+                async with slots:
+                    done = await self._expand(record, key, time_ns, relist_ns)
+            except BaseException:
+                self._keys.release(key)  # listed again after the retry: fetched again
+                raise
+            if done is None:  # stopped part-way: fetched again at the next start
+                self._keys.release(key)
+                return 0
+            return done
+
+        tasks = [asyncio.create_task(expand(*session)) for session in sessions]
+        try:
+            return sum(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     def _stage(self, envelopes: list[Envelope], acks: list[tuple[str, int]], records: list[Any]) -> None:
         staged = self._staged
