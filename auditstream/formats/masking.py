@@ -331,7 +331,12 @@ def _accept_assignment(match: re.Match[str], group: str, value: str) -> bool:
         return False  # the shell's working directory, not a Mongo password
     sep = match["sep"]
     if sep == ":":
-        return not value.startswith(_YAML_SPECIAL)
+        # A YAML key, a header, an inline map: the key opens its line or follows { , ( [ or
+        # a list dash. Within a sentence ("force-unlocked a secret: managed secret 209",
+        # StrongDM's own activity descriptions) it is prose, not an assignment.
+        text = match.string
+        before = text[text.rfind("\n", 0, match.start()) + 1 : match.start()].rstrip()
+        return not value.startswith(_YAML_SPECIAL) and (not before or before[-1] in "{,([-'\"")
     end = match.end(group)
     if end < len(match.string) and match.string[end] == "(":
         return False  # a function call: crypt(...), md5(...)
