@@ -40,6 +40,8 @@ _TEXT_TYPES = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
 # "Message.field" (one message) -> why. Everything else the rule matches is redacted.
 NOT_CREDENTIALS: dict[str, str] = {
     "secret_store_id": "id of the secret store holding the credentials, not a credential",
+    "managed_secret_id": "id of a managed secret (secret-access logs), not the secret",
+    "secret_engine_id": "id of the secret engine holding a managed secret, not a credential",
     "certificate_authority_id": "id of a certificate authority",
     "query_key_id": "id of the key that encrypted a query",
     "authentication_id": "id of an authentication event",

@@ -32,7 +32,7 @@ SHORT_SESSIONS: dict[str, Any] = {"live_session_seconds": (0.5, 3.0)}
 
 async def test_rate_limit_storm_far_below_demand(tmp_path, figures):
     """Eight streams polled every 0.1 s want ~4,800 requests a minute; the key may make 240
-    (5 %), and another tool spends part of that budget too. (All 28 streams at 0.2 s take
+    (5 %), and another tool spends part of that budget too. (All 29 streams at 0.2 s take
     the same shape but 25-55 s, most of it one unlucky stream waiting for its turn.)"""
     limit, poll = 240, 0.1
     streams = ["activities", "queries", *(s for s in STREAM_NAMES if s.endswith("_history"))][:8]
@@ -79,7 +79,7 @@ async def test_twenty_percent_transient_api_faults(tmp_path, figures):
         calls = sum(emu.stats.requests_total.values())
     kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(emu.stats.faults.items()))
     figures(
-        load=f"{options.live:g} records/s live for {options.live_for:g}s, 28 streams",
+        load=f"{options.live:g} records/s live for {options.live_for:g}s, {len(STREAM_NAMES)} streams",
         faults=f"{emu.stats.faults_injected:,} of {calls:,} calls failed ({kinds})",
         **tally(delivered, lost),
     )

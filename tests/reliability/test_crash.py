@@ -158,7 +158,7 @@ def test_sigkill_during_a_backfill_then_resuming_loses_nothing(tmp_path, figures
         assert "backfill complete" in tail(log, 500)
         result = compare(emu, STREAMS, out)
     figures(
-        load=f"backfill of {expected:,} records, 28 streams",
+        load=f"backfill of {expected:,} records, {len(STREAMS)} streams",
         faults=f"SIGKILL x{KILLS} at {', '.join(f'{n:,}' for n in kills_at)} lines, then resumed",
         **tally(result.delivered, result.lost),
     )

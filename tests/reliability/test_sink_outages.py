@@ -1,6 +1,6 @@
 """Every sink down for 30 s at the same time, under live traffic, then back: nothing is lost.
 
-The daemon runs as its own process with three sinks, each taking all 28 streams: an HTTP
+The daemon runs as its own process with three sinks, each taking all 29 default streams: an HTTP
 receiver answering 503 to everything, a Splunk HEC answering "server is busy" (503, code 9)
 and a real rsyslogd that is stopped and, 30 s later, started again. The three outages run
 concurrently (one 30 s window rather than three keeps the suite's time down); records keep
