@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -455,3 +456,56 @@ def exposure(systemd_analyze: str, unit_path: Path) -> float:
     match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", proc.stdout)
     assert match, f"no exposure level in systemd-analyze security output:\n{proc.stdout}\n{proc.stderr}"
     return float(match.group(1))
+
+
+# --- splunk-appinspect -----------------------------------------------------------------------
+
+APPINSPECT_BAD = ("failure", "error", "future_failure")
+
+
+def run_appinspect(app: Path, workdir: Path, *options: str) -> tuple[dict[str, int], list[str]]:
+    """``splunk-appinspect inspect`` on ``app`` packaged as Splunk packages apps (a .tgz whose
+    one top-level directory is the app). It exits 0 whatever its checks found, so the verdict
+    is read from its JSON report: (the summary counts, one line per check that did not pass,
+    warnings included)."""
+    package = workdir / f"{app.name}.tgz"
+    with tarfile.open(package, "w:gz") as tar:
+        tar.add(app, arcname=app.name, filter=_plain_member)
+    report = workdir / f"appinspect{'-'.join(('', *options))}.json"
+    proc = run(
+        [
+            venv_tool("splunk-appinspect", "splunk-appinspect"),
+            "inspect",
+            str(package),
+            *options,
+            "--output-file",
+            str(report),
+            "--data-format",
+            "json",
+        ],
+        timeout=300,
+    )
+    if not report.exists():
+        raise AssertionError(
+            f"splunk-appinspect wrote no report (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
+        )
+    data = json.loads(report.read_text())
+    summary: dict[str, int] = data["summary"]
+    findings = [
+        f"{check['result']}: {check['name']}: "
+        + "; ".join(message["message"] for message in check["messages"])[:400]
+        for each in data["reports"]
+        for group in each["groups"]
+        for check in group["checks"]
+        if check["result"] not in ("success", "not_applicable")
+    ]
+    return summary, findings
+
+
+def _plain_member(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    """Package members as a release would have them: no caches, no owner names."""
+    if "__pycache__" in info.name:
+        return None
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
