@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -200,3 +201,59 @@ def test_demo_prints_events_and_stops_cleanly(tmp_path):
     events = [orjson.loads(line) for line in lines]
     assert all({"logType", "id", "timestamp"} <= set(event) for event in events)
     assert DEMO_SECRET_KEY not in err.decode()
+
+
+# -- one vocabulary of times: help, errors and README say it the same way ---------------------
+
+MOMENT_FORMS = "2024-05-01 (midnight UTC) or 2024-05-01T12:00:00Z"  # config.MOMENT_FORMS, spelled out
+
+
+def backfill_usage(config: Path, *args: str) -> str:
+    result = run_cli("backfill", "--config", str(config), *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.splitlines()
+    return line
+
+
+def test_backfill_errors_suggest_only_what_backfill_accepts(emulator, tmp_path):
+    """ "now" is suggested where it is accepted (--to) and nowhere else (--from); a --from in
+    the future is about --from, not --to. Each hint names the one set of forms."""
+    config = config_for(emulator, tmp_path)
+    next_year = (dt.datetime.now(dt.UTC) + dt.timedelta(days=365)).strftime("%Y-%m-%d")
+    bad_from = backfill_usage(config, "--from", "yesterday")
+    assert "now" not in bad_from and MOMENT_FORMS in bad_from, bad_from
+    from_now = backfill_usage(config, "--from", "now")
+    assert "a backfill exports the past" in from_now and MOMENT_FORMS in from_now, from_now
+    assert "use now" not in from_now
+    future_from = backfill_usage(config, "--from", next_year)
+    assert "--to" not in future_from and "give a --from before now" in future_from, future_from
+    bad_to = backfill_usage(config, "--from", "2024-05-01", "--to", "tomorrow")
+    assert f"use now, {MOMENT_FORMS}" in bad_to, bad_to
+    future_to = backfill_usage(config, "--from", "2024-05-01", "--to", next_year)
+    assert "use --to now" in future_to, future_to
+
+
+def test_backfill_to_now_is_accepted_and_is_the_default(emulator, tmp_path):
+    """--help says "default: now" and the checkpoint is named ...-now.db: --to now works."""
+    config = config_for(emulator, tmp_path)
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    result = run_cli("backfill", "--config", str(config), "--from", since, "--to", "now", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    stamp = since.replace("-", "") + "T000000Z"
+    assert (tmp_path / "state" / f"backfill-{stamp}-now.db").exists()
+    assert "backfill complete" in result.stderr
+    help_text = " ".join(run_cli("backfill", "--help").stdout.split())
+    assert f"--from DATE where the export starts: {MOMENT_FORMS}" in help_text, help_text
+    assert f"--to DATE where it ends: now, {MOMENT_FORMS} (default: now" in help_text, help_text
+
+
+def test_start_at_errors_use_the_same_vocabulary(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        '[source]\naccess_key = "a"\nsecret_key = "c2VjcmV0"\n'
+        '[streams]\nstart_at = "yesterday"\n'
+        '[[sinks]]\ntype = "stdout"\n'
+    )
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 2
+    assert f"streams.start_at: 'yesterday' is not a date or time; use now, {MOMENT_FORMS}" in result.stdout
