@@ -195,8 +195,21 @@ class AppConfig(StrictModel):
         return self
 
 
-def interpolate_env(value: Any, env: dict[str, str], path: str = "") -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, recursively."""
+def interpolate_env(value: Any, env: dict[str, str], source: str = "config") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, recursively.
+
+    Every unset variable is reported at once, one line each naming ``source`` (the file),
+    the key and the variable: an operator fixing them one start at a time loses a restart
+    (and, under systemd, a restart delay) per variable.
+    """
+    unset: list[str] = []
+    expanded = _interpolate(value, env, "", unset)
+    if unset:
+        raise ConfigError("\n".join(f"{source}: {line}" for line in unset))
+    return expanded
+
+
+def _interpolate(value: Any, env: dict[str, str], path: str, unset: list[str]) -> Any:
     if isinstance(value, str):
 
         def substitute(match: re.Match[str]) -> str:
@@ -205,15 +218,18 @@ def interpolate_env(value: Any, env: dict[str, str], path: str = "") -> Any:
                 return env[name]
             if default is not None:
                 return default
-            raise ConfigError(
-                f"{path or 'config'}: environment variable {name} is not set (referenced as ${{{name}}})"
+            unset.append(
+                f"{path or 'config'}: environment variable {name} is not set (referenced as ${{{name}}}); "
+                f"set it where the daemon runs (systemd: Environment=, Kubernetes: env), or write "
+                f"${{{name}:-default}}"
             )
+            return match.group(0)
 
         return _ENV_REF.sub(substitute, value)
     if isinstance(value, dict):
-        return {k: interpolate_env(v, env, f"{path}.{k}" if path else k) for k, v in value.items()}
+        return {k: _interpolate(v, env, f"{path}.{k}" if path else k, unset) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate_env(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_interpolate(v, env, f"{path}[{i}]", unset) for i, v in enumerate(value)]
     return value
 
 
@@ -249,7 +265,7 @@ def format_validation_error(error: ValidationError, data: Any, source: str) -> s
 def parse_config(
     data: dict[str, Any], source: str = "config", env: dict[str, str] | None = None
 ) -> AppConfig:
-    expanded = interpolate_env(data, dict(os.environ) if env is None else env)
+    expanded = interpolate_env(data, dict(os.environ) if env is None else env, source)
     try:
         return AppConfig.model_validate(expanded)
     except ValidationError as exc:

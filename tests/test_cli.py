@@ -257,3 +257,30 @@ def test_start_at_errors_use_the_same_vocabulary(tmp_path):
     result = run_cli("check", "--config", str(config))
     assert result.returncode == 2
     assert f"streams.start_at: 'yesterday' is not a date or time; use now, {MOMENT_FORMS}" in result.stdout
+
+
+def test_every_unset_variable_is_named_with_its_file_at_once(tmp_path):
+    config = tmp_path / "env.toml"
+    config.write_text(
+        '[source]\naccess_key = "${AUDITSTREAM_TEST_UNSET_KEY}"\n'
+        'secret_key = "${AUDITSTREAM_TEST_UNSET_SECRET}"\n'
+        '[[sinks]]\ntype = "stdout"\n'
+    )
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    for line, key, name in zip(
+        lines,
+        ["access_key", "secret_key"],
+        ["AUDITSTREAM_TEST_UNSET_KEY", "AUDITSTREAM_TEST_UNSET_SECRET"],
+        strict=True,
+    ):
+        assert line.startswith(
+            f"auditstream: {config}: source.{key}: environment variable {name} is not set"
+        ), line
+        assert "Environment=" in line and f"${{{name}:-" in line, "what to do about it"
+    checked = run_cli("check", "--config", str(config))
+    assert checked.returncode == 2
+    failed = [line for line in checked.stdout.splitlines() if line.startswith("FAIL  config")]
+    assert len(failed) == 2 and all(str(config) in line for line in failed), checked.stdout
