@@ -284,3 +284,15 @@ def test_every_unset_variable_is_named_with_its_file_at_once(tmp_path):
     assert checked.returncode == 2
     failed = [line for line in checked.stdout.splitlines() if line.startswith("FAIL  config")]
     assert len(failed) == 2 and all(str(config) in line for line in failed), checked.stdout
+
+
+def test_check_with_the_api_unreachable_says_what_to_look_at_and_nothing_else(emulator, tmp_path):
+    endpoint = f"127.0.0.1:{free_port()}"  # nothing listens there
+    config = config_for(emulator, tmp_path, source={"endpoint": endpoint})
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 1
+    (api_line,) = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["api"]]
+    assert api_line.startswith("FAIL") and "Connection refused" in api_line
+    assert f"check [source] endpoint ({endpoint})" in api_line and "DNS" in api_line and "proxy" in api_line
+    assert result.stderr == "", "no log line between (or under) the table's rows"
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["ok", "ok", "FAIL", "ok", "ok"]
