@@ -142,9 +142,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from auditstream.demo import run_demo
+    from auditstream.demo import load_demo, run_demo
 
-    return asyncio.run(run_demo(Path(args.config) if args.config else None))
+    return asyncio.run(run_demo(load_demo(Path(args.config) if args.config else None)))
 
 
 def build_parser() -> argparse.ArgumentParser:

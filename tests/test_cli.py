@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -296,3 +297,29 @@ def test_check_with_the_api_unreachable_says_what_to_look_at_and_nothing_else(em
     assert f"check [source] endpoint ({endpoint})" in api_line and "DNS" in api_line and "proxy" in api_line
     assert result.stderr == "", "no log line between (or under) the table's rows"
     assert [line.split()[0] for line in result.stdout.splitlines()] == ["ok", "ok", "FAIL", "ok", "ok"]
+
+
+@pytest.mark.parametrize(("variable", "what"), [("API", "StrongDM API emulator"), ("METRICS", "/metrics")])
+def test_a_taken_demo_port_is_named_with_the_way_to_move_it(tmp_path, variable, what):
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"API": f"127.0.0.1:{free_port()}", "METRICS": f"127.0.0.1:{free_port()}"}
+        ports[variable] = f"127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "AUDITSTREAM_DEMO_STATE": str(tmp_path / "state"),
+            "AUDITSTREAM_DEMO_API": ports["API"],
+            "AUDITSTREAM_DEMO_METRICS": ports["METRICS"],
+        }
+        result = subprocess.run(
+            [*CLI, "demo", "--config", "config/demo.toml"],
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert f"cannot listen on 127.0.0.1:{port}" in line and f"the demo's {what}" in line, line
+    assert f"AUDITSTREAM_DEMO_{variable}=127.0.0.1:{port + 1} make demo" in line, line
+    assert "GRPC_VERBOSITY" not in line and "add_port" not in result.stderr
