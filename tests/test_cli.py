@@ -323,3 +323,13 @@ def test_a_taken_demo_port_is_named_with_the_way_to_move_it(tmp_path, variable, 
     assert f"cannot listen on 127.0.0.1:{port}" in line and f"the demo's {what}" in line, line
     assert f"AUDITSTREAM_DEMO_{variable}=127.0.0.1:{port + 1} make demo" in line, line
     assert "GRPC_VERBOSITY" not in line and "add_port" not in result.stderr
+
+
+def test_backfill_progress_into_a_pipe_is_whole_lines_without_terminal_codes(emulator, tmp_path):
+    config = config_for(emulator, tmp_path)
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    result = run_cli("backfill", "--config", str(config), "--from", since, "--progress", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    progress = [line for line in result.stderr.splitlines() if "ETA" in line]
+    assert progress, "--progress shows progress when stderr is not a terminal"
+    assert "\x1b" not in result.stderr and "\r" not in result.stderr, repr(result.stderr[-500:])
