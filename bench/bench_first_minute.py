@@ -1,13 +1,17 @@
 """The first minute, as a new user and an operator see it.
 
-    python3 -m bench.bench_first_minute [--repo PATH] [--rounds 3] [--skip-demo] [--skip-run]
+    python3 -m bench.bench_first_minute [--repo PATH] [--rounds 3] [--wheelhouse DIR]
+                                        [--skip-demo] [--skip-run]
 
 * **make demo on a fresh clone**: ``git clone REPO`` into a new directory, then ``make demo``
   there (it creates ``.venv`` and installs the runtime), timed until the first event line on
   stdout; also when the daemon's "auditstream starting" line comes (the install before it).
-  pip's cache is used as it is: "wheels cached" means a second round onwards (the first round
-  on a machine may download). Its ports are moved to free ones (``AUDITSTREAM_DEMO_API``,
-  ``AUDITSTREAM_DEMO_METRICS``) and it is stopped with SIGINT after the first event.
+  "Wheels cached": with ``--wheelhouse DIR`` the runtime's wheels (and the setuptools the
+  editable build needs) are fetched into DIR once, before the clock starts, and pip installs
+  from there alone (``PIP_FIND_LINKS``, ``PIP_NO_INDEX``); without it pip's index and cache
+  are used as they are (a machine whose pip cache keeps nothing downloads every time). Its
+  ports are moved to free ones (``AUDITSTREAM_DEMO_API``, ``AUDITSTREAM_DEMO_METRICS``) and
+  it is stopped with SIGINT after the first event.
 * **run**: the emulator (``auditstream emulator --live 5``, its own process, started first and
   not timed), then ``auditstream run`` with the example configuration's ``[streams]`` and
   ``[engine]`` as shipped (poll interval 30 s, ``start_at = "now"``), a file sink and
@@ -67,7 +71,27 @@ def stop(process: subprocess.Popen[bytes], how: int = signal.SIGTERM) -> None:
 # -- make demo on a fresh clone ----------------------------------------------------------------
 
 
-def demo_round(repo: Path, python: str) -> tuple[float, float]:
+def fill_wheelhouse(repo: Path, wheelhouse: Path) -> None:
+    """The runtime's wheels and setuptools, as a pip cache would hold them after a first install."""
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "-d",
+            str(wheelhouse),
+            str(repo),
+            "setuptools>=77",
+            "wheel",  # pip before 24 adds it to a setuptools build's requirements
+        ],
+        check=True,
+    )
+
+
+def demo_round(repo: Path, python: str, wheelhouse: Path | None) -> tuple[float, float]:
     """(seconds to "auditstream starting", seconds to the first event) of one fresh clone."""
     with tempfile.TemporaryDirectory(prefix="first-minute-") as tmp:
         clone = Path(tmp) / "auditstream"
@@ -79,6 +103,8 @@ def demo_round(repo: Path, python: str) -> tuple[float, float]:
             "AUDITSTREAM_DEMO_STATE": str(Path(tmp) / "state"),
         }
         env.pop("PYTHONPATH", None)  # the clone's own code, from its own .venv
+        if wheelhouse is not None:
+            env.update(PIP_FIND_LINKS=str(wheelhouse), PIP_NO_INDEX="1")
         started = time.monotonic()
         process = subprocess.Popen(
             ["make", "demo", f"PYTHON={python}"],
@@ -235,12 +261,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", type=Path, default=ROOT, help="the repository to clone (default: this one)")
     parser.add_argument("--python", default="python3", help="the interpreter make demo builds .venv with")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--wheelhouse", type=Path, help="install from these wheels alone (filled first)")
     parser.add_argument("--skip-demo", action="store_true")
     parser.add_argument("--skip-run", action="store_true")
     args = parser.parse_args(argv)
     rows: list[tuple[str, str, str]] = []
     if not args.skip_demo:
-        demo = [demo_round(args.repo, args.python) for _ in range(args.rounds)]
+        if args.wheelhouse is not None:
+            fill_wheelhouse(args.repo, args.wheelhouse)
+        demo = [demo_round(args.repo, args.python, args.wheelhouse) for _ in range(args.rounds)]
         rows.append(
             (
                 "`make demo` on a fresh clone to the daemon's start (venv + runtime install)",
@@ -269,8 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     for what, value, command in rows:
         print(f"| {what} | {value} | {command} |")
     print()
+    cached = f" --wheelhouse {args.wheelhouse}" if args.wheelhouse else ""
     print(
-        f"Measured with `python3 -m bench.bench_first_minute --rounds {args.rounds}`; pip's wheel cache warm."
+        f"Measured with `python3 -m bench.bench_first_minute --rounds {args.rounds}{cached}` "
+        f"({os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} when it ended)."
     )
     return 0
 
