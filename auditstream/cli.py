@@ -13,7 +13,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from auditstream import __version__
-from auditstream.config import AppConfig, ConfigError, parse_start_at
+from auditstream.config import (
+    MOMENT_FORMS,
+    AppConfig,
+    ConfigError,
+    format_moment,
+    moment_hint,
+    parse_moment,
+)
 from auditstream.engine.checkpoint import CheckpointError
 from auditstream.engine.engine import RunPlan
 from auditstream.engine.shutdown import hold_signals_until_the_loop
@@ -31,27 +38,30 @@ class UsageError(Exception):
     """Wrong command-line arguments: exit 2."""
 
 
-def _parse_moment(flag: str, value: str) -> dt.datetime:
+def _parse_moment(flag: str, value: str, *, now_allowed: bool) -> dt.datetime | None:
     try:
-        moment = parse_start_at(value)
+        return parse_moment(value, now_allowed=now_allowed)
     except ValueError as exc:
+        if value == "now":  # only --from refuses it
+            raise UsageError(
+                f"{flag} now: a backfill exports the past, so {flag} is a date or time before now; "
+                f"use {moment_hint(now_allowed)}"
+            ) from None
         raise UsageError(f"{flag}: {exc}") from None
-    if moment is None:
-        raise UsageError(f'{flag}: give a date (2024-05-01) or a time (2024-05-01T12:00:00Z), not "now"')
-    return moment
 
 
 FUTURE_GRACE = dt.timedelta(minutes=1)
 """How far ahead of this host's clock --from/--to may be (clocks differ a little)."""
 
 
-def _in_the_past(flag: str, moment: dt.datetime) -> None:
+def _in_the_past(flag: str, moment: dt.datetime, advice: str) -> None:
     """A backfill exports the past: a future date (a typo, often) would keep a one-shot run
     going until then, or export nothing."""
-    if moment > dt.datetime.now(dt.UTC) + FUTURE_GRACE:
+    now = dt.datetime.now(dt.UTC)
+    if moment > now + FUTURE_GRACE:
         raise UsageError(
-            f"{flag} {moment.isoformat()} is in the future: a backfill exports the past "
-            "(leave --to out to export up to now)"
+            f"{flag} {format_moment(moment)} is in the future (this host's clock reads "
+            f"{format_moment(now.replace(microsecond=0))}): a backfill exports the past; {advice}"
         )
 
 
@@ -94,13 +104,17 @@ def backfill_checkpoint_path(config: AppConfig, start: dt.datetime, end: dt.date
 def cmd_backfill(args: argparse.Namespace) -> int:
     hold_signals_until_the_loop()
     config = startup.load(Path(args.config))
-    start = _parse_moment("--from", args.from_)
-    end = _parse_moment("--to", args.to) if args.to else None
-    if end is not None and end <= start:
-        raise UsageError("--to must be later than --from")
-    _in_the_past("--from", start)
+    start = _parse_moment("--from", args.from_, now_allowed=False)
+    assert start is not None
+    end = _parse_moment("--to", args.to, now_allowed=True) if args.to else None
+    _in_the_past("--from", start, "give a --from before now")
     if end is not None:
-        _in_the_past("--to", end)
+        _in_the_past("--to", end, "use --to now (the default) to export up to now")
+    if end is not None and end <= start:
+        raise UsageError(
+            f"--to {format_moment(end)} is not later than --from {format_moment(start)}; "
+            "give a --to after --from, or --to now (the default)"
+        )
     streams = _stream_list("--streams", args.streams, config)
     checkpoint = Path(args.checkpoint) if args.checkpoint else backfill_checkpoint_path(config, start, end)
     if checkpoint.resolve() == config.checkpoint.path.resolve():
@@ -128,9 +142,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from auditstream.demo import run_demo
+    from auditstream.demo import load_demo, run_demo
 
-    return asyncio.run(run_demo(Path(args.config) if args.config else None))
+    return asyncio.run(run_demo(load_demo(Path(args.config) if args.config else None)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,9 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = sub.add_parser("backfill", help="export a past period once, then exit")
     backfill.add_argument("--config", required=True, metavar="FILE")
     backfill.add_argument(
-        "--from", dest="from_", required=True, metavar="DATE", help="2024-05-01 or RFC 3339"
+        "--from", dest="from_", required=True, metavar="DATE", help=f"where the export starts: {MOMENT_FORMS}"
     )
-    backfill.add_argument("--to", metavar="DATE", help="default: now")
+    backfill.add_argument(
+        "--to",
+        metavar="DATE",
+        default="now",
+        help=f"where it ends: {moment_hint(now_allowed=True)} (default: now, the time the backfill starts)",
+    )
     backfill.add_argument("--streams", metavar="a,b,...", help="default: [streams] include")
     backfill.add_argument(
         "--checkpoint",

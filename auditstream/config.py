@@ -29,9 +29,21 @@ class ConfigError(Exception):
     """Bad configuration or usage: the CLI prints it and exits 2."""
 
 
-def parse_start_at(value: object) -> dt.datetime | None:
-    """``"now"`` (None), an RFC 3339 timestamp, or a ``YYYY-MM-DD`` date (UTC midnight)."""
-    if value is None or value == "now":
+MOMENT_FORMS = "2024-05-01 (midnight UTC) or 2024-05-01T12:00:00Z"
+"""The one vocabulary of times: ``[streams] start_at``, ``backfill --from/--to``, their
+errors, ``--help`` and the README all say it this way. ``now`` is accepted wherever a
+message suggests it (``start_at``, ``--to``) and suggested nowhere else (``--from``)."""
+
+
+def moment_hint(now_allowed: bool) -> str:
+    """What a time may be written as: ``now, 2024-05-01 ... or ...`` when ``now`` is accepted."""
+    return f"now, {MOMENT_FORMS}" if now_allowed else MOMENT_FORMS
+
+
+def parse_moment(value: object, *, now_allowed: bool = True) -> dt.datetime | None:
+    """``now`` (None, when allowed), a ``YYYY-MM-DD`` date (midnight UTC) or an RFC 3339 time
+    (UTC unless it carries an offset). Errors say which forms are accepted here."""
+    if value is None or (value == "now" and now_allowed):
         return None
     if isinstance(value, dt.datetime):
         moment = value
@@ -41,14 +53,22 @@ def parse_start_at(value: object) -> dt.datetime | None:
         try:
             moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(
-                f'{value!r} is not a time; use "now", "2024-05-01" or "2024-05-01T12:00:00Z"'
-            ) from None
+            raise ValueError(f"{value!r} is not a date or time; use {moment_hint(now_allowed)}") from None
     else:
-        raise ValueError('expected "now", a date "2024-05-01" or a time "2024-05-01T12:00:00Z"')
+        raise ValueError(f"expected a date or time: {moment_hint(now_allowed)}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.astimezone(dt.UTC)
+
+
+def parse_start_at(value: object) -> dt.datetime | None:
+    """``[streams] start_at``: ``now`` (None), a date or a time (:func:`parse_moment`)."""
+    return parse_moment(value, now_allowed=True)
+
+
+def format_moment(moment: dt.datetime) -> str:
+    """A time as this program writes it back: ``2024-05-01T12:00:00Z``."""
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 class SourceSettings(StrictModel):
@@ -177,8 +197,21 @@ class AppConfig(StrictModel):
         return self
 
 
-def interpolate_env(value: Any, env: dict[str, str], path: str = "") -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, recursively."""
+def interpolate_env(value: Any, env: dict[str, str], source: str = "config") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, recursively.
+
+    Every unset variable is reported at once, one line each naming ``source`` (the file),
+    the key and the variable: an operator fixing them one start at a time loses a restart
+    (and, under systemd, a restart delay) per variable.
+    """
+    unset: list[str] = []
+    expanded = _interpolate(value, env, "", unset)
+    if unset:
+        raise ConfigError("\n".join(f"{source}: {line}" for line in unset))
+    return expanded
+
+
+def _interpolate(value: Any, env: dict[str, str], path: str, unset: list[str]) -> Any:
     if isinstance(value, str):
 
         def substitute(match: re.Match[str]) -> str:
@@ -187,15 +220,18 @@ def interpolate_env(value: Any, env: dict[str, str], path: str = "") -> Any:
                 return env[name]
             if default is not None:
                 return default
-            raise ConfigError(
-                f"{path or 'config'}: environment variable {name} is not set (referenced as ${{{name}}})"
+            unset.append(
+                f"{path or 'config'}: environment variable {name} is not set (referenced as ${{{name}}}); "
+                f"set it where the daemon runs (systemd: Environment=, Kubernetes: env), or write "
+                f"${{{name}:-default}}"
             )
+            return match.group(0)
 
         return _ENV_REF.sub(substitute, value)
     if isinstance(value, dict):
-        return {k: interpolate_env(v, env, f"{path}.{k}" if path else k) for k, v in value.items()}
+        return {k: _interpolate(v, env, f"{path}.{k}" if path else k, unset) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate_env(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_interpolate(v, env, f"{path}[{i}]", unset) for i, v in enumerate(value)]
     return value
 
 
@@ -231,7 +267,7 @@ def format_validation_error(error: ValidationError, data: Any, source: str) -> s
 def parse_config(
     data: dict[str, Any], source: str = "config", env: dict[str, str] | None = None
 ) -> AppConfig:
-    expanded = interpolate_env(data, dict(os.environ) if env is None else env)
+    expanded = interpolate_env(data, dict(os.environ) if env is None else env, source)
     try:
         return AppConfig.model_validate(expanded)
     except ValidationError as exc:

@@ -4,6 +4,7 @@ emulator accepts only its own fake demo key, and nothing leaves the machine."""
 
 from __future__ import annotations
 
+import socket
 from importlib import resources
 from pathlib import Path
 
@@ -16,11 +17,14 @@ from auditstream.ops.runtime import run_daemon
 DEMO_LIVE_RECORDS_PER_SECOND = 3.0
 
 
+def builtin_demo_text() -> str:
+    return resources.files("auditstream").joinpath("demo.toml").read_text(encoding="utf-8")
+
+
 def builtin_demo_config() -> AppConfig:
     import tomllib
 
-    text = resources.files("auditstream").joinpath("demo.toml").read_text(encoding="utf-8")
-    return parse_config(tomllib.loads(text), source="built-in demo config")
+    return parse_config(tomllib.loads(builtin_demo_text()), source="built-in demo config")
 
 
 def demo_emulator_options(config: AppConfig) -> EmulatorOptions:
@@ -39,8 +43,58 @@ def demo_emulator_options(config: AppConfig) -> EmulatorOptions:
     )
 
 
-async def run_demo(config_path: Path | None = None) -> int:
-    config = startup.load(config_path) if config_path else startup.prepare(builtin_demo_config())
+def _split_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def port_taken(address: str) -> OSError | None:
+    """Why ``address`` cannot be listened on, or None. The demo looks before it binds: gRPC
+    reports a taken port as a C++ log line and "set GRPC_VERBOSITY=debug", which names
+    neither the demo nor the way out."""
+    host, port = _split_host_port(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC and aiohttp bind
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc
+    return None
+
+
+def check_demo_ports(config: AppConfig, source: str, text: str) -> None:
+    """The emulator's and the metrics port are free, or an OSError (exit 1) naming the port,
+    what it is for and how to move it (``text``: the config's TOML, to tell whether the
+    shipped environment variables move it)."""
+    wanted = [("the demo's StrongDM API emulator", "[source] endpoint", config.source.endpoint, "API")]
+    if config.metrics.listen:
+        wanted.append(("the demo's /metrics", "[metrics] listen", config.metrics.listen, "METRICS"))
+    for what, key, address, suffix in wanted:
+        problem = port_taken(address)
+        if problem is None:
+            continue
+        host, port = _split_host_port(address)
+        variable = f"AUDITSTREAM_DEMO_{suffix}"
+        move = f"{variable}={host}:{port + 1} make demo" if variable in text else f"set another port in {key}"
+        raise OSError(
+            f"cannot listen on {address} ({problem.strerror or problem}): that is the port of {what} "
+            f"({key} in {source}); stop what listens there (another demo?), or move it: {move}"
+        )
+
+
+def load_demo(config_path: Path | None = None) -> AppConfig:
+    """The demo's configuration, prepared, with both of its ports free (else OSError: exit 1)."""
+    if config_path is None:
+        config = startup.prepare(builtin_demo_config())
+        check_demo_ports(config, "the built-in demo config, config/demo.toml", builtin_demo_text())
+    else:
+        config = startup.load(config_path)
+        check_demo_ports(config, str(config_path), config_path.read_text(encoding="utf-8", errors="replace"))
+    return config
+
+
+async def run_demo(config: AppConfig) -> int:
     streams = config.streams.stream_names()
     # The emulator's data is new at every start, so the demo's checkpoints are too.
     plan = RunPlan(streams=streams, checkpoint_path=config.checkpoint.path, fresh=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -200,3 +202,134 @@ def test_demo_prints_events_and_stops_cleanly(tmp_path):
     events = [orjson.loads(line) for line in lines]
     assert all({"logType", "id", "timestamp"} <= set(event) for event in events)
     assert DEMO_SECRET_KEY not in err.decode()
+
+
+# -- one vocabulary of times: help, errors and README say it the same way ---------------------
+
+MOMENT_FORMS = "2024-05-01 (midnight UTC) or 2024-05-01T12:00:00Z"  # config.MOMENT_FORMS, spelled out
+
+
+def backfill_usage(config: Path, *args: str) -> str:
+    result = run_cli("backfill", "--config", str(config), *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.splitlines()
+    return line
+
+
+def test_backfill_errors_suggest_only_what_backfill_accepts(emulator, tmp_path):
+    """ "now" is suggested where it is accepted (--to) and nowhere else (--from); a --from in
+    the future is about --from, not --to. Each hint names the one set of forms."""
+    config = config_for(emulator, tmp_path)
+    next_year = (dt.datetime.now(dt.UTC) + dt.timedelta(days=365)).strftime("%Y-%m-%d")
+    bad_from = backfill_usage(config, "--from", "yesterday")
+    assert "now" not in bad_from and MOMENT_FORMS in bad_from, bad_from
+    from_now = backfill_usage(config, "--from", "now")
+    assert "a backfill exports the past" in from_now and MOMENT_FORMS in from_now, from_now
+    assert "use now" not in from_now
+    future_from = backfill_usage(config, "--from", next_year)
+    assert "--to" not in future_from and "give a --from before now" in future_from, future_from
+    bad_to = backfill_usage(config, "--from", "2024-05-01", "--to", "tomorrow")
+    assert f"use now, {MOMENT_FORMS}" in bad_to, bad_to
+    future_to = backfill_usage(config, "--from", "2024-05-01", "--to", next_year)
+    assert "use --to now" in future_to, future_to
+
+
+def test_backfill_to_now_is_accepted_and_is_the_default(emulator, tmp_path):
+    """--help says "default: now" and the checkpoint is named ...-now.db: --to now works."""
+    config = config_for(emulator, tmp_path)
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    result = run_cli("backfill", "--config", str(config), "--from", since, "--to", "now", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    stamp = since.replace("-", "") + "T000000Z"
+    assert (tmp_path / "state" / f"backfill-{stamp}-now.db").exists()
+    assert "backfill complete" in result.stderr
+    help_text = " ".join(run_cli("backfill", "--help").stdout.split())
+    assert f"--from DATE where the export starts: {MOMENT_FORMS}" in help_text, help_text
+    assert f"--to DATE where it ends: now, {MOMENT_FORMS} (default: now" in help_text, help_text
+
+
+def test_start_at_errors_use_the_same_vocabulary(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        '[source]\naccess_key = "a"\nsecret_key = "c2VjcmV0"\n'
+        '[streams]\nstart_at = "yesterday"\n'
+        '[[sinks]]\ntype = "stdout"\n'
+    )
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 2
+    assert f"streams.start_at: 'yesterday' is not a date or time; use now, {MOMENT_FORMS}" in result.stdout
+
+
+def test_every_unset_variable_is_named_with_its_file_at_once(tmp_path):
+    config = tmp_path / "env.toml"
+    config.write_text(
+        '[source]\naccess_key = "${AUDITSTREAM_TEST_UNSET_KEY}"\n'
+        'secret_key = "${AUDITSTREAM_TEST_UNSET_SECRET}"\n'
+        '[[sinks]]\ntype = "stdout"\n'
+    )
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    for line, key, name in zip(
+        lines,
+        ["access_key", "secret_key"],
+        ["AUDITSTREAM_TEST_UNSET_KEY", "AUDITSTREAM_TEST_UNSET_SECRET"],
+        strict=True,
+    ):
+        assert line.startswith(
+            f"auditstream: {config}: source.{key}: environment variable {name} is not set"
+        ), line
+        assert "Environment=" in line and f"${{{name}:-" in line, "what to do about it"
+    checked = run_cli("check", "--config", str(config))
+    assert checked.returncode == 2
+    failed = [line for line in checked.stdout.splitlines() if line.startswith("FAIL  config")]
+    assert len(failed) == 2 and all(str(config) in line for line in failed), checked.stdout
+
+
+def test_check_with_the_api_unreachable_says_what_to_look_at_and_nothing_else(emulator, tmp_path):
+    endpoint = f"127.0.0.1:{free_port()}"  # nothing listens there
+    config = config_for(emulator, tmp_path, source={"endpoint": endpoint})
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 1
+    (api_line,) = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["api"]]
+    assert api_line.startswith("FAIL") and "Connection refused" in api_line
+    assert f"check [source] endpoint ({endpoint})" in api_line and "DNS" in api_line and "proxy" in api_line
+    assert result.stderr == "", "no log line between (or under) the table's rows"
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["ok", "ok", "FAIL", "ok", "ok"]
+
+
+@pytest.mark.parametrize(("variable", "what"), [("API", "StrongDM API emulator"), ("METRICS", "/metrics")])
+def test_a_taken_demo_port_is_named_with_the_way_to_move_it(tmp_path, variable, what):
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"API": f"127.0.0.1:{free_port()}", "METRICS": f"127.0.0.1:{free_port()}"}
+        ports[variable] = f"127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "AUDITSTREAM_DEMO_STATE": str(tmp_path / "state"),
+            "AUDITSTREAM_DEMO_API": ports["API"],
+            "AUDITSTREAM_DEMO_METRICS": ports["METRICS"],
+        }
+        result = subprocess.run(
+            [*CLI, "demo", "--config", "config/demo.toml"],
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert f"cannot listen on 127.0.0.1:{port}" in line and f"the demo's {what}" in line, line
+    assert f"AUDITSTREAM_DEMO_{variable}=127.0.0.1:{port + 1} make demo" in line, line
+    assert "GRPC_VERBOSITY" not in line and "add_port" not in result.stderr
+
+
+def test_backfill_progress_into_a_pipe_is_whole_lines_without_terminal_codes(emulator, tmp_path):
+    config = config_for(emulator, tmp_path)
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    result = run_cli("backfill", "--config", str(config), "--from", since, "--progress", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    progress = [line for line in result.stderr.splitlines() if "ETA" in line]
+    assert progress, "--progress shows progress when stderr is not a terminal"
+    assert "\x1b" not in result.stderr and "\r" not in result.stderr, repr(result.stderr[-500:])

@@ -21,7 +21,7 @@ EXAMPLE = ROOT / "config" / "auditstream.example.toml"
 def load_with_secrets(path: Path, tmp_path: Path) -> AppConfig:
     """Point the example's secret files at temporary ones, as a deployment would mount them."""
     text = path.read_text().replace("/run/secrets/auditstream/", f"{tmp_path}/")
-    for name in ("sdm-secret-key", "hec-token", "collector-token", "redaction-key"):
+    for name in ("sdm-secret-key", "splunk-hec-token", "collector-token", "redaction-key"):
         (tmp_path / name).write_text(DEMO_SECRET_KEY if name == "sdm-secret-key" else f"{name}-value")
     return parse_config(tomllib.loads(text), source=str(path), env={"SDM_ACCESS_KEY": "auth-example"})
 

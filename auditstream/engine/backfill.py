@@ -44,14 +44,27 @@ def format_progress(records: int, elapsed: float, fraction: float) -> str:
     return f"{fraction * 100:5.1f}%  {records:,} records  {rate:,.0f} records/s  ETA {eta_text}"
 
 
-async def _show_progress(engine: Engine, started: float, out: TextIO) -> None:
+PROGRESS_EVERY_ON_A_TERMINAL = 0.5
+PROGRESS_EVERY_AS_LINES = 10.0
+"""``--progress`` into a file or a journal: whole lines, less often. A terminal's line is
+redrawn in place (``\r`` and erase-to-end-of-line), which elsewhere is control bytes in a log."""
+
+
+def _is_terminal(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+async def _show_progress(engine: Engine, started: float, out: TextIO, terminal: bool) -> None:
     while True:
         line = format_progress(
             engine.records_delivered(), time.monotonic() - started, progress_fraction(engine)
         )
-        out.write(f"\r{line}\033[K")
+        out.write(f"\r{line}\033[K" if terminal else f"{line}\n")
         out.flush()
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(PROGRESS_EVERY_ON_A_TERMINAL if terminal else PROGRESS_EVERY_AS_LINES)
 
 
 async def run_backfill(
@@ -65,7 +78,8 @@ async def run_backfill(
     engine.load_states()
     install_signal_handlers(engine.stop)
     started = time.monotonic()
-    reporter = asyncio.create_task(_show_progress(engine, started, out)) if progress else None
+    terminal = _is_terminal(out)
+    reporter = asyncio.create_task(_show_progress(engine, started, out, terminal)) if progress else None
     log.info("backfill starting", streams=len(plan.streams), checkpoint=str(plan.checkpoint_path))
     try:
         await engine.run()
@@ -74,7 +88,8 @@ async def run_backfill(
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter
-            out.write("\n")
+            if terminal:
+                out.write("\n")
     elapsed = time.monotonic() - started
     records = engine.records_delivered()
     # Stopped before the API answered, no poller ran: that is not a complete backfill.

@@ -46,6 +46,14 @@ each attempt wait for the whole [source] timeout before it fails)."""
 CLOSE_MIN_SECONDS = 1.0
 """Sinks always get this long to close cleanly, even when the drain used the whole budget."""
 
+CATCH_UP_LOG_EVERY = 15.0
+"""While streams catch up after a start (a checkpoint hours old, a ``start_at`` in the
+past), a progress line this often: a catch-up of days takes minutes, and a log that says
+nothing between "starting" and "caught up" looks like a hung daemon."""
+CATCH_UP_CHECK_EVERY = 1.0
+"""How often the catch-up reporter looks whether every stream reached the live edge (cheap:
+a lag per stream), so "caught up" is logged within a second of it."""
+
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -121,6 +129,8 @@ class Engine:
         self.first_poll = asyncio.Event()
         self.states: dict[str, StreamState] = {}
         self._loaded = False
+        self._connected = False
+        self._started_at_ns: dict[str, int] = {}  # each stream's watermark when streaming began
 
     @property
     def clock(self) -> Callable[[], int]:
@@ -298,7 +308,9 @@ class Engine:
 
     @property
     def authenticated(self) -> bool:
-        return any(poller.last_success_ns is not None for poller in self.pollers)
+        """The API accepted the key: the start-up probe (a List call) or any listing since.
+        Readiness counts the probe: it is as much a successful call as a poll."""
+        return self._connected or any(poller.last_success_ns is not None for poller in self.pollers)
 
     def records_delivered(self) -> int:
         return sum(poller.records_delivered for poller in self.pollers)
@@ -317,7 +329,9 @@ class Engine:
         try:
             if not await self._connect(client):
                 return  # stopped while waiting for the API: nothing was listed
+            self._connected = True
             self._start_states()
+            self._say_what_comes(client)
             # New streams (and pulled-back ones) are in the store before their first batch:
             # a batch's keys belong to a stream row, and a kill must not find keys orphaned.
             await self.store.save(self.states)
@@ -360,6 +374,94 @@ class Engine:
         finally:
             notice.cancel()
 
+    def _behind_seconds(self) -> float:
+        """Lag beyond which a stream is catching up rather than polling at the live edge: a
+        live stream's lag runs up to a poll interval (plus the listing) between polls."""
+        streams = self.config.streams
+        return 2 * streams.poll_interval + streams.tail
+
+    def _behind(self) -> dict[str, float]:
+        limit = self._behind_seconds()
+        return {name: lag for name, lag in self.lag_seconds().items() if lag > limit}
+
+    def _say_what_comes(self, client: AuditClient) -> None:
+        """One line once the API answered: what is listed now, and whether it is a catch-up."""
+        self._started_at_ns = {name: self.states[name].watermark_ns for name in self.plan.streams}
+        if self.plan.is_backfill:
+            return
+        behind = self._behind()
+        fields: dict[str, Any] = {
+            "endpoint": self.config.source.endpoint,
+            "access_key": client.access_key,
+            "streams": len(self.plan.streams),
+            "poll_interval_seconds": self.config.streams.poll_interval,
+        }
+        if not behind:
+            log.info(
+                "the StrongDM API accepted the key; listing every stream now, then every poll interval",
+                **fields,
+            )
+            return
+        furthest = max(behind, key=lambda name: behind[name])
+        log.info(
+            "the StrongDM API accepted the key; catching up, then polling every poll interval",
+            **fields,
+            streams_behind=len(behind),
+            furthest_behind=furthest,
+            furthest_behind_seconds=round(behind[furthest]),
+            slices_ahead=self.config.engine.slices_ahead,
+            progress_every_seconds=CATCH_UP_LOG_EVERY,
+        )
+
+    def catch_up_progress(self) -> dict[str, Any]:
+        """Where a catch-up stands: streams still behind, the share of the ground covered
+        since the start, windows planned and listed, records delivered."""
+        now = self.clock()
+        behind = self._behind()
+        to_cover = covered = 0
+        for name, start in self._started_at_ns.items():
+            state = self.states.get(name)
+            if state is None or now <= start:
+                continue
+            to_cover += now - start
+            covered += min(max(state.watermark_ns - start, 0), now - start)
+        furthest = max(behind, key=lambda name: behind[name]) if behind else None
+        return {
+            "streams_behind": len(behind),
+            "furthest_behind": furthest,
+            "furthest_behind_seconds": round(behind[furthest]) if furthest else 0,
+            "covered_percent": round(100 * covered / to_cover, 1) if to_cover else 100.0,
+            "windows_planned": sum(p.planner.windows_planned for p in self.pollers),
+            "windows_listed": sum(p.planner.windows_listed for p in self.pollers),
+            "records_delivered": self.records_delivered(),
+        }
+
+    async def _report_catch_up(self) -> None:
+        """Log progress every :data:`CATCH_UP_LOG_EVERY` until every stream is at the live
+        edge (looked at every second), then say so once; later lag has its own signals
+        (metrics, readiness, the API's and the sinks' warnings)."""
+        started = last_said = time.monotonic()
+        if not self._behind():
+            return
+        while not self.stop.is_set():
+            await self._sleep_unless_stopped(CATCH_UP_CHECK_EVERY)
+            if self.stop.is_set():
+                return
+            progress = self.catch_up_progress()
+            now = time.monotonic()
+            if not progress["streams_behind"]:
+                log.info(
+                    "caught up: every stream is listed at the live edge",
+                    took_seconds=round(now - started, 1),
+                    records_delivered=progress["records_delivered"],
+                    windows_listed=progress["windows_listed"],
+                )
+                return
+            if now - last_said >= CATCH_UP_LOG_EVERY:
+                last_said = now
+                rate = progress["records_delivered"] / (now - started)
+                log.info("catching up", **progress, records_per_second=round(rate))
+
     async def _unless_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
         """Await ``work`` unless a stop comes first: True when it finished (its error propagates)."""
         task = asyncio.create_task(work)
@@ -392,13 +494,16 @@ class Engine:
             for p in self.pollers
         ]
         backups = asyncio.create_task(self._back_up_now_and_then(), name="checkpoint-backup")
+        helpers = [backups]
+        if not self.plan.is_backfill:  # a backfill shows its own progress (engine.backfill)
+            helpers.append(asyncio.create_task(self._report_catch_up(), name="catch-up-progress"))
         deadline: list[float] = []
         clean = False
         try:
             await self._supervise(tasks, deadline)
             clean = True
         finally:
-            await _cancel_all([*tasks, backups])
+            await _cancel_all([*tasks, *helpers])
             await self.store.save(self.states)
             await self._close_sinks(deadline[0] if deadline else None)
             if clean:

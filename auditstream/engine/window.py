@@ -285,12 +285,18 @@ class Planner:
         self._sweep_until = swept_ns
         # After a restart the last window may have ended at the live edge: reach back by tail.
         self._head_was_live = at_live_edge
+        # The first head window is listed at once, whatever ground has gathered: a daemon that
+        # waited a poll interval first would say nothing, list nothing and stay unready for
+        # the whole interval (30 s by default) after every start.
+        self._polled = False
         self.sizing = _Sizing()  # the stream's own, for the head and the sweeps
         self.final = Progress(swept_ns)  # ranges that need no sweep
         self._redo: list[_Redo] = []
         # What sized each window planned and not yet resolved, by its ground (the poller may
         # widen a live window's listing bound, which makes it another Window object).
         self._sized_by: dict[tuple[WindowKind, int, int], _Sizing] = {}
+        self._windows_planned = 0
+        self._windows_listed = 0
 
     @property
     def density(self) -> float | None:
@@ -316,6 +322,8 @@ class Planner:
             window = self.next_head(now_ns) or self.next_sweep(now_ns, watermark_ns)
             if window is not None:
                 self._sized_by[window.ground] = self.sizing
+        if window is not None:
+            self._windows_planned += 1
         return window
 
     # -- head -------------------------------------------------------------------------------
@@ -326,12 +334,23 @@ class Planner:
             end = min(end, self.policy.end_ns)
         return end
 
+    @property
+    def windows_planned(self) -> int:
+        """Windows planned so far (heads, sweeps, redone ground): what catch-up logs count."""
+        return self._windows_planned
+
+    @property
+    def windows_listed(self) -> int:
+        """Windows listed in full so far."""
+        return self._windows_listed
+
     def head_due_ns(self) -> int:
-        """When :meth:`next_head` will have a window again: a poll interval of new ground
-        gathered at the live edge, or a backfill's end reached (a backfill to "now" waits a
-        second for it, not a poll interval)."""
+        """When :meth:`next_head` will have a window again: at once for the first poll, then
+        a poll interval of new ground gathered at the live edge, or a backfill's end reached
+        (a backfill to "now" waits a second for it, not a poll interval)."""
         policy = self.policy
-        due = self.head_planned + policy.settle_ns + (policy.poll_ns if self._head_was_live else 0)
+        waits = self._head_was_live and self._polled
+        due = self.head_planned + policy.settle_ns + (policy.poll_ns if waits else 0)
         if policy.end_ns is not None:
             due = min(due, policy.end_ns + policy.settle_ns)
         return due
@@ -340,14 +359,14 @@ class Planner:
         """The next head window, or None when the head is as far as it may go for now.
 
         At the live edge a new window waits until a poll interval of new ground has gathered
-        (a backfill's last window does not wait).
+        (a backfill's last window does not wait, nor does the first poll after a start).
         """
         target = self.head_target(now_ns)
         remaining = target - self.head_planned
         if remaining <= 0:
             return None
         at_end = self.policy.end_ns is not None and target >= self.policy.end_ns
-        if self._head_was_live and remaining < self.policy.poll_ns and not at_end:
+        if self._head_was_live and self._polled and remaining < self.policy.poll_ns and not at_end:
             return None
         length, probe = self.sizing.length(self.policy, remaining)
         end = self.head_planned + length
@@ -357,6 +376,7 @@ class Planner:
         start = self._start(self.head_planned, reach)
         window = Window(start, end, WindowKind.HEAD, now_ns, probe, urgent=urgent)
         self._head_was_live = live
+        self._polled = True
         self.head_planned = end
         return window
 
@@ -393,6 +413,7 @@ class Planner:
         """A window was listed in full: ``listed`` records (repeats included) over its length."""
         sizing = self._sized_by.pop(window.ground, self.sizing)
         sizing.measured(window, listed)
+        self._windows_listed += 1
 
     def final_part(self, window: Window) -> tuple[int, int] | None:
         """The part of a completed window that needs no sweep: all of a sweep window, and of

@@ -4,6 +4,10 @@ one line per check.
 Exit 0 when all pass, 2 when the configuration or a file it names is unusable (what ``run``
 would refuse with exit 2), 1 when the API or a sink fails. ``WARN`` lines do not fail the
 check: they describe something ``run`` handles, but an operator should know.
+
+The table is the whole output: the daemon's log lines (the API client's "cannot reach the
+StrongDM API; retrying") would land between its rows and say less than the row does, so
+logging is silenced, unless ``[logging] level = "debug"`` asks for it (then on stderr).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Literal, TextIO
 
-from auditstream.config import AppConfig, ConfigError
+from auditstream.config import AppConfig, ConfigError, load_config
 from auditstream.engine.checkpoint import CheckpointError, CheckpointStore
 from auditstream.engine.engine import FUTURE_TOLERANCE_NS, build_sinks, client_settings
 from auditstream.ops import startup
@@ -22,7 +26,7 @@ from auditstream.ops.preflight import file_problems
 from auditstream.ops.secrets import redact
 from auditstream.sdm.apiclock import SKEW_WARNING_NS, ApiClock
 from auditstream.sdm.client import AuditClient
-from auditstream.sdm.errors import ApiError
+from auditstream.sdm.errors import ApiError, TransientApiError
 from auditstream.sdm.registry import NANOS_PER_SECOND, STREAMS
 
 PROBE_TIMEOUT = 15.0
@@ -50,16 +54,24 @@ def describe_skew(skew_ns: int) -> str:
     return f"system clock {abs(seconds):.0f}s {direction} the API's (windows follow the API's clock)"
 
 
+def unreachable_advice(endpoint: str) -> str:
+    """What to look at when the API does not answer: the address, its name, the way out."""
+    return (
+        f"check [source] endpoint ({endpoint}), that its name resolves here (DNS), and the egress "
+        "proxy or firewall on the way (gRPC reads grpc_proxy / https_proxy and no_proxy)"
+    )
+
+
 async def check_api(config: AppConfig, clock: ApiClock) -> tuple[bool, str]:
     settings = dataclasses.replace(client_settings(config), max_transient_retries=1)
+    endpoint = config.source.endpoint
     try:
         async with AuditClient(settings, clock=clock) as client:
             await asyncio.wait_for(client.probe(STREAMS[config.streams.stream_names()[0]]), PROBE_TIMEOUT)
     except TimeoutError:
-        return (
-            False,
-            f"no answer from {config.source.endpoint} within {PROBE_TIMEOUT:.0f}s; check [source] endpoint",
-        )
+        return False, f"no answer from {endpoint} within {PROBE_TIMEOUT:.0f}s; {unreachable_advice(endpoint)}"
+    except TransientApiError as exc:
+        return False, f"cannot reach the StrongDM API: {exc}; {unreachable_advice(endpoint)}"
     except ApiError as exc:
         return False, str(exc)
     return (
@@ -94,11 +106,12 @@ def check_checkpoint(path: Path, clock: ApiClock) -> tuple[Verdict, str]:
 
 async def run_check(path: Path, out: TextIO = sys.stdout) -> int:
     try:
-        config = startup.load(path)
+        config = load_config(path)
     except ConfigError as exc:
         for line in str(exc).splitlines():
             _line(out, False, "config", line)
         return 2
+    startup.prepare(config, log_level=None if config.logging.level == "debug" else "critical")
     streams = config.streams.stream_names()
     _line(
         out,

@@ -21,9 +21,10 @@ from auditstream.ops.preflight import file_problems
 from auditstream.ops.secrets import config_secrets, register_secrets
 
 
-def prepare(config: AppConfig) -> AppConfig:
-    """Logging as configured, every secret registered for scrubbing; returns ``config``."""
-    configure_logging(config.logging.level, config.logging.format)
+def prepare(config: AppConfig, log_level: str | None = None) -> AppConfig:
+    """Logging as configured (at ``log_level`` instead, when given: ``check`` silences it),
+    every secret registered for scrubbing; returns ``config``."""
+    configure_logging(log_level or config.logging.level, config.logging.format)
     register_secrets(config_secrets(config))
     return config
 

@@ -167,13 +167,29 @@ def test_live_polls_reach_back_by_the_tail_and_wait_for_a_poll_interval():
     p = policy()
     now = 1000 * S
     planner = Planner(p, now, now)
+    first = planner.next_window(now + S, now)
+    assert first is not None and first.kind is WindowKind.HEAD, "the first poll is at start"
+    assert first.start_ns == now - 10 * S and first.end_ns == now + S
     assert planner.next_window(now + 10 * S, now) is None, "less than a poll interval of new ground"
-    window = planner.next_window(now + 31 * S, now)
+    window = planner.next_window(now + 32 * S, now)
     assert window is not None and window.kind is WindowKind.HEAD
-    assert window.start_ns == now - 10 * S and window.end_ns == now + 31 * S
+    assert window.start_ns == now - 9 * S and window.end_ns == now + 32 * S
     assert window.urgent and window.probe
-    following = planner.next_window(now + 62 * S, now + 31 * S)
-    assert following is not None and following.start_ns == now + 21 * S, "the tail again"
+    following = planner.next_window(now + 63 * S, now + 32 * S)
+    assert following is not None and following.start_ns == now + 22 * S, "the tail again"
+
+
+def test_the_first_poll_after_a_start_is_due_at_once_not_a_poll_interval_later():
+    """A fresh daemon (watermark: the API's now) or one restarted seconds after it stopped
+    lists at once: waiting a poll interval (30 s shipped) left it silent and unready."""
+    p = policy()  # poll 30 s
+    now = 1000 * S
+    planner = Planner(p, now, now)
+    assert planner.head_due_ns() == now, "due at start"
+    first = planner.next_window(now + S // 2, now)
+    assert first is not None and first.kind is WindowKind.HEAD and first.urgent
+    assert planner.windows_planned == 1
+    assert planner.head_due_ns() == now + S // 2 + 30 * S, "then every poll interval"
 
 
 def test_ground_listed_fresh_is_swept_once_it_is_overlap_old_and_aged_ground_never():
@@ -264,7 +280,8 @@ def test_the_head_is_due_a_poll_interval_after_the_live_edge_or_at_a_backfills_e
     p = policy()  # poll 30 s, settle 0
     now = 1000 * S
     live = Planner(p, now, now)
-    assert live.head_due_ns() == now + 30 * S
+    assert live.next_window(now + S, now) is not None, "the first poll, at start"
+    assert live.head_due_ns() == now + 31 * S
     assert live.next_window(live.head_due_ns() - 1, now) is None
     assert live.next_window(live.head_due_ns(), now) is not None
 
