@@ -4,6 +4,7 @@ emulator accepts only its own fake demo key, and nothing leaves the machine."""
 
 from __future__ import annotations
 
+import os
 import socket
 from importlib import resources
 from pathlib import Path
@@ -15,6 +16,11 @@ from auditstream.ops import startup
 from auditstream.ops.runtime import run_daemon
 
 DEMO_LIVE_RECORDS_PER_SECOND = 3.0
+DEMO_LOG_KEY = "demo-log-key.pem"  # in the demo's state directory
+# The emulator plays an organisation whose query logs are partly encrypted to its key, and
+# some of whose sessions hold credentials: the demo shows them decrypted and masked.
+DEMO_ENCRYPTED_FRACTION = 0.1
+DEMO_SECRET_FRACTION = 0.05
 
 
 def builtin_demo_text() -> str:
@@ -29,7 +35,11 @@ def builtin_demo_config() -> AppConfig:
 
 def demo_emulator_options(config: AppConfig) -> EmulatorOptions:
     host, _, port = config.source.endpoint.rpartition(":")
+    key = config.normalize.log_private_key_file
     return EmulatorOptions(
+        log_key_file=str(key) if key is not None else None,
+        encrypted_fraction=DEMO_ENCRYPTED_FRACTION if key is not None else 0.0,
+        secret_fraction=DEMO_SECRET_FRACTION,
         host=host,
         port=int(port),
         access_key=config.source.access_key,
@@ -91,7 +101,29 @@ def load_demo(config_path: Path | None = None) -> AppConfig:
     else:
         config = startup.load(config_path)
         check_demo_ports(config, str(config_path), config_path.read_text(encoding="utf-8", errors="replace"))
-    return config
+    return with_demo_log_key(config)
+
+
+def with_demo_log_key(config: AppConfig) -> AppConfig:
+    """``config`` decrypting with the demo organisation's key, made on first use in the
+    demo's state directory (mode 0600): the emulator encrypts part of its queries to it.
+    A configuration naming a key of its own keeps it (the emulator then uses that key)."""
+    if config.normalize.log_private_key_file is not None:
+        return config
+    from auditstream.emulator.crypto import generate_private_key, private_key_pem
+    from auditstream.formats.settings import NormalizeSettings
+    from auditstream.fsutil import PRIVATE_FILE_MODE, ensure_directory
+
+    path = config.checkpoint.path.parent / DEMO_LOG_KEY
+    if not path.exists():
+        ensure_directory(path.parent)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        with os.fdopen(descriptor, "wb") as key_file:
+            key_file.write(private_key_pem(generate_private_key()))
+    normalize = NormalizeSettings.model_validate(
+        {**dict(config.normalize), "log_private_key_file": path}
+    )
+    return config.model_copy(update={"normalize": normalize})
 
 
 async def run_demo(config: AppConfig) -> int:
