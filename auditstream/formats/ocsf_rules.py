@@ -143,8 +143,9 @@ def _rule(
 # creation), and the generic Entity Management words last.
 VERB_RULES: tuple[tuple[re.Pattern[str], Decision], ...] = (
     # -- Account Change 3001: the account itself
-    _rule(r"counter reset", ACCOUNT_CHANGE, 12),  # the lock-out counter cleared: unlocked
-    _rule(r"locked due to", ACCOUNT_CHANGE, 9),
+    # The lock-out and its reset succeed as activities, though CEF marks them failure-related.
+    _rule(r"counter reset", ACCOUNT_CHANGE, 12, SUCCESS),  # the lock-out counter cleared: unlocked
+    _rule(r"locked due to", ACCOUNT_CHANGE, 9, SUCCESS),
     _rule(r"enrolled a totp", ACCOUNT_CHANGE, 10),
     _rule(r"reset their totp", ACCOUNT_CHANGE, 11),
     _rule(r"login via", ENTITY_MANAGEMENT, 3),  # the user's sign-in policy: a setting of the user
