@@ -32,6 +32,7 @@ __all__ = [
     "EcsEncoder",
     "Encoder",
     "EncoderSettings",
+    "Encoding",
     "Event",
     "Format",
     "NormalizeSettings",
@@ -59,7 +60,11 @@ class EncoderSettings:
     ocsf: OcsfSettings = field(default_factory=OcsfSettings)
 
 
-def make_encoder(fmt: Format, settings: EncoderSettings | CefSettings | None = None) -> Encoder:
+# What sinks are handed for their encoder: the whole of it, a bare ``[cef]`` or nothing.
+Encoding = EncoderSettings | CefSettings | None
+
+
+def make_encoder(fmt: Format, settings: Encoding = None) -> Encoder:
     """The encoder a sink with ``format = fmt`` uses: event -> UTF-8 bytes, no newline.
 
     ``settings`` may be a bare ``CefSettings`` (what sinks were given before OCSF existed):
@@ -76,7 +81,7 @@ def make_encoder(fmt: Format, settings: EncoderSettings | CefSettings | None = N
     raise ValueError(f"unknown event format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-def make_line_encoder(fmt: Format, settings: EncoderSettings | CefSettings | None = None) -> Encoder:
+def make_line_encoder(fmt: Format, settings: Encoding = None) -> Encoder:
     """``make_encoder``'s encoding as one line: ends in a newline and holds no other.
 
     For sinks that write one event per line (file, stdout). orjson never writes a raw line
@@ -100,7 +105,7 @@ def make_line_encoder(fmt: Format, settings: EncoderSettings | CefSettings | Non
 
 
 def make_document_encoder(
-    fmt: Literal["ocsf", "ecs"], settings: EncoderSettings | CefSettings | None = None
+    fmt: Literal["ocsf", "ecs"], settings: Encoding = None
 ) -> Callable[[Event], dict[str, Any]]:
     """The OCSF event or ECS document of an event as a dict, for sinks that add to it
     (Elasticsearch adds ``@timestamp`` to an OCSF event). Constant parts are shared between
@@ -108,14 +113,14 @@ def make_document_encoder(
     return _documents(fmt, settings)
 
 
-def _documents(fmt: str, settings: EncoderSettings | CefSettings | None) -> Callable[[Event], dict[str, Any]]:
+def _documents(fmt: str, settings: Encoding) -> Callable[[Event], dict[str, Any]]:
     settings = _settings(settings)
     if fmt == "ocsf":
         return OcsfEncoder(settings.ocsf, settings.cef).to_ocsf
     return EcsEncoder(settings.cef).to_ecs
 
 
-def _settings(settings: EncoderSettings | CefSettings | None) -> EncoderSettings:
+def _settings(settings: Encoding) -> EncoderSettings:
     if isinstance(settings, CefSettings):
         return EncoderSettings(cef=settings)
     return settings or EncoderSettings()
