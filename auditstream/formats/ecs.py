@@ -30,6 +30,7 @@ from auditstream.formats.cache import remember
 from auditstream.formats.cef import CefSettings
 from auditstream.formats.cef_mapping import outcome
 from auditstream.formats.events import Event, history_entity_key
+from auditstream.formats.ocsf import leftovers
 from auditstream.formats.ocsf_rules import (
     ENTITY_MANAGEMENT,
     FAILURE,
@@ -152,7 +153,7 @@ class EcsEncoder:
             if type(message) is str and message:
                 doc["message"] = message
             related.put(doc)
-            doc[VENDOR] = {k: v for k, v in event.items() if k not in ACTIVITY_MAPPED}
+            doc[VENDOR] = leftovers(event, ACTIVITY_MAPPED)
             return doc
 
         return build
@@ -229,7 +230,7 @@ class EcsEncoder:
             if type(message) is str and message:
                 doc["message"] = message
             related.put(doc)
-            doc[VENDOR] = {k: v for k, v in event.items() if k not in mapped}
+            doc[VENDOR] = leftovers(event, mapped)
             return doc
 
         return build
@@ -267,7 +268,7 @@ class EcsEncoder:
             doc["ecs"] = ECS
             doc["event"] = meta
             doc["message"] = action
-            doc[VENDOR] = {k: v for k, v in event.items() if k not in HISTORY_MAPPED}
+            doc[VENDOR] = leftovers(event, HISTORY_MAPPED)
             return doc
 
         return build
@@ -302,7 +303,7 @@ class EcsEncoder:
             if account is not None:
                 doc["user"] = {"id": account}
             doc["message"] = meta["action"]
-            doc[VENDOR] = {k: v for k, v in event.items() if k not in SECRET_LOG_MAPPED}
+            doc[VENDOR] = leftovers(event, SECRET_LOG_MAPPED)
             return doc
 
         return build
@@ -325,24 +326,25 @@ class EcsEncoder:
         doc: dict[str, Any] = {"@timestamp": stamp} if stamp else {}
         doc["ecs"] = ECS
         doc["event"] = meta
-        doc[VENDOR] = {k: v for k, v in event.items() if k not in ("id", "timestamp")}
+        doc[VENDOR] = leftovers(event, _COMMON)
         return doc
 
 
-_COMMON = frozenset({"id", "timestamp"})
-ACTIVITY_MAPPED = _COMMON | {
+_COMMON = ("id", "timestamp")
+ACTIVITY_MAPPED = (
+    *_COMMON,
     "activity",
     "actorAccountID",
     "actorEmail",
     "actorName",
     "description",
     "userAgent",
-}
-_SESSION = {"accountId", "accountEmail", "remoteIdentityUsername", "identityAliasUsername"}
-QUERY_MAPPED = _COMMON | _SESSION | {"completedAt", "durationMs", "queryBody"}
-REPLAY_MAPPED = _COMMON | _SESSION | {"text"}
+)
+_SESSION = ("accountId", "accountEmail", "remoteIdentityUsername", "identityAliasUsername")
+QUERY_MAPPED = (*_COMMON, *_SESSION, "completedAt", "durationMs", "queryBody")
+REPLAY_MAPPED = (*_COMMON, *_SESSION, "text")
 HISTORY_MAPPED = _COMMON
-SECRET_LOG_MAPPED = _COMMON | {"accountId"}
+SECRET_LOG_MAPPED = (*_COMMON, "accountId")
 _EMPTY: dict[str, Any] = {}
 
 

@@ -166,7 +166,7 @@ class OcsfEncoder:
         return self._history_builder(spec.name, history_entity_key(spec), compiled.is_polymorphic(entity))
 
     def _activity_builder(self, log_type: str) -> Builder:
-        mapped = frozenset(ACTIVITY_MAPPED)
+        mapped = ACTIVITY_MAPPED
 
         def verb_head(verb: str) -> tuple[Head, Any]:
             decision = decide(verb)
@@ -223,7 +223,7 @@ class OcsfEncoder:
             agent = get("userAgent")
             if type(agent) is str and agent:
                 out["http_request"] = {"user_agent": agent}
-            unmapped = {k: v for k, v in event.items() if k not in mapped}
+            unmapped = leftovers(event, mapped)
             if address is None and get("ipAddress"):
                 unmapped["ipAddress"] = get("ipAddress")
             if email and email_of(email) is None:
@@ -236,7 +236,7 @@ class OcsfEncoder:
 
     def _query_builder(self, log_type: str, *, replay: bool) -> Builder:
         """Queries and replay chunks: the class follows the query category."""
-        mapped = frozenset(REPLAY_MAPPED if replay else QUERY_MAPPED)
+        mapped = REPLAY_MAPPED if replay else QUERY_MAPPED
         kind = StreamKind.REPLAY if replay else StreamKind.QUERY
         severity = self._severity.stream(log_type, kind)
         heads: dict[tuple[Any, ...], Head] = {}
@@ -320,7 +320,7 @@ class OcsfEncoder:
                     out["user"] = {"name": remote}
             if not replay and not out.get("message"):
                 out["message"] = query_message(get("resourceType"), category, get("queryState"))
-            unmapped = {k: v for k, v in event.items() if k not in mapped}
+            unmapped = leftovers(event, mapped)
             if unmapped:
                 out["unmapped"] = unmapped
             return out
@@ -333,7 +333,7 @@ class OcsfEncoder:
         change; whether it was a creation is the activity's verb, ``correlation_uid``)."""
         severity = self._severity
         label = _words(entity_key)
-        mapped = frozenset({*HISTORY_MAPPED, entity_key})
+        mapped = (*HISTORY_MAPPED, entity_key)
 
         def build(event: Event) -> dict[str, Any]:
             get = event.get
@@ -362,7 +362,7 @@ class OcsfEncoder:
                 managed["data"] = entity
             out["entity"] = managed
             out["message"] = f"{label} {'deleted' if deleted else 'changed'}"
-            unmapped = {k: v for k, v in event.items() if k not in mapped}
+            unmapped = leftovers(event, mapped)
             if unmapped:
                 out["unmapped"] = unmapped
             return out
@@ -371,7 +371,7 @@ class OcsfEncoder:
 
     def _secret_log_builder(self, log_type: str) -> Builder:
         """Managed-secret logs: Entity Management on the secret (retrieve is a Read)."""
-        mapped = frozenset(SECRET_LOG_MAPPED)
+        mapped = SECRET_LOG_MAPPED
         severity = self._severity.stream(log_type, StreamKind.SECRET_LOG)
 
         def build(event: Event) -> dict[str, Any]:
@@ -393,7 +393,7 @@ class OcsfEncoder:
             if user is not None:
                 out["actor"] = {"user": user}
             out["message"] = f"managed secret {action}".strip()
-            unmapped = {k: v for k, v in event.items() if k not in mapped}
+            unmapped = leftovers(event, mapped)
             if unmapped:
                 out["unmapped"] = unmapped
             return out
@@ -463,6 +463,18 @@ HISTORY_MAPPED = (*_COMMON, "activityId")
 SECRET_LOG_MAPPED = (*_COMMON, "action", "accountId", "managedSecretId")
 
 _EMPTY: dict[str, Any] = {}
+
+
+def leftovers(event: Event, mapped: tuple[str, ...]) -> dict[str, Any]:
+    """The event less the fields a schema attribute carries (a copy and a few pops: four
+    times faster than filtering every key)."""
+    rest = event.copy()
+    pop = rest.pop
+    for key in mapped:
+        pop(key, None)
+    return rest
+
+
 UNKNOWN_USER = {"name": UNKNOWN}
 UNKNOWN_ENDPOINT = {"name": UNKNOWN}
 _users: dict[tuple[Any, ...], dict[str, Any] | None] = {}
