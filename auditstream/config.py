@@ -15,7 +15,9 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
+from auditstream.formats import EncoderSettings
 from auditstream.formats.cef import CefSettings
+from auditstream.formats.ocsf import OcsfSettings
 from auditstream.formats.settings import NormalizeSettings
 from auditstream.sdm.registry import select_streams
 from auditstream.settings_base import Duration, StrictModel
@@ -186,6 +188,11 @@ class AppConfig(StrictModel):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     normalize: NormalizeSettings = Field(default_factory=NormalizeSettings)
     cef: CefSettings = Field(default_factory=CefSettings)
+    ocsf: OcsfSettings = Field(default_factory=OcsfSettings)
+
+    def encoder_settings(self) -> EncoderSettings:
+        """What every sink's encoder reads: ``[cef]`` and ``[ocsf]``."""
+        return EncoderSettings(cef=self.cef, ocsf=self.ocsf)
 
     @model_validator(mode="after")
     def _unique_sink_names(self) -> AppConfig:

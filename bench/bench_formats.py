@@ -17,9 +17,10 @@ Each cell is records per CPU second of this process (``time.process_time``), bes
 whatever else runs, while CPU time is what one core spends on our code (the loop is
 single-threaded, so this is single-core throughput). Even so, other load on the machine
 (cache and hypervisor contention) can cost 30% or more: run it a few times and read the best.
-"normalize" is ``to_event`` alone; "json"/"cef" are ``to_event`` followed by the sink encoder
-from ``make_encoder``, once per record, as the daemon does. A benchmark, not a test: it prints
-numbers and never fails.
+"normalize" is ``to_event`` alone; "json"/"cef"/"ocsf"/"ecs" are ``to_event`` followed by
+the sink encoder from ``make_encoder``, once per record, as the daemon does. A second table
+gives microseconds per record of the encoders alone (events normalized beforehand), which is
+what choosing a format costs. A benchmark, not a test: it prints numbers and never fails.
 
 To compare two versions independently of load, count machine instructions instead of time:
 run a small script doing the same loop under ``valgrind --tool=callgrind`` twice (with and
@@ -39,11 +40,12 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from auditstream.formats import make_encoder, to_event
+from auditstream.formats import Format, make_encoder, to_event
 from auditstream.formats.protovalues import rfc3339
 from auditstream.sdm.registry import STREAMS, StreamKind, StreamSpec
 
 TARGETS = {"json": 150_000, "cef": 100_000}
+FORMATS: tuple[Format, ...] = ("json", "cef", "ocsf", "ecs")  # ocsf and ecs: no target of their own
 DISTINCT_RECORDS = 3 * 4096
 BASE_SECONDS = 1_714_566_896
 TAG_SETS = [
@@ -187,7 +189,7 @@ def _best_rate(run: Callable[[], None], count: int, rounds: int) -> float:
 
 
 def measure(pairs: Sequence[tuple[StreamSpec, Message]], rounds: int) -> dict[str, float]:
-    encoders = {fmt: make_encoder(fmt) for fmt in ("json", "cef")}  # type: ignore[arg-type]
+    encoders = {fmt: make_encoder(fmt) for fmt in FORMATS}
     rates: dict[str, float] = {}
 
     def normalize_only() -> None:
@@ -203,6 +205,21 @@ def measure(pairs: Sequence[tuple[StreamSpec, Message]], rounds: int) -> dict[st
 
         rates[fmt] = _best_rate(run, len(pairs), rounds)
     return rates
+
+
+def measure_encoders(pairs: Sequence[tuple[StreamSpec, Message]], rounds: int) -> dict[str, float]:
+    """Microseconds per record of each encoder alone, on events normalized beforehand."""
+    events = [to_event(spec, record) for spec, record in pairs]
+    micros: dict[str, float] = {}
+    for fmt in FORMATS:
+        encode = make_encoder(fmt)
+
+        def run(encode: Callable[[dict[str, Any]], bytes] = encode) -> None:
+            for event in events:
+                encode(event)
+
+        micros[fmt] = 1e6 / _best_rate(run, len(events), rounds)
+    return micros
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -227,6 +244,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(format_header())
     for name, pairs in sets.items():
         print(format_row(name, measure(pairs, args.rounds)))
+    print("\nencoding alone, microseconds per record (CPU time, best pass; events normalized beforehand)\n")
+    print(f"{'records':<12}" + "".join(f"{fmt:>10}" for fmt in FORMATS))
+    for name, pairs in sets.items():
+        micros = measure_encoders(pairs, args.rounds)
+        print(f"{name:<12}" + "".join(f"{micros[fmt]:>10.2f}" for fmt in FORMATS))
     print(
         "\nactivities*: every actor, entity and address distinct, so no cache ever hits (the worst case)."
         "\nPASS/MISS compares with the issue's targets; noisy machines read low, see the docstring."
@@ -236,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 def format_header() -> str:
     """The table header: one column per format, each with its target."""
     targets = "".join(f"{f'{fmt} (>= {target:,})':>24}" for fmt, target in TARGETS.items())
-    return f"{'records':<12}{'normalize only':>16}{targets}"
+    others = "".join(f"{fmt:>12}" for fmt in FORMATS if fmt not in TARGETS)
+    return f"{'records':<12}{'normalize only':>16}{targets}{others}"
 
 
 def format_row(name: str, rates: dict[str, float]) -> str:
@@ -245,7 +268,8 @@ def format_row(name: str, rates: dict[str, float]) -> str:
         f"{rates[fmt]:>18,.0f}  {'PASS' if rates[fmt] >= target else 'MISS'}"
         for fmt, target in TARGETS.items()
     )
-    return f"{name:<12}{rates['normalize']:>16,.0f}{cells}"
+    others = "".join(f"{rates[fmt]:>12,.0f}" for fmt in FORMATS if fmt not in TARGETS)
+    return f"{name:<12}{rates['normalize']:>16,.0f}{cells}{others}"
 
 
 if __name__ == "__main__":

@@ -90,7 +90,8 @@ def client_settings(config: AppConfig) -> ClientSettings:
 def build_sinks(config: AppConfig, observer: SinkObserver | None = None) -> list[Sink]:
     """Every configured sink; dead-letter files default to the checkpoint's directory."""
     state_dir = config.checkpoint.path.parent
-    return [create_sink(settings, config.cef, state_dir, observer) for settings in config.sinks]
+    encoding = config.encoder_settings()
+    return [create_sink(settings, encoding, state_dir, observer) for settings in config.sinks]
 
 
 def _stream_context(stream: str) -> contextvars.Context:

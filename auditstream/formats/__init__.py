@@ -7,50 +7,81 @@ encodes that same dict as its ``format`` says, through ``make_encoder`` only.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
 from auditstream.formats.cef import CefEncoder, CefSettings
+from auditstream.formats.ecs import EcsEncoder
 from auditstream.formats.events import Event, RecordConverter, event_converter, to_event
 from auditstream.formats.json_codec import encode_json
+from auditstream.formats.ocsf import OcsfEncoder, OcsfSettings
 from auditstream.formats.redaction import RedactionRule, Redactor
 from auditstream.formats.settings import NormalizeSettings
 
 Encoder = Callable[[Event], bytes]
-Format = Literal["json", "cef"]
-FORMATS: tuple[Format, ...] = ("json", "cef")
+Format = Literal["json", "cef", "ocsf", "ecs"]
+FORMATS: tuple[Format, ...] = ("json", "cef", "ocsf", "ecs")
 
 __all__ = [
     "FORMATS",
     "CefEncoder",
     "CefSettings",
+    "EcsEncoder",
     "Encoder",
+    "EncoderSettings",
+    "Encoding",
     "Event",
     "Format",
     "NormalizeSettings",
+    "OcsfEncoder",
+    "OcsfSettings",
     "RecordConverter",
     "RedactionRule",
     "Redactor",
     "encode_json",
     "event_converter",
+    "make_document_encoder",
     "make_encoder",
     "make_line_encoder",
     "to_event",
 ]
 
 
-def make_encoder(fmt: Format, cef: CefSettings | None = None) -> Encoder:
-    """The encoder a sink with ``format = fmt`` uses: event -> UTF-8 bytes, no newline."""
+@dataclass(frozen=True)
+class EncoderSettings:
+    """What the encoders read from the configuration: ``[cef]`` (CEF's severity policy,
+    which OCSF and ECS severities follow too) and ``[ocsf]`` (the OCSF release). The engine
+    hands one to every sink, which passes it to ``make_encoder``."""
+
+    cef: CefSettings = field(default_factory=CefSettings)
+    ocsf: OcsfSettings = field(default_factory=OcsfSettings)
+
+
+# What sinks are handed for their encoder: the whole of it, a bare ``[cef]`` or nothing.
+Encoding = EncoderSettings | CefSettings | None
+
+
+def make_encoder(fmt: Format, settings: Encoding = None) -> Encoder:
+    """The encoder a sink with ``format = fmt`` uses: event -> UTF-8 bytes, no newline.
+
+    ``settings`` may be a bare ``CefSettings`` (what sinks were given before OCSF existed):
+    OCSF then follows the newest release."""
+    settings = _settings(settings)
     if fmt == "json":
         return orjson.dumps  # exactly encode_json, minus one Python call per event
     if fmt == "cef":
-        return CefEncoder(cef).encode_bytes
+        return CefEncoder(settings.cef).encode_bytes
+    if fmt == "ocsf":
+        return OcsfEncoder(settings.ocsf, settings.cef).encode_bytes
+    if fmt == "ecs":
+        return EcsEncoder(settings.cef).encode_bytes
     raise ValueError(f"unknown event format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-def make_line_encoder(fmt: Format, cef: CefSettings | None = None) -> Encoder:
+def make_line_encoder(fmt: Format, settings: Encoding = None) -> Encoder:
     """``make_encoder``'s encoding as one line: ends in a newline and holds no other.
 
     For sinks that write one event per line (file, stdout). orjson never writes a raw line
@@ -59,7 +90,10 @@ def make_line_encoder(fmt: Format, cef: CefSettings | None = None) -> Encoder:
     """
     if fmt == "json":
         return partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
-    encode = make_encoder(fmt, cef)
+    if fmt == "ocsf" or fmt == "ecs":  # orjson output too: no raw newline, as for JSON
+        document = _documents(fmt, settings)
+        return lambda event: orjson.dumps(document(event), option=orjson.OPT_APPEND_NEWLINE)
+    encode = make_encoder(fmt, settings)
 
     def line(event: Event) -> bytes:
         data = encode(event)
@@ -68,3 +102,25 @@ def make_line_encoder(fmt: Format, cef: CefSettings | None = None) -> Encoder:
         return data + b"\n"
 
     return line
+
+
+def make_document_encoder(
+    fmt: Literal["ocsf", "ecs"], settings: Encoding = None
+) -> Callable[[Event], dict[str, Any]]:
+    """The OCSF event or ECS document of an event as a dict, for sinks that add to it
+    (Elasticsearch adds ``@timestamp`` to an OCSF event). Constant parts are shared between
+    documents: serialize the result, do not change it in place."""
+    return _documents(fmt, settings)
+
+
+def _documents(fmt: str, settings: Encoding) -> Callable[[Event], dict[str, Any]]:
+    settings = _settings(settings)
+    if fmt == "ocsf":
+        return OcsfEncoder(settings.ocsf, settings.cef).to_ocsf
+    return EcsEncoder(settings.cef).to_ecs
+
+
+def _settings(settings: Encoding) -> EncoderSettings:
+    if isinstance(settings, CefSettings):
+        return EncoderSettings(cef=settings)
+    return settings or EncoderSettings()

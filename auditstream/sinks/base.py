@@ -101,7 +101,7 @@ class RetrySettings(StrictModel):
 class SinkSettingsBase(StrictModel):
     type: str
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    format: Literal["json", "cef"] = "json"
+    format: Literal["json", "cef", "ocsf", "ecs"] = "json"
     streams: list[str] = Field(default_factory=lambda: ["*"])
     tls: TlsSettings = Field(default_factory=TlsSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)

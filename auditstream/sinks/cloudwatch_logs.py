@@ -45,8 +45,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from auditstream.formats import make_encoder
-from auditstream.formats.cef import CefSettings
+from auditstream.formats import Encoding, make_encoder
 from auditstream.sinks.aws import AwsClient, AwsRequestError, AwsSinkSettings, AwsTransport, send_in_parts
 from auditstream.sinks.base import BatchSettings, ProbeResult, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
@@ -171,8 +170,8 @@ def rejected_indexes(info: dict[str, Any], count: int) -> dict[int, str]:
 
 
 class CloudWatchLogsTransport(AwsTransport):
-    def __init__(self, settings: CloudWatchLogsSinkSettings, cef: CefSettings | None) -> None:
-        super().__init__(make_encoder(settings.format, cef), AwsClient("logs", settings))
+    def __init__(self, settings: CloudWatchLogsSinkSettings, encoding: Encoding) -> None:
+        super().__init__(make_encoder(settings.format, encoding), AwsClient("logs", settings))
         self.settings = settings
         self._names: dict[str, str] = {}
         self._creating = asyncio.Lock()

@@ -37,6 +37,7 @@ from typing import Literal
 import orjson
 from pydantic import Field, SecretStr, field_validator
 
+from auditstream.formats import Encoding, make_encoder
 from auditstream.ops.secrets import config_secrets
 from auditstream.sinks.base import BatchSettings, Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
@@ -69,7 +70,7 @@ class DatadogBatchSettings(BatchSettings):
 
 class DatadogSinkSettings(SinkSettingsBase):
     type: Literal["datadog"] = "datadog"
-    format: Literal["json"] = "json"
+    format: Literal["json", "ocsf", "ecs"] = "json"  # the entry's message
     site: str = "datadoghq.com"
     endpoint_url: str | None = None
     api_key: SecretStr
@@ -114,7 +115,8 @@ class DatadogSinkSettings(SinkSettingsBase):
 class DatadogTransport:
     max_in_flight = MAX_IN_FLIGHT
 
-    def __init__(self, settings: DatadogSinkSettings, cef: object = None) -> None:
+    def __init__(self, settings: DatadogSinkSettings, encoding: Encoding = None) -> None:
+        self._encode_event = make_encoder(settings.format, encoding)
         self.settings = settings
         self._client = HttpClient(settings.tls, TIMEOUT, MAX_IN_FLIGHT, config_secrets(settings))
         self._key = {"DD-API-KEY": settings.api_key.get_secret_value()}
@@ -137,7 +139,7 @@ class DatadogTransport:
         return cached
 
     def encode(self, envelope: Envelope) -> bytes:
-        message = orjson.dumps(envelope.event).decode("utf-8")
+        message = self._encode_event(envelope.event).decode("utf-8")
         return b'{"message":' + orjson.dumps(message) + self._beside(envelope.stream)
 
     async def open(self) -> None:

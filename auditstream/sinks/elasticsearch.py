@@ -50,6 +50,7 @@ import orjson
 import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from auditstream.formats import Encoding, make_document_encoder
 from auditstream.ops.secrets import config_secrets
 from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
@@ -68,6 +69,9 @@ from auditstream.sinks.siem import STREAM_PLACEHOLDER, StreamTemplate, record_ti
 log = structlog.get_logger("auditstream.sinks.elasticsearch")
 
 DEFAULT_DATA_STREAM = "logs-strongdm.{stream}-default"
+# ECS documents get their own namespace, so deploy/elastic/index-template.ecs.json (ECS
+# mappings) applies to them and index-template.json (the JSON event's) to the rest.
+DEFAULT_ECS_DATA_STREAM = "logs-strongdm.{stream}-ecs"
 TIMEOUT = 60.0
 MAX_IN_FLIGHT = 4
 WRITE_PRIVILEGES = ("create_doc", "auto_configure")
@@ -84,7 +88,8 @@ def document_id(stream: str, key: str) -> str:
 
 class ElasticsearchSinkSettings(SinkSettingsBase):
     type: Literal["elasticsearch"] = "elasticsearch"
-    format: Literal["json"] = "json"
+    # json: the event; ocsf: the OCSF event; ecs: the ECS document. Each gets @timestamp.
+    format: Literal["json", "ocsf", "ecs"] = "json"
     urls: list[str] = Field(min_length=1)
     data_stream: str | None = None
     index: str | None = None
@@ -126,7 +131,8 @@ class ElasticsearchSinkSettings(SinkSettingsBase):
     @property
     def target(self) -> str:
         """The data stream or index template (``{stream}`` for the audit stream)."""
-        return self.index or self.data_stream or DEFAULT_DATA_STREAM
+        default = DEFAULT_ECS_DATA_STREAM if self.format == "ecs" else DEFAULT_DATA_STREAM
+        return self.index or self.data_stream or default
 
 
 def api_key_header(value: str) -> str:
@@ -169,8 +175,11 @@ def _error_text(error: Any) -> str:
 class ElasticsearchTransport:
     max_in_flight = MAX_IN_FLIGHT
 
-    def __init__(self, settings: ElasticsearchSinkSettings, cef: object = None) -> None:
+    def __init__(self, settings: ElasticsearchSinkSettings, encoding: Encoding = None) -> None:
         self.settings = settings
+        self._document = (
+            None if settings.format == "json" else make_document_encoder(settings.format, encoding)
+        )
         self._client = HttpClient(settings.tls, TIMEOUT, MAX_IN_FLIGHT, config_secrets(settings))
         self._target = StreamTemplate(settings.target)
         self._urls = itertools.cycle(settings.urls)
@@ -203,9 +212,11 @@ class ElasticsearchTransport:
     def encode(self, envelope: Envelope) -> bytes:
         """The action line and the document, each ending in a newline: a dead-lettered event
         can be replayed with ``curl --data-binary @- .../_bulk`` as it stands."""
-        event = envelope.event
+        event = envelope.event if self._document is None else self._document(envelope.event)
         stamp = record_time(envelope.time_ns).encode()
-        if "@timestamp" in event or not event:
+        if self._document is not None and "@timestamp" in event:  # an ECS document's own time
+            document = orjson.dumps(event)
+        elif "@timestamp" in event or not event:
             document = orjson.dumps({**event, "@timestamp": stamp.decode()})
         else:
             document = b'{"@timestamp":"' + stamp + b'",' + orjson.dumps(event)[1:]

@@ -29,8 +29,7 @@ from typing import Literal
 import structlog
 from pydantic import Field
 
-from auditstream.formats import make_line_encoder
-from auditstream.formats.cef import CefSettings
+from auditstream.formats import Encoding, make_line_encoder
 from auditstream.fsutil import NotWritable, check_file_appendable, ensure_directory, fsync_directory
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkSettingsBase
@@ -176,9 +175,9 @@ class RotatingFile:
 class FileTransport:
     max_in_flight = 1
 
-    def __init__(self, settings: FileSinkSettings, cef: CefSettings | None) -> None:
+    def __init__(self, settings: FileSinkSettings, encoding: Encoding) -> None:
         self.settings = settings
-        self._encode_line = make_line_encoder(settings.format, cef)
+        self._encode_line = make_line_encoder(settings.format, encoding)
         self._file = RotatingFile(settings)
         self._compressing: set[asyncio.Task[None]] = set()
         self._compress_lock = asyncio.Lock()

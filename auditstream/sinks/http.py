@@ -28,8 +28,7 @@ from typing import Literal
 import orjson
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from auditstream.formats import make_encoder
-from auditstream.formats.cef import CefSettings
+from auditstream.formats import Encoding, make_encoder
 from auditstream.ops.secrets import config_secrets
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
@@ -75,10 +74,10 @@ class HttpSinkSettings(SinkSettingsBase):
 
 
 class HttpTransport:
-    def __init__(self, settings: HttpSinkSettings, cef: CefSettings | None) -> None:
+    def __init__(self, settings: HttpSinkSettings, encoding: Encoding) -> None:
         self.settings = settings
         self.max_in_flight = settings.max_in_flight
-        self._encode_event = make_encoder(settings.format, cef)
+        self._encode_event = make_encoder(settings.format, encoding)
         self._client = HttpClient(
             settings.tls, settings.timeout, settings.max_in_flight, config_secrets(settings)
         )

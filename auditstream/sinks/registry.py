@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from auditstream.formats.cef import CefSettings
+from auditstream.formats import Encoding
 from auditstream.sinks.azure_monitor import AzureMonitorSink, AzureMonitorSinkSettings
 from auditstream.sinks.base import Sink
 from auditstream.sinks.cloudwatch_logs import CloudWatchLogsSink, CloudWatchLogsSinkSettings
@@ -37,7 +37,7 @@ AnySinkSettings = (
 )
 SinkSettings = Annotated[AnySinkSettings, Field(discriminator="type")]
 
-# Every sink class takes (settings, cef, *, state_dir, observer).
+# Every sink class takes (settings, encoding, *, state_dir, observer).
 _SINK_CLASSES: dict[type[AnySinkSettings], Callable[..., DeliverySink]] = {
     FileSinkSettings: FileSink,
     StdoutSinkSettings: StdoutSink,
@@ -54,14 +54,15 @@ _SINK_CLASSES: dict[type[AnySinkSettings], Callable[..., DeliverySink]] = {
 
 def create_sink(
     settings: AnySinkSettings,
-    cef: CefSettings | None = None,
+    encoding: Encoding = None,
     state_dir: Path = Path("."),
     observer: SinkObserver | None = None,
 ) -> Sink:
     """Build the sink ``settings`` describes.
 
-    ``state_dir`` is where its dead-letter file goes unless ``dead_letter_path`` is set:
+    ``encoding`` is what its encoder reads (``[cef]`` and ``[ocsf]``). ``state_dir`` is where
+    its dead-letter file goes unless ``dead_letter_path`` is set:
     ``<state_dir>/dead-letter/<name>.jsonl`` (the engine passes the checkpoint's directory).
     """
     sink_class = _SINK_CLASSES[type(settings)]
-    return sink_class(settings, cef, state_dir=state_dir, observer=observer)
+    return sink_class(settings, encoding, state_dir=state_dir, observer=observer)

@@ -39,8 +39,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from auditstream.formats import make_line_encoder
-from auditstream.formats.cef import CefSettings
+from auditstream.formats import Encoding, make_line_encoder
 from auditstream.sinks.aws import (
     AwsClient,
     AwsRequestError,
@@ -147,7 +146,7 @@ def _md5(data: bytes | memoryview) -> str:
 
 
 class S3Transport(AwsTransport):
-    def __init__(self, settings: S3SinkSettings, cef: CefSettings | None) -> None:
+    def __init__(self, settings: S3SinkSettings, encoding: Encoding) -> None:
         self.settings = settings
         style = "path" if settings.force_path_style else "auto"
         client = AwsClient(
@@ -157,7 +156,7 @@ class S3Transport(AwsTransport):
             # (CRC32 trailers) are not understood by every S3-compatible store.
             {"s3": {"addressing_style": style}, "request_checksum_calculation": "when_required"},
         )
-        super().__init__(make_line_encoder(settings.format, cef), client)
+        super().__init__(make_line_encoder(settings.format, encoding), client)
         self._put_params = self._object_params()
         self._kms_hint = (
             f"and kms:GenerateDataKey on {settings.kms_key_id or 'the bucket key'}, "

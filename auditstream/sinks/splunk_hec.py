@@ -40,8 +40,7 @@ import orjson
 import structlog
 from pydantic import Field, SecretStr, field_validator
 
-from auditstream.formats import make_encoder
-from auditstream.formats.cef import CefSettings
+from auditstream.formats import Encoding, make_encoder
 from auditstream.ops.secrets import config_secrets
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
@@ -186,11 +185,11 @@ class AckTracker:
 
 
 class SplunkHecTransport:
-    def __init__(self, settings: SplunkHecSinkSettings, cef: CefSettings | None) -> None:
+    def __init__(self, settings: SplunkHecSinkSettings, encoding: Encoding) -> None:
         self.settings = settings
         self.max_in_flight = settings.max_in_flight
         self.channel = settings.channel or str(uuid.uuid4())
-        self._encode_event = make_encoder(settings.format, cef)
+        self._encode_event = make_encoder(settings.format, encoding)
         self._client = HttpClient(
             settings.tls, settings.timeout, settings.max_in_flight, config_secrets(settings)
         )

@@ -11,8 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Literal
 
-from auditstream.formats import make_line_encoder
-from auditstream.formats.cef import CefSettings
+from auditstream.formats import Encoding, make_line_encoder
 from auditstream.sinks.base import Envelope, ProbeResult, SinkSettingsBase
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.retry import TransientError
@@ -26,8 +25,8 @@ class StdoutSinkSettings(SinkSettingsBase):
 class StdoutTransport:
     max_in_flight = 1
 
-    def __init__(self, settings: StdoutSinkSettings, cef: CefSettings | None) -> None:
-        self._encode_line = make_line_encoder(settings.format, cef)
+    def __init__(self, settings: StdoutSinkSettings, encoding: Encoding) -> None:
+        self._encode_line = make_line_encoder(settings.format, encoding)
 
     def encode(self, envelope: Envelope) -> bytes:
         return self._encode_line(envelope.event)

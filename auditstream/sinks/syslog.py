@@ -29,8 +29,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from auditstream.formats import make_encoder
-from auditstream.formats.cef import CefSettings
+from auditstream.formats import Encoding, make_encoder
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkSettingsBase
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
@@ -230,9 +229,9 @@ class _Connection:
 class SyslogTransport:
     max_in_flight = 1  # one connection, one ordered byte stream
 
-    def __init__(self, settings: SyslogSinkSettings, cef: CefSettings | None) -> None:
+    def __init__(self, settings: SyslogSinkSettings, encoding: Encoding) -> None:
         self.settings = settings
-        self._encode_event = make_encoder(settings.format, cef)
+        self._encode_event = make_encoder(settings.format, encoding)
         self._formatter = SyslogFormatter(
             rfc=settings.rfc,
             facility=FACILITIES[settings.facility],
