@@ -120,9 +120,7 @@ def with_demo_log_key(config: AppConfig) -> AppConfig:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         with os.fdopen(descriptor, "wb") as key_file:
             key_file.write(private_key_pem(generate_private_key()))
-    normalize = NormalizeSettings.model_validate(
-        {**dict(config.normalize), "log_private_key_file": path}
-    )
+    normalize = NormalizeSettings.model_validate({**dict(config.normalize), "log_private_key_file": path})
     return config.model_copy(update={"normalize": normalize})
 
 
