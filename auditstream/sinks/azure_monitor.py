@@ -18,7 +18,7 @@ included: both go through one aiohttp session built from ``[sinks.tls]``.
 Each row is the event with ``TimeGenerated`` added: the record's time, RFC 3339 UTC with
 seven fractional digits (Kusto's datetime counts 100 ns ticks). ``stream_name`` may contain
 ``{stream}``: a request holding several audit streams becomes one upload per DCR stream,
-sent concurrently (:func:`~auditstream.sinks.aws.send_in_parts`).
+sent concurrently (:func:`~auditstream.sinks.delivery.send_in_parts`).
 
 The SDK reports each 1 MB call that failed with the rows it held, so a request settles call
 by call (:func:`~auditstream.sinks.siem.settle_items`): calls that failed transiently are
@@ -47,9 +47,8 @@ from pydantic import SecretStr, field_validator, model_validator
 
 from auditstream.ops.secrets import Secrets, config_secrets
 from auditstream.sdm.registry import ALL_STREAM_NAMES
-from auditstream.sinks.aws import send_in_parts
 from auditstream.sinks.base import Envelope, ProbeResult, SinkError, SinkFatalError, SinkSettingsBase
-from auditstream.sinks.delivery import Record, TransportSink, WriteResult
+from auditstream.sinks.delivery import Record, TransportSink, WriteResult, send_in_parts
 from auditstream.sinks.extras import install_hint, installed
 from auditstream.sinks.http_client import check_url, quote, retry_after_seconds
 from auditstream.sinks.retry import TransientError

@@ -5,7 +5,7 @@ How a request becomes calls. The delivery machinery cuts requests by ``batch.max
 cannot know: one log stream per call, events in time order, at most 10,000 events and
 1,048,576 bytes counting 26 bytes per event, no call spanning more than 24 hours, at most
 256 KB per event. :func:`plan_calls` cuts each request into calls that keep every one of them
-(a pure function, property-tested), and :func:`~auditstream.sinks.aws.send_in_parts` sends
+(a pure function, property-tested), and :func:`~auditstream.sinks.delivery.send_in_parts` sends
 them concurrently (parallel calls to one log stream are allowed since sequence tokens are
 ignored; we send none).
 
@@ -47,9 +47,9 @@ from pydantic import Field, field_validator, model_validator
 
 from auditstream.formats import make_encoder
 from auditstream.formats.cef import CefSettings
-from auditstream.sinks.aws import AwsClient, AwsRequestError, AwsSinkSettings, AwsTransport, send_in_parts
+from auditstream.sinks.aws import AwsClient, AwsRequestError, AwsSinkSettings, AwsTransport
 from auditstream.sinks.base import BatchSettings, ProbeResult, SinkFatalError
-from auditstream.sinks.delivery import Record, TransportSink, WriteResult
+from auditstream.sinks.delivery import Record, TransportSink, WriteResult, send_in_parts
 from auditstream.sinks.retry import TransientError
 
 MAX_CALL_BYTES = 1_048_576

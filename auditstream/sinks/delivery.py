@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -458,3 +458,44 @@ class TransportSink(DeliverySink):
         super().__init__(
             settings, type(self).transport_class(settings, cef), state_dir=state_dir, observer=observer
         )
+
+
+PartWriter = Callable[[Sequence[int]], Awaitable[WriteResult]]
+
+
+async def send_in_parts(parts: Sequence[Sequence[int]], write: PartWriter, concurrency: int) -> WriteResult:
+    """Send one request of the delivery machinery as several API calls (``parts``, lists of
+    the request's indexes), at most ``concurrency`` at once, and merge what they say: the
+    sinks whose receivers take a request in pieces (S3 objects, CloudWatch Logs calls, Azure
+    Monitor calls) share this one way of settling it.
+
+    Why not retry the whole request when one call fails: the calls that succeeded would be
+    sent again (duplicates in CloudWatch Logs, re-uploads in S3). Instead the parts that
+    failed transiently come back as ``resend`` groups: the machinery sends each again as its
+    own request (with backoff once it fails again), and settles the caller's ``send()`` only
+    when every event of it is delivered or dead-lettered. If every part failed transiently
+    the first error is raised, so the machinery backs off before the next attempt. A fatal
+    error raises: nothing of the request is acknowledged and the engine keeps the batch."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(part: Sequence[int]) -> WriteResult:
+        async with semaphore:
+            return await write(part)
+
+    outcomes = await asyncio.gather(*(one(part) for part in parts), return_exceptions=True)
+    merged = WriteResult()
+    first: TransientError | None = None
+    failed = 0
+    for part, outcome in zip(parts, outcomes, strict=True):
+        if isinstance(outcome, TransientError):
+            first = first or outcome
+            failed += 1
+            merged.resend.append(list(part))
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            merged.rejected.update(outcome.rejected)
+            merged.resend.extend(outcome.resend)
+    if first is not None and failed == len(parts):
+        raise first
+    return merged

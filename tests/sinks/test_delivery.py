@@ -16,6 +16,8 @@ from typing import Any, Literal
 import pytest
 import tenacity
 
+from auditstream.retrying import MAX_ASKED_DELAY, Backoff
+from auditstream.sinks import retry as retry_module
 from auditstream.sinks.base import (
     Envelope,
     ProbeResult,
@@ -25,7 +27,7 @@ from auditstream.sinks.base import (
     SinkSettingsBase,
     SinkState,
 )
-from auditstream.sinks.delivery import DeliverySink, Record, WriteResult
+from auditstream.sinks.delivery import DeliverySink, Record, WriteResult, send_in_parts
 from auditstream.sinks.http_client import retry_after_seconds
 from auditstream.sinks.retry import RetriesExhausted, RetryPolicy, TransientError
 from tests.helpers import async_wait_until
@@ -337,9 +339,20 @@ def _state(exc: BaseException | None, attempt: int) -> tenacity.RetryCallState:
 
 def test_backoff_is_exponential_jittered_and_capped():
     policy = RetryPolicy(RetrySettings(initial=1, maximum=8), rng=lambda: 0.0)
-    assert [policy.backoff(n) for n in range(1, 6)] == [0.5, 1, 2, 4, 4]
+    assert [policy.wait.delay(n) for n in range(1, 6)] == [0.5, 1, 2, 4, 4]
     top = RetryPolicy(RetrySettings(initial=1, maximum=8), rng=lambda: 0.999999)
-    assert 7.99 < top.backoff(10) <= 8
+    assert 7.99 < top.wait.delay(10) <= 8
+
+
+def test_sinks_back_off_by_the_one_rule_with_the_one_retry_after_cap():
+    """auditstream has one backoff (retrying.Backoff) and one cap on a delay a receiver asks
+    for; the sinks' policy is that rule with the sink's settings, not a copy beside it."""
+    policy = RetryPolicy(RetrySettings(initial=1, maximum=8))
+    assert isinstance(policy.wait, Backoff)
+    assert (policy.wait.initial, policy.wait.maximum) == (1, 8)
+    asked = _state(TransientError("busy", retry_after=99999), 1)
+    assert policy.wait(asked) == MAX_ASKED_DELAY
+    assert not hasattr(retry_module, "MAX_RETRY_AFTER")
 
 
 def test_retry_after_wins_over_backoff():
@@ -356,3 +369,33 @@ def test_retry_after_parses_seconds_and_http_dates():
     assert retry_after_seconds("Wed, 01 May 2024 11:00:00 GMT", now) == 0.0
     assert retry_after_seconds("soon", now) is None
     assert retry_after_seconds(None, now) is None
+
+
+async def test_send_in_parts_sends_again_only_the_calls_that_failed_transiently():
+    async def write(part):
+        if part[0] == 2:
+            raise TransientError("throttled")
+        if part[0] == 4:
+            return WriteResult(rejected={4: "too old"})
+        return WriteResult()
+
+    result = await send_in_parts([[0, 1], [2, 3], [4, 5]], write, concurrency=2)
+    assert result.resend == [[2, 3]] and result.rejected == {4: "too old"}
+
+
+async def test_when_every_call_fails_the_error_is_raised_so_the_retry_backs_off():
+    async def write(part):
+        raise TransientError(f"down {part}")
+
+    with pytest.raises(TransientError, match=r"down \[0\]"):
+        await send_in_parts([[0], [1]], write, concurrency=4)
+
+
+async def test_a_fatal_call_fails_the_whole_request():
+    async def write(part):
+        if part[0] == 1:
+            raise SinkFatalError("denied")
+        return WriteResult()
+
+    with pytest.raises(SinkFatalError):
+        await send_in_parts([[0], [1], [2]], write, concurrency=1)
