@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import SecretStr, field_validator, model_validator
 
-from auditstream.ops.secrets import Secrets, config_secrets
+from auditstream.ops.secrets import Secrets, config_secrets, register_expiring
 from auditstream.sdm.registry import ALL_STREAM_NAMES
 from auditstream.sinks.base import Envelope, ProbeResult, SinkError, SinkFatalError, SinkSettingsBase
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult, send_in_parts
@@ -183,7 +183,9 @@ class AzureMonitorTransport:
             )
 
         retry = {"retry_total": SDK_ATTEMPTS - 1, "retry_backoff_factor": SDK_BACKOFF}
-        self._credential = self._make_credential(transport, retry)
+        self._credential = RegisteredTokens(
+            self._make_credential(transport, retry), f"azure_monitor:{self.settings.name}"
+        )
         self._client = LogsIngestionClient(
             self.settings.endpoint,
             self._credential,
@@ -390,6 +392,46 @@ class AzureMonitorTransport:
         error = HttpResponseError(response=response)
         outcome = self._status_error(error, status, f"{self.settings.endpoint} stream {name}")
         return False, str(outcome)
+
+
+class RegisteredTokens:
+    """The sink's Entra ID credential, registering every token it hands out with the scrubber.
+
+    A bearer token is a credential the configuration never held, so ``config_secrets`` cannot
+    know it, yet gateways and proxies quote the ``Authorization`` header back in their errors,
+    which reach logs, health and dead-letter reasons. Tokens expire within the hour and are
+    renewed: :func:`~auditstream.ops.secrets.register_expiring` keeps the newest two of this
+    sink's, so the scrubber does not grow by a token an hour."""
+
+    def __init__(self, credential: Any, slot: str) -> None:
+        self._credential = credential
+        self._slot = slot
+
+    def _seen(self, token: Any) -> Any:
+        value = getattr(token, "token", None)
+        if isinstance(value, str) and value:
+            register_expiring(self._slot, value)
+        return token
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        return self._seen(await self._credential.get_token(*scopes, **kwargs))
+
+    async def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        if hasattr(self._credential, "get_token_info"):
+            return self._seen(await self._credential.get_token_info(*scopes, options=options))
+        from azure.core.credentials import AccessTokenInfo  # an azure-identity older than its core
+
+        token = self._seen(await self._credential.get_token(*scopes))
+        return AccessTokenInfo(token.token, token.expires_on)
+
+    async def close(self) -> None:
+        await self._credential.close()
+
+    async def __aenter__(self) -> RegisteredTokens:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from auditstream.ops.secrets import REDACTED, redact
 from auditstream.sinks.azure_monitor import AzureMonitorSink, AzureMonitorSinkSettings
 from auditstream.sinks.base import SinkFatalError, SinkState
 from auditstream.sinks.observer import SinkObserver
@@ -171,6 +172,26 @@ async def test_a_row_the_service_refuses_is_isolated_and_dead_lettered(peers, st
         line["key"] == "activities-6" and "HTTP 400" in line["reason"] and "InvalidPayload" in line["reason"]
     )
     assert json.loads(line["event"])["TimeGenerated"] == "2024-05-01T12:00:00.1294567Z"
+
+
+async def test_the_bearer_token_is_scrubbed_wherever_an_answer_quotes_it(peers, state_dir, caplog, capsys):
+    """Entra ID's token is a credential the configuration never held: once obtained it is
+    registered with the scrubber, so a gateway quoting ``Authorization`` back puts it nowhere."""
+    caplog.set_level(logging.DEBUG)
+    peers.ingestion.echo_authorization = True
+    peers.ingestion.reject_when = lambda row: row.get("poison") is True
+    peers.ingestion.faults.fail_with.extend([503] * 3)  # more than the SDK retries by itself
+    observer = Retries()
+    sink = await started(peers.settings(), state_dir, observer)
+    await sink.send(envelopes("activities", 2) + envelopes("activities", 1, start=2, poison=True))
+    await sink.close()
+    (token,) = peers.entra.tokens
+    reasons = (state_dir / "dead-letter" / "sentinel.jsonl").read_text()
+    assert "InvalidPayload" in reasons and "Authorization: Bearer" in reasons
+    assert observer.errors and "Authorization: Bearer" in observer.errors[0]
+    for text in (reasons, *observer.errors, logged(caplog, capsys)):
+        assert token not in text
+    assert redact(f"Bearer {token}") == f"Bearer {REDACTED}"
 
 
 async def test_stream_name_per_audit_stream(peers, state_dir):
