@@ -72,6 +72,15 @@ class WriteResult:
     rejected: dict[int, str] = field(default_factory=dict)
     resend: list[list[int]] = field(default_factory=list)
 
+    def within(self, indexes: Sequence[int]) -> WriteResult:
+        """This result, about a part of a request made of the request's ``indexes`` (in
+        order), in the request's indexes: what a transport that sends a request in parts
+        (:func:`send_in_parts`) returns for one part."""
+        return WriteResult(
+            rejected={indexes[i]: reason for i, reason in self.rejected.items()},
+            resend=[[indexes[i] for i in group] for group in self.resend],
+        )
+
     @classmethod
     def bisect(cls, count: int, reason: str) -> WriteResult:
         """A request refused as a whole because of some of its events, receiver unknown to

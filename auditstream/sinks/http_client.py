@@ -168,7 +168,7 @@ class HttpClient:
         assert self._session is not None
         send_headers = dict(headers or {})
         if body is not None and compress:
-            body = await _gzip(body)
+            body = await gzip_body(body)
             send_headers["Content-Encoding"] = "gzip"
         what = f"{method} {url}"
         try:
@@ -200,7 +200,9 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or exc.__class__.__name__
 
 
-async def _gzip(body: bytes) -> bytes:
+async def gzip_body(body: bytes) -> bytes:
+    """``body`` gzip-compressed (off the event loop when large), without a timestamp, so the
+    same body always compresses to the same bytes."""
     if len(body) > _GZIP_IN_THREAD_ABOVE:
         return await asyncio.to_thread(gzip.compress, body, _GZIP_LEVEL, mtime=0)
     return gzip.compress(body, _GZIP_LEVEL, mtime=0)
