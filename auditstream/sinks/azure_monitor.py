@@ -265,7 +265,7 @@ class AzureMonitorTransport:
         result = WriteResult()
         if parts:
             result = await send_in_parts(list(parts.values()), upload, UPLOADS_AT_ONCE)
-        result.rejected.update(oversize)
+        result.invalid.update(oversize)
         return result
 
     async def _upload_stream(self, records: Sequence[Record], part: Sequence[int]) -> WriteResult:

@@ -33,7 +33,11 @@ Per event, what CloudWatch says:
 * throttling, 5xx, connection errors: retried; a missing group or stream is created when
   ``create = true`` (with ``retention_days`` on a group we create), else the sink stops;
 * any other refusal of a call (InvalidParameterException...): the call is split in halves
-  until the event that causes it is alone, which is dead-lettered with AWS's message.
+  until the event that causes it is alone, which is dead-lettered with AWS's message (the
+  same error for every event alone is CloudWatch's refusal, not the events': the delivery
+  machinery fails the sink instead). The events ``rejectedLogEventsInfo`` names and those
+  over 256 KB are ``WriteResult.invalid``: their time or size, never the target's refusal,
+  so an old backfill is dead-lettered as documented.
 """
 
 from __future__ import annotations
@@ -197,7 +201,7 @@ class CloudWatchLogsTransport(AwsTransport):
         result = await send_in_parts(plan.calls, put, CALLS_AT_ONCE) if plan.calls else WriteResult()
         for index in plan.oversize:
             size = len(records[index].payload) + EVENT_OVERHEAD
-            result.rejected[index] = (
+            result.invalid[index] = (
                 f"event is {size:,} bytes with CloudWatch's 26-byte overhead; "
                 f"PutLogEvents takes at most {MAX_EVENT_BYTES:,} per event (not truncated)"
             )
@@ -218,10 +222,8 @@ class CloudWatchLogsTransport(AwsTransport):
                 return WriteResult(resend=[list(indexes[:half]), list(indexes[half:])])
             return WriteResult(rejected={indexes[0]: f"CloudWatch Logs: {exc.code}: {exc.message}"})
         info = answer.get("rejectedLogEventsInfo") or {}
-        return WriteResult(
-            rejected={
-                indexes[position]: why for position, why in rejected_indexes(info, len(records)).items()
-            }
+        return WriteResult(  # the event's time, not the target: never the target's refusal
+            invalid={indexes[position]: why for position, why in rejected_indexes(info, len(records)).items()}
         )
 
     async def _call_put(self, stream: str, events: list[dict[str, Any]]) -> dict[str, Any]:

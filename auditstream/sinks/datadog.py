@@ -18,7 +18,9 @@ Answers, as the reference lists them:
 * 408, 429, 5xx, connection errors, timeouts: retried, ``Retry-After`` honoured;
 * 400 (payload formatting) and 413 (too large): about some of the request's entries; the
   intake takes a request whole or not at all, so the request is bisected until the entries
-  refused on their own are known, and only those are dead-lettered with the answer;
+  refused on their own are known, and only those are dead-lettered with the answer (when
+  every entry is refused alone with the same answer, the delivery machinery takes it for
+  the intake's refusal and fails the sink instead);
 * 401 (no key), 403 (invalid key) and the statuses about the URL (404, 405, 3xx...): fatal,
   the sink stops with the data kept until ``api_key`` or ``site`` is fixed.
 
@@ -156,7 +158,7 @@ class DatadogTransport:
         if not oversize:
             return await self._post(records)
         rest = [index for index in range(len(records)) if index not in oversize]
-        return WriteResult(rejected=oversize, resend=[rest] if rest else [])
+        return WriteResult(invalid=oversize, resend=[rest] if rest else [])
 
     async def _post(self, records: Sequence[Record]) -> WriteResult:
         body = b"[" + b",".join(record.payload for record in records) + b"]"

@@ -14,7 +14,9 @@ The response is read item by item, never as a whole:
   request is retried with backoff instead;
 * any other 4xx (``mapper_parsing_exception``, ``document_parsing_exception``...): that event
   is dead-lettered with the item's error type and reason; the rest of the request is not
-  sent again for it;
+  sent again for it. The same error for every item of a stream (``index_closed_exception``:
+  a closed index) is the target's refusal: the delivery machinery fails the sink for that
+  stream, nothing dead-lettered;
 * refusals that are about the configuration, not the event, stop the sink with the data
   kept: 401/403 (credentials, a missing privilege: the reason names it), 404
   (``index_not_found_exception``: auto-creation is off), a missing ingest ``pipeline``.

@@ -10,7 +10,9 @@ Body: NDJSON (one encoded event per line, the default) or a JSON array. Statuses
 * 413 and every other 4xx (400, 409, 422...) are about some of the request's events, so the
   request is bisected: sent again as two halves, and so on, until the events still refused
   on their own are known. Only those are dead-lettered, each with the status and the
-  receiver's scrubbed, truncated explanation of *its* refusal; the rest is delivered.
+  receiver's scrubbed, truncated explanation of *its* refusal; the rest is delivered. When
+  every event is refused alone with the same answer, it is the receiver that refuses: the
+  delivery machinery fails the sink instead of dead-lettering the stream.
 
 Cost of the bisection: a request of n events holding k refused ones takes at most
 ``1 + 2·k·ceil(log2 n)`` requests (19 for one bad event among 500, about 2n if every event

@@ -21,7 +21,9 @@
 
 Fault switches: ``faults`` (whole-request statuses), ``item_faults`` (statuses given to the
 next items: 429 ``es_rejected_execution_exception``, 503 ``unavailable_shards_exception``),
-``reject_when`` (a document predicate answered 400 ``document_parsing_exception``).
+``reject_when`` (a document predicate answered 400 ``document_parsing_exception``),
+``closed`` (indices or data streams closed: every item for them is refused with 400
+``index_closed_exception``, as the Close index API makes them answer).
 Indexed documents are in ``docs`` keyed by (index, _id); ``conflicts`` counts 409s.
 """
 
@@ -81,6 +83,7 @@ class ElasticReceiver(AiohttpPeer):
         self.pipelines: set[str] = set()
         self.max_content_length = 100 * 1024 * 1024
         self.item_faults: deque[int] = deque()
+        self.closed: set[str] = set()
         self.reject_when: Callable[[dict[str, Any]], bool] | None = None
         self.docs: dict[tuple[str, str], dict[str, Any]] = {}
         self.conflicts = 0
@@ -238,6 +241,8 @@ class ElasticReceiver(AiohttpPeer):
                 "this action is granted by the index privileges [create_doc,create,index,write,all]"
             )
             return refuse(403, "security_exception", reason)
+        if index in self.closed:
+            return refuse(400, "index_closed_exception", "closed")
         if pipeline is not None and pipeline not in self.pipelines:
             return refuse(400, "illegal_argument_exception", f"pipeline with id [{pipeline}] does not exist")
         if self.item_faults:

@@ -136,6 +136,25 @@ async def test_an_item_refused_for_its_content_is_dead_lettered_and_the_request_
     assert json.loads(document)["poison"] is True and end == ""
 
 
+async def test_a_closed_index_refusing_every_item_stops_the_sink_instead_of_dead_lettering(pki, state_dir):
+    """``index_closed_exception`` on every item is the target's refusal, not the events'."""
+    async with receiver_for(pki) as receiver:
+        receiver.closed.add("logs-strongdm.activities-default")
+        sink = await started(settings(receiver, pki), state_dir)
+        batch = envelopes("activities", 20)
+        with pytest.raises(SinkFatalError, match="index_closed_exception: closed") as failure:
+            await sink.send(batch)
+        assert "fix the target" in str(failure.value) and sink.health().state is SinkState.FAILED
+        with pytest.raises(SinkFatalError):  # the engine tries again: one document alone
+            await sink.send(batch)
+        receiver.closed.clear()  # the operator opens the index
+        await sink.send(batch)
+        await sink.close()
+    assert dead_letters(state_dir) == []
+    assert receiver.attempts == 1 + 1 + 2  # the request; then one item alone; then it, then the rest
+    assert len(receiver.docs) == 20 and sink.health().state is SinkState.OK
+
+
 async def test_a_body_over_the_size_limit_is_halved_until_it_fits(pki, state_dir):
     async with receiver_for(pki) as receiver:
         receiver.max_content_length = 8_000
