@@ -2,9 +2,18 @@
 
 Each event becomes a document carrying ``@timestamp`` (the record's time, RFC 3339 UTC with
 nine fractional digits) and an ``_id`` derived from the record's stream and key. ``create``
-refuses an ``_id`` that exists (409), so a batch the engine sends again after a crash, or a
-request retried after a lost answer, is answered 409 item by item: counted as already
-indexed, not as a failure. The index holds each record exactly once.
+refuses an ``_id`` that exists in the index it writes to (409), so a batch the engine sends
+again after a crash, or a request retried after a lost answer, is answered 409 item by item:
+counted as already indexed, not as a failure.
+
+The guarantee is per concrete index, not per data stream: Elasticsearch checks the ``_id``
+only in the write index, and a data stream's write index is its newest backing index. A
+record sent again after the data stream rolled over (ILM, the data stream lifecycle) is
+indexed a second time, in the new backing index; so is one sent to a rollover alias given as
+``index``. Only a plain index holds each record exactly once. Writing again to the backing
+index the first delivery used is not possible: Elasticsearch refuses ``create`` addressed to a
+backing index, and after a lost answer or a crash that index is not known. docs/sinks.md says
+how to collapse duplicates in searches (on ``id``).
 
 The response is read item by item, never as a whole:
 

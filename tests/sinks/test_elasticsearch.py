@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import logging
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -96,6 +97,27 @@ async def test_sending_again_after_a_crash_is_answered_409_and_indexes_nothing_t
     assert receiver.conflicts == 20
     assert again.transport.conflicts == 20  # type: ignore[attr-defined]
     assert dead_letters(state_dir) == [] and again.health().state is SinkState.OK
+
+
+async def test_a_record_is_indexed_once_per_backing_index_and_again_after_a_rollover(pki, state_dir):
+    """What "each record once" means for a data stream, as docs/sinks.md says it: ``create``
+    answers 409 only for an ``_id`` in the write index, so a record sent again after the data
+    stream rolled over is indexed a second time, in the new backing index."""
+    async with receiver_for(pki) as receiver:
+        target = "logs-strongdm.activities-default"
+        batch = envelopes("activities", 10)
+        sink = await started(settings(receiver, pki), state_dir)
+        await sink.send(batch)
+        await sink.send(batch)  # sent again (a lost answer, a restart): 409 for each, nothing twice
+        assert receiver.conflicts == 10 and len(receiver.indexed) == 10
+        second = receiver.rollover(target)
+        await sink.send(batch[:3])  # sent again after the rollover: not refused, indexed again
+        await sink.close()
+    copies = Counter(doc_id for _, _, doc_id in receiver.indexed)
+    twice = {document_id("activities", e.key) for e in batch[:3]}
+    assert {doc_id for doc_id, n in copies.items() if n == 2} == twice
+    assert [concrete for _, concrete, doc_id in receiver.indexed if doc_id in twice][3:] == [second] * 3
+    assert dead_letters(state_dir) == [] and sink.health().state is SinkState.OK
 
 
 async def test_items_refused_with_429_or_503_are_sent_again_alone(pki, state_dir):
