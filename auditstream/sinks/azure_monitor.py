@@ -58,10 +58,11 @@ from pydantic import SecretStr, field_validator, model_validator
 
 from auditstream.ops.secrets import Secrets, config_secrets, register_expiring
 from auditstream.sdm.registry import ALL_STREAM_NAMES
-from auditstream.sinks.base import Envelope, ProbeResult, SinkError, SinkFatalError, SinkSettingsBase
+from auditstream.sinks.base import Envelope, ProbeResult, SinkError, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult, send_in_parts
 from auditstream.sinks.extras import install_hint, installed
 from auditstream.sinks.http_client import check_url, gzip_body, quote, retry_after_seconds
+from auditstream.sinks.proxy import ProxiedSinkSettings, ProxyResolver, proxy_failure
 from auditstream.sinks.retry import TransientError
 from auditstream.sinks.siem import StreamTemplate, record_time
 
@@ -102,7 +103,7 @@ def azure_extra_installed() -> bool:
     return installed("azure.monitor.ingestion.aio") and installed("azure.identity.aio")
 
 
-class AzureMonitorSinkSettings(SinkSettingsBase):
+class AzureMonitorSinkSettings(ProxiedSinkSettings):
     type: Literal["azure_monitor"] = "azure_monitor"
     format: Literal["json"] = "json"
     endpoint: str
@@ -168,6 +169,7 @@ class AzureMonitorTransport:
         self._session: Any = None
         self._credential: Any = None
         self._client: Any = None
+        self._proxy = ProxyResolver(settings)
 
     def encode(self, envelope: Envelope) -> bytes:
         return orjson.dumps({"TimeGenerated": record_time(envelope.time_ns, 7), **envelope.event})
@@ -186,8 +188,22 @@ class AzureMonitorTransport:
         connector = aiohttp.TCPConnector(ssl=self.settings.tls.ssl_context(), limit=8)
         self._session = aiohttp.ClientSession(connector=connector)
 
+        proxies = self._proxy
+
+        class ProxiedTransport(AioHttpTransport):  # type: ignore[misc]
+            """azure-core's aiohttp transport, each request through the sink's egress proxy
+            (the token endpoint's too): our session does not read the environment itself."""
+
+            async def send(self, request: Any, **config: Any) -> Any:
+                route = proxies.route(request.url)
+                if route is not None:
+                    config.setdefault("proxy", route.url)
+                    if (headers := route.connect_headers(request.url)) is not None:
+                        config.setdefault("proxy_headers", headers)
+                return await super().send(request, **config)
+
         def transport() -> Any:  # one each: closing a pipeline must not close the other's
-            return AioHttpTransport(
+            return ProxiedTransport(
                 session=self._session,
                 session_owner=False,
                 connection_timeout=CONNECT_TIMEOUT,
@@ -313,6 +329,9 @@ class AzureMonitorTransport:
         from azure.identity import CredentialUnavailableError
 
         where = f"{self.settings.endpoint} DCR {self.settings.dcr_immutable_id} stream {name}"
+        refused = self._proxy_failure(exc, where)
+        if refused is not None:
+            return refused
         if isinstance(exc, CredentialUnavailableError):
             return SinkFatalError(
                 f"no Azure identity to get a token with: {self._quote(exc)}; set tenant_id, client_id and "
@@ -325,6 +344,21 @@ class AzureMonitorTransport:
         if isinstance(exc, ServiceRequestError | ServiceResponseError | OSError | TimeoutError):
             return TransientError(f"{where}: {type(exc).__name__}: {self._quote(exc)}")
         return SinkFatalError(f"{where}: unexpected {type(exc).__name__}: {self._quote(exc)}")
+
+    def _proxy_failure(self, exc: BaseException, where: str) -> Exception | None:
+        """A failure of the egress proxy, however deep azure-core and azure-identity wrapped
+        aiohttp's error (``inner_exception``, ``__cause__``), said as the proxy's."""
+        hosts = [self.settings.endpoint, self.settings.authority_host or "https://login.microsoftonline.com"]
+        route = next((r for r in map(self._proxy.route, hosts) if r is not None), None)
+        seen: BaseException | None = exc
+        for _ in range(6):
+            if seen is None:
+                break
+            refused = proxy_failure(seen, route, where)
+            if refused is not None:
+                return refused
+            seen = getattr(seen, "inner_exception", None) or seen.__cause__ or seen.__context__
+        return None
 
     def _from_ingestion(self, exc: Any) -> bool:
         response = getattr(exc, "response", None)

@@ -40,7 +40,7 @@ import orjson
 from pydantic import Field, SecretStr, field_validator
 
 from auditstream.ops.secrets import config_secrets
-from auditstream.sinks.base import BatchSettings, Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
+from auditstream.sinks.base import BatchSettings, Envelope, ProbeResult, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.http_client import (
     FATAL_STATUSES,
@@ -49,6 +49,7 @@ from auditstream.sinks.http_client import (
     check_url,
     is_transient_status,
 )
+from auditstream.sinks.proxy import ProxiedSinkSettings, ProxyResolver
 from auditstream.sinks.siem import StreamTemplate
 
 LOGS_PATH = "/api/v2/logs"
@@ -69,7 +70,7 @@ class DatadogBatchSettings(BatchSettings):
     max_bytes: int = Field(default=MAX_BATCH_BYTES, ge=1024, le=MAX_BATCH_BYTES)
 
 
-class DatadogSinkSettings(SinkSettingsBase):
+class DatadogSinkSettings(ProxiedSinkSettings):
     type: Literal["datadog"] = "datadog"
     format: Literal["json"] = "json"
     site: str = "datadoghq.com"
@@ -118,7 +119,9 @@ class DatadogTransport:
 
     def __init__(self, settings: DatadogSinkSettings, cef: object = None) -> None:
         self.settings = settings
-        self._client = HttpClient(settings.tls, TIMEOUT, MAX_IN_FLIGHT, config_secrets(settings))
+        self._client = HttpClient(
+            settings.tls, TIMEOUT, MAX_IN_FLIGHT, config_secrets(settings), ProxyResolver(settings)
+        )
         self._key = {"DD-API-KEY": settings.api_key.get_secret_value()}
         self._headers = {**self._key, "Content-Type": "application/json"}
         self._hostname = socket.gethostname()

@@ -62,7 +62,7 @@ import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from auditstream.ops.secrets import config_secrets
-from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
+from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.http_client import (
     FATAL_STATUSES,
@@ -73,6 +73,7 @@ from auditstream.sinks.http_client import (
     quote,
     warn_if_cleartext,
 )
+from auditstream.sinks.proxy import ProxiedSinkSettings, ProxyResolver
 from auditstream.sinks.retry import TransientError
 from auditstream.sinks.siem import STREAM_PLACEHOLDER, StreamTemplate, record_time, settle_items
 
@@ -93,7 +94,7 @@ def document_id(stream: str, key: str) -> str:
     return hashlib.blake2b(f"{stream}\n{key}".encode(), digest_size=16).hexdigest()
 
 
-class ElasticsearchSinkSettings(SinkSettingsBase):
+class ElasticsearchSinkSettings(ProxiedSinkSettings):
     type: Literal["elasticsearch"] = "elasticsearch"
     format: Literal["json"] = "json"
     urls: list[str] = Field(min_length=1)
@@ -182,7 +183,9 @@ class ElasticsearchTransport:
 
     def __init__(self, settings: ElasticsearchSinkSettings, cef: object = None) -> None:
         self.settings = settings
-        self._client = HttpClient(settings.tls, TIMEOUT, MAX_IN_FLIGHT, config_secrets(settings))
+        self._client = HttpClient(
+            settings.tls, TIMEOUT, MAX_IN_FLIGHT, config_secrets(settings), ProxyResolver(settings)
+        )
         self._target = StreamTemplate(settings.target)
         self._urls = itertools.cycle(settings.urls)
         self._auth = self._auth_headers()

@@ -34,7 +34,7 @@ from auditstream.formats import make_encoder
 from auditstream.formats.cef import CefSettings
 from auditstream.ops.secrets import config_secrets
 from auditstream.settings_base import Duration
-from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
+from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.http_client import (
     FATAL_STATUSES,
@@ -43,9 +43,10 @@ from auditstream.sinks.http_client import (
     is_transient_status,
     warn_if_cleartext,
 )
+from auditstream.sinks.proxy import ProxiedSinkSettings, ProxyResolver
 
 
-class HttpSinkSettings(SinkSettingsBase):
+class HttpSinkSettings(ProxiedSinkSettings):
     type: Literal["http"] = "http"
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
@@ -82,7 +83,11 @@ class HttpTransport:
         self.max_in_flight = settings.max_in_flight
         self._encode_event = make_encoder(settings.format, cef)
         self._client = HttpClient(
-            settings.tls, settings.timeout, settings.max_in_flight, config_secrets(settings)
+            settings.tls,
+            settings.timeout,
+            settings.max_in_flight,
+            config_secrets(settings),
+            ProxyResolver(settings),
         )
         self._quote = settings.body == "json_array" and settings.format != "json"
         self._headers = {**self._content_headers(), **settings.headers, **self._auth_headers()}

@@ -31,6 +31,7 @@ from auditstream.sinks.observer import SinkObserver
 from auditstream.sinks.siem import record_time
 from tests.helpers import async_wait_until
 from tests.peers.azure import EntraReceiver, LogsIngestionReceiver
+from tests.peers.tinyproxy import Tinyproxy
 from tests.peers.tls import make_pki
 from tests.sinks.conftest import AWKWARD, FAST_RETRY, assert_delivered, envelopes, logged
 
@@ -235,6 +236,37 @@ async def test_the_bearer_token_is_scrubbed_wherever_an_answer_quotes_it(peers, 
     for text in (reasons, *observer.errors, logged(caplog, capsys)):
         assert token not in text
     assert redact(f"Bearer {token}") == f"Bearer {REDACTED}"
+
+
+async def test_the_token_request_and_the_upload_go_through_the_egress_proxy(peers, state_dir, tmp_path):
+    ports = [peers.entra.port, peers.ingestion.port]
+    with Tinyproxy(tmp_path / "proxy", ports) as proxy:
+        sink = await started(peers.settings(proxy=proxy.url), state_dir)
+        await sink.send(envelopes("activities", 5))
+        await sink.close()
+        tunnels = proxy.tunnels()
+    assert len(peers.ingestion.rows) == 5
+    assert set(tunnels) == {f"127.0.0.1:{port}" for port in ports}
+
+
+async def test_a_proxy_asking_for_credentials_is_named_not_taken_for_entra_id(peers, state_dir, tmp_path):
+    ports = [peers.entra.port, peers.ingestion.port]
+    with Tinyproxy(tmp_path / "proxy", ports, ("auditstream", "pr0xy-PASSWORD-5521")) as proxy:
+        config = peers.settings(proxy=proxy.url)
+        probe = await AzureMonitorSink(config, state_dir=state_dir).probe()
+        sink = await started(config, state_dir)
+        with pytest.raises(SinkFatalError, match="HTTP 407") as failure:
+            await sink.send(envelopes("activities", 2))
+        await sink.close()
+        config = peers.settings(
+            proxy=proxy.url, proxy_username="auditstream", proxy_password="pr0xy-PASSWORD-5521"
+        )
+        sink = await started(config, state_dir)
+        await sink.send(envelopes("activities", 2))
+        await sink.close()
+    assert "set proxy_username and proxy_password / proxy_password_file" in str(failure.value)
+    assert not probe.ok and "HTTP 407" in probe.detail
+    assert peers.entra.token_requests and len(peers.ingestion.rows) == 2
 
 
 async def test_stream_name_per_audit_stream(peers, state_dir):
