@@ -160,10 +160,15 @@ class _Item:
     record: Record
     call: _Call
     queued_at: float
+    settled: bool = False  # taken or dead-lettered: its caller counted it
 
     @property
     def stream(self) -> str:
         return self.record.envelope.stream
+
+    def settle(self) -> None:
+        self.settled = True
+        self.call.settle()
 
 
 SAME_ANSWER_EVENTS = 10
@@ -392,7 +397,6 @@ class DeliverySink:
         refused: list[tuple[_Item, str]] = []  # refused alone: dead-lettered once judged
         taken: set[str] = set()  # streams of which the receiver took an event
         groups: deque[list[_Item]] = deque()
-        group: list[_Item] = []
         try:
             rest = await self._try_alone_first(items, refused, taken)
             groups.extend([rest] if rest else [])
@@ -402,14 +406,14 @@ class DeliverySink:
                 again = [[group[i] for i in indexes] for indexes in result.resend if indexes]
                 groups.extendleft(reversed(again))
                 await self._settle(group, result, refused, taken)
-                group = []
             await self._settle_refusals(refused, taken)
         except asyncio.CancelledError:
-            unsettled = [*group, *(item for g in groups for item in g), *(item for item, _ in refused)]
-            self._fail(unsettled, SinkError("sink closed"))
+            self._fail([item for item in items if not item.settled], SinkError("sink closed"))
             raise
         except Exception as exc:
-            self._fail([*group, *(item for g in groups for item in g), *(item for item, _ in refused)], exc)
+            # every event of the request not yet settled: in a group, refused and not yet
+            # judged, or waiting while one of its stream went alone first
+            self._fail([item for item in items if not item.settled], exc)
 
     async def _settle(
         self, group: list[_Item], result: WriteResult, refused: list[tuple[_Item, str]], taken: set[str]
@@ -427,7 +431,7 @@ class DeliverySink:
                 continue
             if index not in result.invalid:
                 taken.add(item.stream)
-            item.call.settle()
+            item.settle()
 
     async def _try_alone_first(
         self, items: list[_Item], refused: list[tuple[_Item, str]], taken: set[str]
@@ -501,7 +505,7 @@ class DeliverySink:
         if letters:
             await self._dead_letter([self._rejection(item, reason) for item, reason in letters])
             for item, _ in letters:
-                item.call.settle()
+                item.settle()
 
     @staticmethod
     def _rejection(item: _Item, reason: str) -> Rejection:

@@ -428,6 +428,24 @@ async def test_one_bad_event_cannot_keep_a_stream_stopped_once_the_target_takes_
     assert sink.health().state is SinkState.OK
 
 
+async def test_a_fatal_error_while_an_event_goes_alone_first_fails_every_caller(tmp_path):
+    transport = FakeTransport()
+    transport.answer = refuse_all
+    sink = make_sink(tmp_path, transport)
+    await sink.start()
+    batch = envelopes("activities", 12)
+    with pytest.raises(SinkFatalError):
+        await sink.send(batch)
+    transport.answer = None
+    transport.script.append(SinkFatalError("token revoked"))
+    async with asyncio.timeout(5):  # every caller hears of it: none waits for ever
+        with pytest.raises(SinkFatalError, match="token revoked"):
+            await sink.send(batch)
+    await sink.send(batch)
+    await sink.close()
+    assert sink.health().state is SinkState.OK
+
+
 async def test_events_the_sink_cannot_send_are_never_taken_for_the_targets_refusal(tmp_path):
     """Too large for any request, too old for CloudWatch Logs: properties of the events, which
     an old backfill can share by the thousand; they are dead-lettered whatever the count."""
