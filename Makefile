@@ -1,13 +1,13 @@
 # auditstream: `make demo` runs the daemon against the built-in emulator; `make test` runs
 # everything CI runs. Both install what they need: a .venv, and the Debian packages the
 # tests use as real peers (rsyslog for syslog, promtool for alert rules, libfaketime for the
-# clock tests, systemd-analyze for the units in deploy/systemd). The deployment tests fail,
-# never skip, when a tool is missing.
+# clock tests, systemd-analyze for the units in deploy/systemd, tinyproxy for the sinks' egress
+# proxy). The deployment tests fail, never skip, when a tool is missing.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := rsyslog rsyslog-openssl prometheus openssl systemd faketime
+APT_PACKAGES := rsyslog rsyslog-openssl prometheus openssl systemd faketime tinyproxy
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint typecheck unit bench deps runtime-deps apt-deps clean

@@ -1,5 +1,6 @@
-"""What the AWS sinks (s3, cloudwatch_logs) share: settings, one aiobotocore client, error
-classification, and sending one request as several API calls.
+"""What the AWS sinks (s3, cloudwatch_logs) share: settings, one aiobotocore client and error
+classification. (Sending one request as several API calls is not AWS's alone: it is
+:func:`auditstream.sinks.delivery.send_in_parts`.)
 
 ``aiobotocore`` is an optional extra (``pip install 'auditstream[aws]'``): it is imported only
 when an AWS sink is configured, so ``auditstream`` works without it, and a config naming an
@@ -27,14 +28,13 @@ import asyncio
 import contextlib
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import field_validator, model_validator
 
 from auditstream import __version__
 from auditstream.sinks.base import Envelope, SinkError, SinkFatalError, SinkSettingsBase
-from auditstream.sinks.delivery import WriteResult
 from auditstream.sinks.extras import install_hint, installed
 from auditstream.sinks.http_client import check_url
 from auditstream.sinks.retry import TransientError
@@ -304,42 +304,3 @@ class AwsTransport:
 
 def _snake(operation: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower()
-
-
-PartWriter = Callable[[Sequence[int]], Awaitable[WriteResult]]
-
-
-async def send_in_parts(parts: Sequence[Sequence[int]], write: PartWriter, concurrency: int) -> WriteResult:
-    """Send one request of the delivery machinery as several API calls (``parts``, lists of
-    the request's indexes), at most ``concurrency`` at once, and merge what they say.
-
-    Why not retry the whole request when one call fails: the calls that succeeded would be
-    sent again (duplicates in CloudWatch Logs, re-uploads in S3). Instead the parts that
-    failed transiently come back as ``resend`` groups: the machinery sends each again as its
-    own request (with backoff once it fails again), and settles the caller's ``send()`` only
-    when every event of it is delivered or dead-lettered. If every part failed transiently
-    the first error is raised, so the machinery backs off before the next attempt. A fatal
-    error raises: nothing of the request is acknowledged and the engine keeps the batch."""
-    semaphore = asyncio.Semaphore(concurrency)
-
-    async def one(part: Sequence[int]) -> WriteResult:
-        async with semaphore:
-            return await write(part)
-
-    outcomes = await asyncio.gather(*(one(part) for part in parts), return_exceptions=True)
-    merged = WriteResult()
-    first: TransientError | None = None
-    failed = 0
-    for part, outcome in zip(parts, outcomes, strict=True):
-        if isinstance(outcome, TransientError):
-            first = first or outcome
-            failed += 1
-            merged.resend.append(list(part))
-        elif isinstance(outcome, BaseException):
-            raise outcome
-        else:
-            merged.rejected.update(outcome.rejected)
-            merged.resend.extend(outcome.resend)
-    if first is not None and failed == len(parts):
-        raise first
-    return merged

@@ -8,23 +8,33 @@ routes them to a table (``deploy/sentinel/`` has the table, the DCR and a parser
 What comes from Microsoft's libraries (the ``[azure]`` extra: ``azure-identity`` and
 ``azure-monitor-ingestion``, imported only when such a sink is configured), not from us: the
 token (client secret, or without one workload identity then managed identity), its cache and
-refresh before it expires; cutting a request into calls of at most 1 MB, each gzipped; 429
-and ``Retry-After`` (also ``retry-after-ms``), honoured by the SDK's retry policy for a few
-attempts (``SDK_ATTEMPTS``) before the failure reaches the delivery machinery, which keeps
-retrying with its own backoff (forever by default) so health and metrics see an outage that
-lasts. The TLS settings of the sink apply to every connection it makes, the token endpoint's
-included: both go through one aiohttp session built from ``[sinks.tls]``.
+refresh before it expires; 429 and ``Retry-After`` (also ``retry-after-ms``), honoured by the
+SDK's retry policy for a few attempts (``SDK_ATTEMPTS``) before the failure reaches the
+delivery machinery, which keeps retrying with its own backoff (forever by default) so health
+and metrics see an outage that lasts. The TLS settings of the sink apply to every connection
+it makes, the token endpoint's included: both go through one aiohttp session built from
+``[sinks.tls]``. Every token the credential hands out is registered with the scrubber
+(:class:`RegisteredTokens`).
+
+What is ours: cutting a request into calls (:func:`plan_calls`). The service takes at most
+1 MiB per call, compressed and uncompressed. The SDK can cut too, but it sums each row's
+``json.dumps`` without the array's separators, so rows summing to just under 1 MiB made a
+call a few hundred bytes over it, refused with 413 and halved each time: the sink counts the
+body it sends (its own compact JSON, brackets and commas included), gzips it, and hands the
+SDK the finished body, which it sends as it is. A row that no call can hold is dead-lettered
+whole without being sent.
 
 Each row is the event with ``TimeGenerated`` added: the record's time, RFC 3339 UTC with
 seven fractional digits (Kusto's datetime counts 100 ns ticks). ``stream_name`` may contain
 ``{stream}``: a request holding several audit streams becomes one upload per DCR stream,
-sent concurrently (:func:`~auditstream.sinks.aws.send_in_parts`).
+sent concurrently (:func:`~auditstream.sinks.delivery.send_in_parts`); a DCR stream's calls
+go one after another, in order.
 
-The SDK reports each 1 MB call that failed with the rows it held, so a request settles call
-by call (:func:`~auditstream.sinks.siem.settle_items`): calls that failed transiently are
-sent again alone (the calls that succeeded are not repeated); a call refused as too large
-(413) or malformed (400, other 4xx) is halved until the rows refused on their own are known,
-and those are dead-lettered with the service's answer. Fatal, data kept until a human acts:
+A request settles call by call: a call that failed transiently hands back the rows it and
+the calls after it held, to be sent again (the calls that succeeded are not repeated); a
+call refused as too large (413) or malformed (400, other 4xx) is halved until the rows
+refused on their own are known, and those are dead-lettered with the service's answer.
+Fatal, data kept until a human acts:
 the token request refused (the ``AADSTS`` code says which of ``tenant_id``, ``client_id``,
 ``client_secret`` is wrong), no identity available, 401 (a token for another cloud), 403 (the
 identity lacks the "Monitoring Metrics Publisher" role on the DCR), 404 (no such DCR or
@@ -34,6 +44,7 @@ stream: check ``endpoint``, ``dcr_immutable_id``, ``stream_name``).
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import re
@@ -45,20 +56,21 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import SecretStr, field_validator, model_validator
 
-from auditstream.ops.secrets import Secrets, config_secrets
+from auditstream.ops.secrets import Secrets, config_secrets, register_expiring
 from auditstream.sdm.registry import ALL_STREAM_NAMES
-from auditstream.sinks.aws import send_in_parts
-from auditstream.sinks.base import Envelope, ProbeResult, SinkError, SinkFatalError, SinkSettingsBase
-from auditstream.sinks.delivery import Record, TransportSink, WriteResult
+from auditstream.sinks.base import Envelope, ProbeResult, SinkError, SinkFatalError
+from auditstream.sinks.delivery import Record, TransportSink, WriteResult, send_in_parts
 from auditstream.sinks.extras import install_hint, installed
-from auditstream.sinks.http_client import check_url, quote, retry_after_seconds
+from auditstream.sinks.http_client import check_url, gzip_body, quote, retry_after_seconds
+from auditstream.sinks.proxy import ProxiedSinkSettings, ProxyResolver, proxy_failure
 from auditstream.sinks.retry import TransientError
-from auditstream.sinks.siem import StreamTemplate, record_time, settle_items
+from auditstream.sinks.siem import StreamTemplate, record_time
 
 INSTALL_HINT = install_hint("azure")
 API_VERSION = "2023-01-01"
 MAX_IN_FLIGHT = 2
-UPLOADS_AT_ONCE = 4  # DCR streams of one request uploaded concurrently
+UPLOADS_AT_ONCE = 4  # calls of one request uploaded concurrently
+MAX_CALL_BYTES = 1_048_576  # the service's limit for one call's body, compressed and uncompressed
 SDK_ATTEMPTS = 3  # tries of one call inside the SDK (429 / Retry-After) before we see the failure
 SDK_BACKOFF = 0.5  # seconds, doubled per SDK retry
 CONNECT_TIMEOUT = 10.0
@@ -91,7 +103,7 @@ def azure_extra_installed() -> bool:
     return installed("azure.monitor.ingestion.aio") and installed("azure.identity.aio")
 
 
-class AzureMonitorSinkSettings(SinkSettingsBase):
+class AzureMonitorSinkSettings(ProxiedSinkSettings):
     type: Literal["azure_monitor"] = "azure_monitor"
     format: Literal["json"] = "json"
     endpoint: str
@@ -157,6 +169,7 @@ class AzureMonitorTransport:
         self._session: Any = None
         self._credential: Any = None
         self._client: Any = None
+        self._proxy = ProxyResolver(settings)
 
     def encode(self, envelope: Envelope) -> bytes:
         return orjson.dumps({"TimeGenerated": record_time(envelope.time_ns, 7), **envelope.event})
@@ -175,8 +188,22 @@ class AzureMonitorTransport:
         connector = aiohttp.TCPConnector(ssl=self.settings.tls.ssl_context(), limit=8)
         self._session = aiohttp.ClientSession(connector=connector)
 
+        proxies = self._proxy
+
+        class ProxiedTransport(AioHttpTransport):  # type: ignore[misc]
+            """azure-core's aiohttp transport, each request through the sink's egress proxy
+            (the token endpoint's too): our session does not read the environment itself."""
+
+            async def send(self, request: Any, **config: Any) -> Any:
+                route = proxies.route(request.url)
+                if route is not None:
+                    config.setdefault("proxy", route.url)
+                    if (headers := route.connect_headers(request.url)) is not None:
+                        config.setdefault("proxy_headers", headers)
+                return await super().send(request, **config)
+
         def transport() -> Any:  # one each: closing a pipeline must not close the other's
-            return AioHttpTransport(
+            return ProxiedTransport(
                 session=self._session,
                 session_owner=False,
                 connection_timeout=CONNECT_TIMEOUT,
@@ -184,7 +211,9 @@ class AzureMonitorTransport:
             )
 
         retry = {"retry_total": SDK_ATTEMPTS - 1, "retry_backoff_factor": SDK_BACKOFF}
-        self._credential = self._make_credential(transport, retry)
+        self._credential = RegisteredTokens(
+            self._make_credential(transport, retry), f"azure_monitor:{self.settings.name}"
+        )
         self._client = LogsIngestionClient(
             self.settings.endpoint,
             self._credential,
@@ -235,48 +264,59 @@ class AzureMonitorTransport:
     async def write(self, records: Sequence[Record]) -> WriteResult:
         if self._client is None:
             await self.open()
-        rows = [orjson.loads(record.payload) for record in records]
+        oversize: dict[int, str] = {}
         parts: dict[str, list[int]] = {}
         for index, record in enumerate(records):
-            parts.setdefault(self._stream_name(record.envelope.stream), []).append(index)
-
-        async def upload(indexes: Sequence[int]) -> WriteResult:
-            name = self._stream_name(records[indexes[0]].envelope.stream)
-            return await self._upload(name, [rows[i] for i in indexes], indexes)
-
-        return await send_in_parts(list(parts.values()), upload, UPLOADS_AT_ONCE)
-
-    async def _upload(self, name: str, rows: list[dict[str, Any]], indexes: Sequence[int]) -> WriteResult:
-        """One DCR stream's rows; the SDK cuts them into calls of at most 1 MB."""
-        position = {id(row): index for row, index in zip(rows, indexes, strict=True)}
-        failed: list[tuple[list[int], Exception]] = []
-
-        async def on_error(error: Any) -> None:
-            outcome = self._classify(error.error, name)
-            if isinstance(outcome, SinkFatalError):
-                raise outcome  # stops the upload: nothing more is sent, nothing acknowledged
-            failed.append(([position[id(row)] for row in error.failed_logs], outcome))
-
-        try:
-            await self._client.upload(self.settings.dcr_immutable_id, name, rows, on_error=on_error)
-        except (SinkFatalError, TransientError):
-            raise
-        except Exception as exc:  # raised outside a call (e.g. while chunking)
-            raise self._classify(exc, name) from None
-        rejected: dict[int, str] = {}
-        again: list[int] = []
-        halves: list[list[int]] = []
-        first: TransientError | None = None
-        for chunk, outcome in failed:
-            if isinstance(outcome, TransientError):
-                again.extend(chunk)
-                first = first or outcome
-            elif len(chunk) == 1:
-                rejected[chunk[0]] = str(outcome)
+            if len(record.payload) + 2 > MAX_CALL_BYTES:
+                oversize[index] = (
+                    f"row is {len(record.payload):,} bytes of JSON; the Logs Ingestion API takes at most "
+                    f"{MAX_CALL_BYTES:,} per call, so it can never be sent (kept here whole)"
+                )
             else:
-                half = len(chunk) // 2
-                halves += [chunk[:half], chunk[half:]]
-        return settle_items(len(indexes), rejected, again, first, halves)
+                parts.setdefault(self._stream_name(record.envelope.stream), []).append(index)
+
+        async def upload(part: Sequence[int]) -> WriteResult:
+            return await self._upload_stream(records, part)
+
+        result = WriteResult()
+        if parts:
+            result = await send_in_parts(list(parts.values()), upload, UPLOADS_AT_ONCE)
+        result.invalid.update(oversize)
+        return result
+
+    async def _upload_stream(self, records: Sequence[Record], part: Sequence[int]) -> WriteResult:
+        """One DCR stream's rows, as calls of at most ``MAX_CALL_BYTES`` sent one after another
+        (the order of a stream's rows is kept, as the SDK kept it). A call that fails
+        transiently after others succeeded hands back the rows not yet taken, so the calls
+        that succeeded are not repeated."""
+        result = WriteResult()
+        calls = plan_calls(part, [len(records[i].payload) for i in part])
+        for number, call in enumerate(calls):
+            try:
+                outcome = await self._upload(records, call)
+            except TransientError:
+                if number == 0:
+                    raise
+                result.resend.append([index for later in calls[number:] for index in later])
+                return result
+            result.rejected.update(outcome.rejected)
+            result.resend.extend(outcome.resend)
+        return result
+
+    async def _upload(self, records: Sequence[Record], indexes: Sequence[int]) -> WriteResult:
+        """One call: the rows of ``indexes`` (one DCR stream) as one JSON array, gzipped,
+        which the SDK sends as it is (an IO body is not cut again)."""
+        name = self._stream_name(records[indexes[0]].envelope.stream)
+        body = await gzip_body(b"[" + b",".join(records[i].payload for i in indexes) + b"]")
+        try:
+            await self._client.upload(self.settings.dcr_immutable_id, name, io.BytesIO(body))
+        except Exception as exc:
+            outcome = self._classify(exc, name)
+            if isinstance(outcome, SinkFatalError | TransientError):
+                raise outcome from None
+            # 400, 413...: the service takes a call whole or not at all, so halve it
+            return WriteResult.bisect(len(indexes), str(outcome)).within(indexes)
+        return WriteResult()
 
     def _classify(self, exc: BaseException, name: str) -> Exception:
         """TransientError, SinkFatalError, or a SinkError for rows the service refused."""
@@ -289,6 +329,9 @@ class AzureMonitorTransport:
         from azure.identity import CredentialUnavailableError
 
         where = f"{self.settings.endpoint} DCR {self.settings.dcr_immutable_id} stream {name}"
+        refused = self._proxy_failure(exc, where)
+        if refused is not None:
+            return refused
         if isinstance(exc, CredentialUnavailableError):
             return SinkFatalError(
                 f"no Azure identity to get a token with: {self._quote(exc)}; set tenant_id, client_id and "
@@ -301,6 +344,21 @@ class AzureMonitorTransport:
         if isinstance(exc, ServiceRequestError | ServiceResponseError | OSError | TimeoutError):
             return TransientError(f"{where}: {type(exc).__name__}: {self._quote(exc)}")
         return SinkFatalError(f"{where}: unexpected {type(exc).__name__}: {self._quote(exc)}")
+
+    def _proxy_failure(self, exc: BaseException, where: str) -> Exception | None:
+        """A failure of the egress proxy, however deep azure-core and azure-identity wrapped
+        aiohttp's error (``inner_exception``, ``__cause__``), said as the proxy's."""
+        hosts = [self.settings.endpoint, self.settings.authority_host or "https://login.microsoftonline.com"]
+        route = next((r for r in map(self._proxy.route, hosts) if r is not None), None)
+        seen: BaseException | None = exc
+        for _ in range(6):
+            if seen is None:
+                break
+            refused = proxy_failure(seen, route, where)
+            if refused is not None:
+                return refused
+            seen = getattr(seen, "inner_exception", None) or seen.__cause__ or seen.__context__
+        return None
 
     def _from_ingestion(self, exc: Any) -> bool:
         response = getattr(exc, "response", None)
@@ -391,6 +449,69 @@ class AzureMonitorTransport:
         error = HttpResponseError(response=response)
         outcome = self._status_error(error, status, f"{self.settings.endpoint} stream {name}")
         return False, str(outcome)
+
+
+class RegisteredTokens:
+    """The sink's Entra ID credential, registering every token it hands out with the scrubber.
+
+    A bearer token is a credential the configuration never held, so ``config_secrets`` cannot
+    know it, yet gateways and proxies quote the ``Authorization`` header back in their errors,
+    which reach logs, health and dead-letter reasons. Tokens expire within the hour and are
+    renewed: :func:`~auditstream.ops.secrets.register_expiring` keeps the newest two of this
+    sink's, so the scrubber does not grow by a token an hour."""
+
+    def __init__(self, credential: Any, slot: str) -> None:
+        self._credential = credential
+        self._slot = slot
+
+    def _seen(self, token: Any) -> Any:
+        value = getattr(token, "token", None)
+        if isinstance(value, str) and value:
+            register_expiring(self._slot, value)
+        return token
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        return self._seen(await self._credential.get_token(*scopes, **kwargs))
+
+    async def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        if hasattr(self._credential, "get_token_info"):
+            return self._seen(await self._credential.get_token_info(*scopes, options=options))
+        from azure.core.credentials import AccessTokenInfo  # an azure-identity older than its core
+
+        token = self._seen(await self._credential.get_token(*scopes))
+        return AccessTokenInfo(token.token, token.expires_on)
+
+    async def close(self) -> None:
+        await self._credential.close()
+
+    async def __aenter__(self) -> RegisteredTokens:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def plan_calls(indexes: Sequence[int], sizes: Sequence[int]) -> list[list[int]]:
+    """Cut the rows ``indexes`` of one DCR stream (``sizes``: bytes of each row's JSON, none
+    over a call) into calls whose body, the JSON array ``[row,row,...]`` with its brackets
+    and commas, is at most ``MAX_CALL_BYTES``.
+
+    The SDK's own cutting sums ``json.dumps(row)`` alone and then sends ``json.dumps(rows)``,
+    which adds ", " between rows: a call of rows summing to just under 1 MiB came out a few
+    hundred bytes over and was refused with 413, then halved, every time. Counting what is
+    sent costs nothing: the rows are the sink's own compact JSON, already encoded."""
+    calls: list[list[int]] = []
+    call: list[int] = []
+    body = 0
+    for index, size in zip(indexes, sizes, strict=True):
+        if call and body + 1 + size > MAX_CALL_BYTES:
+            calls.append(call)
+            call = []
+        body = body + 1 + size if call else 2 + size
+        call.append(index)
+    if call:
+        calls.append(call)
+    return calls
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -5,7 +5,7 @@ How a request becomes calls. The delivery machinery cuts requests by ``batch.max
 cannot know: one log stream per call, events in time order, at most 10,000 events and
 1,048,576 bytes counting 26 bytes per event, no call spanning more than 24 hours, at most
 256 KB per event. :func:`plan_calls` cuts each request into calls that keep every one of them
-(a pure function, property-tested), and :func:`~auditstream.sinks.aws.send_in_parts` sends
+(a pure function, property-tested), and :func:`~auditstream.sinks.delivery.send_in_parts` sends
 them concurrently (parallel calls to one log stream are allowed since sequence tokens are
 ignored; we send none).
 
@@ -33,7 +33,11 @@ Per event, what CloudWatch says:
 * throttling, 5xx, connection errors: retried; a missing group or stream is created when
   ``create = true`` (with ``retention_days`` on a group we create), else the sink stops;
 * any other refusal of a call (InvalidParameterException...): the call is split in halves
-  until the event that causes it is alone, which is dead-lettered with AWS's message.
+  until the event that causes it is alone, which is dead-lettered with AWS's message (the
+  same error for every event alone is CloudWatch's refusal, not the events': the delivery
+  machinery fails the sink instead). The events ``rejectedLogEventsInfo`` names and those
+  over 256 KB are ``WriteResult.invalid``: their time or size, never the target's refusal,
+  so an old backfill is dead-lettered as documented.
 """
 
 from __future__ import annotations
@@ -46,9 +50,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from auditstream.formats import Encoding, make_encoder
-from auditstream.sinks.aws import AwsClient, AwsRequestError, AwsSinkSettings, AwsTransport, send_in_parts
+from auditstream.sinks.aws import AwsClient, AwsRequestError, AwsSinkSettings, AwsTransport
 from auditstream.sinks.base import BatchSettings, ProbeResult, SinkFatalError
-from auditstream.sinks.delivery import Record, TransportSink, WriteResult
+from auditstream.sinks.delivery import Record, TransportSink, WriteResult, send_in_parts
 from auditstream.sinks.retry import TransientError
 
 MAX_CALL_BYTES = 1_048_576
@@ -196,7 +200,7 @@ class CloudWatchLogsTransport(AwsTransport):
         result = await send_in_parts(plan.calls, put, CALLS_AT_ONCE) if plan.calls else WriteResult()
         for index in plan.oversize:
             size = len(records[index].payload) + EVENT_OVERHEAD
-            result.rejected[index] = (
+            result.invalid[index] = (
                 f"event is {size:,} bytes with CloudWatch's 26-byte overhead; "
                 f"PutLogEvents takes at most {MAX_EVENT_BYTES:,} per event (not truncated)"
             )
@@ -217,10 +221,8 @@ class CloudWatchLogsTransport(AwsTransport):
                 return WriteResult(resend=[list(indexes[:half]), list(indexes[half:])])
             return WriteResult(rejected={indexes[0]: f"CloudWatch Logs: {exc.code}: {exc.message}"})
         info = answer.get("rejectedLogEventsInfo") or {}
-        return WriteResult(
-            rejected={
-                indexes[position]: why for position, why in rejected_indexes(info, len(records)).items()
-            }
+        return WriteResult(  # the event's time, not the target: never the target's refusal
+            invalid={indexes[position]: why for position, why in rejected_indexes(info, len(records)).items()}
         )
 
     async def _call_put(self, stream: str, events: list[dict[str, Any]]) -> dict[str, Any]:

@@ -18,7 +18,9 @@ Answers, as the reference lists them:
 * 408, 429, 5xx, connection errors, timeouts: retried, ``Retry-After`` honoured;
 * 400 (payload formatting) and 413 (too large): about some of the request's entries; the
   intake takes a request whole or not at all, so the request is bisected until the entries
-  refused on their own are known, and only those are dead-lettered with the answer;
+  refused on their own are known, and only those are dead-lettered with the answer (when
+  every entry is refused alone with the same answer, the delivery machinery takes it for
+  the intake's refusal and fails the sink instead);
 * 401 (no key), 403 (invalid key) and the statuses about the URL (404, 405, 3xx...): fatal,
   the sink stops with the data kept until ``api_key`` or ``site`` is fixed.
 
@@ -39,7 +41,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from auditstream.formats import Encoding, make_encoder
 from auditstream.ops.secrets import config_secrets
-from auditstream.sinks.base import BatchSettings, Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
+from auditstream.sinks.base import BatchSettings, Envelope, ProbeResult, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.http_client import (
     FATAL_STATUSES,
@@ -48,6 +50,7 @@ from auditstream.sinks.http_client import (
     check_url,
     is_transient_status,
 )
+from auditstream.sinks.proxy import ProxiedSinkSettings, ProxyResolver
 from auditstream.sinks.siem import StreamTemplate
 
 LOGS_PATH = "/api/v2/logs"
@@ -68,7 +71,7 @@ class DatadogBatchSettings(BatchSettings):
     max_bytes: int = Field(default=MAX_BATCH_BYTES, ge=1024, le=MAX_BATCH_BYTES)
 
 
-class DatadogSinkSettings(SinkSettingsBase):
+class DatadogSinkSettings(ProxiedSinkSettings):
     type: Literal["datadog"] = "datadog"
     format: Literal["json", "ocsf", "ecs"] = "json"  # the entry's message
     site: str = "datadoghq.com"
@@ -118,7 +121,9 @@ class DatadogTransport:
     def __init__(self, settings: DatadogSinkSettings, encoding: Encoding = None) -> None:
         self._encode_event = make_encoder(settings.format, encoding)
         self.settings = settings
-        self._client = HttpClient(settings.tls, TIMEOUT, MAX_IN_FLIGHT, config_secrets(settings))
+        self._client = HttpClient(
+            settings.tls, TIMEOUT, MAX_IN_FLIGHT, config_secrets(settings), ProxyResolver(settings)
+        )
         self._key = {"DD-API-KEY": settings.api_key.get_secret_value()}
         self._headers = {**self._key, "Content-Type": "application/json"}
         self._hostname = socket.gethostname()
@@ -158,7 +163,7 @@ class DatadogTransport:
         if not oversize:
             return await self._post(records)
         rest = [index for index in range(len(records)) if index not in oversize]
-        return WriteResult(rejected=oversize, resend=[rest] if rest else [])
+        return WriteResult(invalid=oversize, resend=[rest] if rest else [])
 
     async def _post(self, records: Sequence[Record]) -> WriteResult:
         body = b"[" + b",".join(record.payload for record in records) + b"]"

@@ -16,6 +16,11 @@ the receiver made of it). :class:`DeliverySink` turns it into the engine's :clas
   transport may ask to resend the rest of a request in smaller groups (:class:`WriteResult`:
   halves for an HTTP 4xx or 413, the events after the invalid one for HEC code 6), so only
   the events still refused on their own are dead-lettered.
+* Unless the target, not the events, is what refuses: when every event of a stream in a
+  request was refused alone with one and the same answer (at least ``SAME_ANSWER_EVENTS``
+  in a row), nothing is dead-lettered and the stream's callers get a :class:`SinkFatalError`
+  (see :meth:`DeliverySink._settle_refusals`); one rule for every sink, so a closed index,
+  a refused schema or payload format cannot drain a stream into the dead-letter file.
 * Every error text the machinery keeps or prints (health, logs, dead-letter reasons) is
   scrubbed of the sink's own credentials and of the registered secrets.
 * Fatal errors (bad token, wrong index) raise :class:`SinkFatalError` to every caller whose
@@ -28,7 +33,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -65,12 +70,29 @@ class Record:
 class WriteResult:
     """What the receiver made of a request. Every index not named here was accepted.
 
-    ``rejected`` maps an index to the reason it was refused for good (dead-lettered);
+    ``rejected`` maps an index to the reason the receiver refused it for good: dead-lettered,
+    unless every event of its stream in the request was refused with one and the same answer
+    (then it is the target that refuses, see :meth:`DeliverySink._settle_refusals`).
+    ``invalid`` maps an index to why the event can never be taken, for a property of its own
+    that the sink or receiver measured (larger than any request may be, older than CloudWatch
+    Logs takes): always dead-lettered, never taken for the target's refusal, since a
+    backfill's events can share such a reason by the thousand.
     ``resend`` lists groups of indexes to send again, each as its own request, in order.
     """
 
     rejected: dict[int, str] = field(default_factory=dict)
     resend: list[list[int]] = field(default_factory=list)
+    invalid: dict[int, str] = field(default_factory=dict)
+
+    def within(self, indexes: Sequence[int]) -> WriteResult:
+        """This result, about a part of a request made of the request's ``indexes`` (in
+        order), in the request's indexes: what a transport that sends a request in parts
+        (:func:`send_in_parts`) returns for one part."""
+        return WriteResult(
+            rejected={indexes[i]: reason for i, reason in self.rejected.items()},
+            resend=[[indexes[i] for i in group] for group in self.resend],
+            invalid={indexes[i]: reason for i, reason in self.invalid.items()},
+        )
 
     @classmethod
     def bisect(cls, count: int, reason: str) -> WriteResult:
@@ -138,10 +160,35 @@ class _Item:
     record: Record
     call: _Call
     queued_at: float
+    settled: bool = False  # taken or dead-lettered: its caller counted it
 
     @property
     def stream(self) -> str:
         return self.record.envelope.stream
+
+    def settle(self) -> None:
+        self.settled = True
+        self.call.settle()
+
+
+SAME_ANSWER_EVENTS = 10
+"""Events of one stream refused alone with one and the same answer, none of the stream taken
+in between, that make it the target's refusal rather than the events'. One alone cannot tell,
+and two bad events side by side can share a receiver's generic answer ("HTTP 400 invalid
+entry"); taking them for the target's refusal would stop the stream for good on them. Ten in
+a row is a target (a closed index, a schema that takes none of these events) or a systematic
+fault the operator must see either way. A request of the usual hundreds of events is judged
+at once; a stream moving one event at a time (the live tail) dead-letters at most nine first."""
+
+
+@dataclass
+class _Refusal:
+    """A stream whose recent events the receiver refused, each alone, with one ``answer``."""
+
+    answer: str
+    events: int  # refused with it in a row, none of the stream taken since
+    judged: bool = False  # taken for the target's refusal: the sink failed for this stream
+    turn: int = 0  # which of a request's events of the stream goes alone first next time
 
 
 class DeliverySink:
@@ -180,6 +227,7 @@ class DeliverySink:
         self._flushing = 0
         self._closed = False
         self._dispatcher: asyncio.Task[None] | None = None
+        self._refusals: dict[str, _Refusal] = {}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -346,30 +394,122 @@ class DeliverySink:
     # -- one request, from first attempt to settlement ----------------------------------
 
     async def _deliver(self, items: list[_Item]) -> None:
-        groups: deque[list[_Item]] = deque([items])
-        group: list[_Item] = []
+        refused: list[tuple[_Item, str]] = []  # refused alone: dead-lettered once judged
+        taken: set[str] = set()  # streams of which the receiver took an event
+        groups: deque[list[_Item]] = deque()
         try:
+            rest = await self._try_alone_first(items, refused, taken)
+            groups.extend([rest] if rest else [])
             while groups:
                 group = groups.popleft()
                 result = await self._write(group)
-                rejected = [
-                    Rejection(group[i].record.envelope, group[i].record.payload, reason)
-                    for i, reason in sorted(result.rejected.items())
-                ]
-                if rejected:
-                    await self._dead_letter(rejected)
                 again = [[group[i] for i in indexes] for indexes in result.resend if indexes]
                 groups.extendleft(reversed(again))
-                resent = {i for indexes in result.resend for i in indexes}
-                for index, item in enumerate(group):
-                    if index not in resent:
-                        item.call.settle()
-                group = []
+                await self._settle(group, result, refused, taken)
+            await self._settle_refusals(refused, taken)
         except asyncio.CancelledError:
-            self._fail([*group, *(item for g in groups for item in g)], SinkError("sink closed"))
+            self._fail([item for item in items if not item.settled], SinkError("sink closed"))
             raise
         except Exception as exc:
-            self._fail([*group, *(item for g in groups for item in g)], exc)
+            # every event of the request not yet settled: in a group, refused and not yet
+            # judged, or waiting while one of its stream went alone first
+            self._fail([item for item in items if not item.settled], exc)
+
+    async def _settle(
+        self, group: list[_Item], result: WriteResult, refused: list[tuple[_Item, str]], taken: set[str]
+    ) -> None:
+        """One answer: invalid events dead-lettered now, refused ones kept for the judgement at
+        the end of the request, the taken ones' callers settled."""
+        if result.invalid:
+            await self._dead_letter(
+                [self._rejection(group[i], why) for i, why in sorted(result.invalid.items())]
+            )
+        refused.extend((group[i], reason) for i, reason in sorted(result.rejected.items()))
+        resent = {i for indexes in result.resend for i in indexes}
+        for index, item in enumerate(group):
+            if index in resent or index in result.rejected:
+                continue
+            if index not in result.invalid:
+                taken.add(item.stream)
+            item.settle()
+
+    async def _try_alone_first(
+        self, items: list[_Item], refused: list[tuple[_Item, str]], taken: set[str]
+    ) -> list[_Item]:
+        """For each stream of the request that the target was judged to refuse, send one of
+        its events alone first. Refused with the same answer: the target still refuses, and
+        the stream's other events are judged with it unsent (one request per try of the
+        engine, not a bisection). Taken: the stream goes on as usual. The event is another
+        one at each try, so a bad event refused with the target's answer cannot keep a
+        stream stopped once the target is fixed."""
+        rest = list(items)
+        for stream in dict.fromkeys(item.stream for item in items):
+            state = self._refusals.get(stream)
+            if state is None or not state.judged:
+                continue
+            own = [item for item in rest if item.stream == stream]
+            first = own[state.turn % len(own)]
+            state.turn += 1
+            result = await self._write([first])
+            rest.remove(first)
+            if result.rejected.get(0) == state.answer:
+                refused.extend((item, state.answer) for item in own)
+                rest = [item for item in rest if item.stream != stream]
+            elif result.resend:
+                rest.insert(0, first)
+            else:
+                await self._settle([first], result, refused, taken)
+        return rest
+
+    async def _settle_refusals(self, refused: list[tuple[_Item, str]], taken: set[str]) -> None:
+        """Judge the events the receiver refused, stream by stream: dead-lettered as bad
+        events, or, when every event of a stream in the request was refused with one and
+        the same answer (and at least ``SAME_ANSWER_EVENTS`` in a row, counting the stream's
+        requests before), the target's refusal: nothing dead-lettered, the stream's callers
+        get a :class:`SinkFatalError` (health failed, data kept, the engine tries again).
+
+        A closed index, a refused mapping or schema, a receiver that refuses every event the
+        same way would otherwise have every event dead-lettered one at a time, the checkpoint
+        moving on, the whole stream drained into the dead-letter file."""
+        by_stream: dict[str, list[tuple[_Item, str]]] = {}
+        for item, reason in refused:
+            by_stream.setdefault(item.stream, []).append((item, reason))
+        for stream in taken - by_stream.keys():
+            self._refusals.pop(stream, None)
+        letters: list[tuple[_Item, str]] = []
+        for stream, entries in by_stream.items():
+            answers = {reason for _, reason in entries}
+            before = self._refusals.pop(stream, None)
+            if stream in taken or len(answers) > 1:
+                letters += entries
+                continue
+            (answer,) = answers
+            events = len(entries) + (before.events if before is not None and before.answer == answer else 0)
+            turn = before.turn if before is not None and before.answer == answer else 0
+            state = self._refusals[stream] = _Refusal(answer, events, events >= SAME_ANSWER_EVENTS, turn)
+            if not state.judged:
+                letters += entries
+                continue
+            error = SinkFatalError(
+                self._redact(
+                    f"the receiver refused every event of stream {stream} ({events} in a row, each "
+                    f"alone) with the same answer, so the target refuses them, not the events: "
+                    f"{answer}; nothing was dead-lettered, the data is kept: fix the target (a closed "
+                    "or read-only index, a mapping, a schema, the receiver's configuration) and "
+                    "delivery resumes"
+                )
+            )
+            self._tracker.fatal(str(error))
+            log.error("the target refuses every event; data kept", sink=self.name, error=str(error))
+            self._fail([item for item, _ in entries], error)
+        if letters:
+            await self._dead_letter([self._rejection(item, reason) for item, reason in letters])
+            for item, _ in letters:
+                item.settle()
+
+    @staticmethod
+    def _rejection(item: _Item, reason: str) -> Rejection:
+        return Rejection(item.record.envelope, item.record.payload, reason)
 
     def _fail(self, items: Sequence[_Item], exc: BaseException) -> None:
         calls = {id(item.call): item.call for item in items}
@@ -432,7 +572,8 @@ class DeliverySink:
         except Exception as exc:
             self._tracker.failure(self._redact(f"{type(exc).__name__}: {exc}"))
             raise
-        self._tracker.success()
+        if len(result.rejected) + len(result.invalid) + sum(map(len, result.resend)) < len(records):
+            self._tracker.success()  # the receiver took something: not while it refuses all
         nbytes = sum(len(record.payload) for record in records)
         self._observer.request_sent(self.name, len(records), nbytes, self._clock() - started)
         return result
@@ -458,3 +599,45 @@ class TransportSink(DeliverySink):
         super().__init__(
             settings, type(self).transport_class(settings, cef), state_dir=state_dir, observer=observer
         )
+
+
+PartWriter = Callable[[Sequence[int]], Awaitable[WriteResult]]
+
+
+async def send_in_parts(parts: Sequence[Sequence[int]], write: PartWriter, concurrency: int) -> WriteResult:
+    """Send one request of the delivery machinery as several API calls (``parts``, lists of
+    the request's indexes), at most ``concurrency`` at once, and merge what they say: the
+    sinks whose receivers take a request in pieces (S3 objects, CloudWatch Logs calls, Azure
+    Monitor calls) share this one way of settling it.
+
+    Why not retry the whole request when one call fails: the calls that succeeded would be
+    sent again (duplicates in CloudWatch Logs, re-uploads in S3). Instead the parts that
+    failed transiently come back as ``resend`` groups: the machinery sends each again as its
+    own request (with backoff once it fails again), and settles the caller's ``send()`` only
+    when every event of it is delivered or dead-lettered. If every part failed transiently
+    the first error is raised, so the machinery backs off before the next attempt. A fatal
+    error raises: nothing of the request is acknowledged and the engine keeps the batch."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(part: Sequence[int]) -> WriteResult:
+        async with semaphore:
+            return await write(part)
+
+    outcomes = await asyncio.gather(*(one(part) for part in parts), return_exceptions=True)
+    merged = WriteResult()
+    first: TransientError | None = None
+    failed = 0
+    for part, outcome in zip(parts, outcomes, strict=True):
+        if isinstance(outcome, TransientError):
+            first = first or outcome
+            failed += 1
+            merged.resend.append(list(part))
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            merged.rejected.update(outcome.rejected)
+            merged.invalid.update(outcome.invalid)
+            merged.resend.extend(outcome.resend)
+    if first is not None and failed == len(parts):
+        raise first
+    return merged

@@ -2,9 +2,18 @@
 
 Each event becomes a document carrying ``@timestamp`` (the record's time, RFC 3339 UTC with
 nine fractional digits) and an ``_id`` derived from the record's stream and key. ``create``
-refuses an ``_id`` that exists (409), so a batch the engine sends again after a crash, or a
-request retried after a lost answer, is answered 409 item by item: counted as already
-indexed, not as a failure. The index holds each record exactly once.
+refuses an ``_id`` that exists in the index it writes to (409), so a batch the engine sends
+again after a crash, or a request retried after a lost answer, is answered 409 item by item:
+counted as already indexed, not as a failure.
+
+The guarantee is per concrete index, not per data stream: Elasticsearch checks the ``_id``
+only in the write index, and a data stream's write index is its newest backing index. A
+record sent again after the data stream rolled over (ILM, the data stream lifecycle) is
+indexed a second time, in the new backing index; so is one sent to a rollover alias given as
+``index``. Only a plain index holds each record exactly once. Writing again to the backing
+index the first delivery used is not possible: Elasticsearch refuses ``create`` addressed to a
+backing index, and after a lost answer or a crash that index is not known. docs/sinks.md says
+how to collapse duplicates in searches (on ``id``).
 
 The response is read item by item, never as a whole:
 
@@ -14,7 +23,9 @@ The response is read item by item, never as a whole:
   request is retried with backoff instead;
 * any other 4xx (``mapper_parsing_exception``, ``document_parsing_exception``...): that event
   is dead-lettered with the item's error type and reason; the rest of the request is not
-  sent again for it;
+  sent again for it. The same error for every item of a stream (``index_closed_exception``:
+  a closed index) is the target's refusal: the delivery machinery fails the sink for that
+  stream, nothing dead-lettered;
 * refusals that are about the configuration, not the event, stop the sink with the data
   kept: 401/403 (credentials, a missing privilege: the reason names it), 404
   (``index_not_found_exception``: auto-creation is off), a missing ingest ``pipeline``.
@@ -52,7 +63,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from auditstream.formats import Encoding, make_document_encoder
 from auditstream.ops.secrets import config_secrets
-from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
+from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.http_client import (
     FATAL_STATUSES,
@@ -63,6 +74,7 @@ from auditstream.sinks.http_client import (
     quote,
     warn_if_cleartext,
 )
+from auditstream.sinks.proxy import ProxiedSinkSettings, ProxyResolver
 from auditstream.sinks.retry import TransientError
 from auditstream.sinks.siem import STREAM_PLACEHOLDER, StreamTemplate, record_time, settle_items
 
@@ -86,7 +98,7 @@ def document_id(stream: str, key: str) -> str:
     return hashlib.blake2b(f"{stream}\n{key}".encode(), digest_size=16).hexdigest()
 
 
-class ElasticsearchSinkSettings(SinkSettingsBase):
+class ElasticsearchSinkSettings(ProxiedSinkSettings):
     type: Literal["elasticsearch"] = "elasticsearch"
     # json: the event; ocsf: the OCSF event; ecs: the ECS document. Each gets @timestamp.
     format: Literal["json", "ocsf", "ecs"] = "json"
@@ -180,7 +192,9 @@ class ElasticsearchTransport:
         self._document = (
             None if settings.format == "json" else make_document_encoder(settings.format, encoding)
         )
-        self._client = HttpClient(settings.tls, TIMEOUT, MAX_IN_FLIGHT, config_secrets(settings))
+        self._client = HttpClient(
+            settings.tls, TIMEOUT, MAX_IN_FLIGHT, config_secrets(settings), ProxyResolver(settings)
+        )
         self._target = StreamTemplate(settings.target)
         self._urls = itertools.cycle(settings.urls)
         self._auth = self._auth_headers()

@@ -10,7 +10,9 @@ Body: NDJSON (one encoded event per line, the default) or a JSON array. Statuses
 * 413 and every other 4xx (400, 409, 422...) are about some of the request's events, so the
   request is bisected: sent again as two halves, and so on, until the events still refused
   on their own are known. Only those are dead-lettered, each with the status and the
-  receiver's scrubbed, truncated explanation of *its* refusal; the rest is delivered.
+  receiver's scrubbed, truncated explanation of *its* refusal; the rest is delivered. When
+  every event is refused alone with the same answer, it is the receiver that refuses: the
+  delivery machinery fails the sink instead of dead-lettering the stream.
 
 Cost of the bisection: a request of n events holding k refused ones takes at most
 ``1 + 2·k·ceil(log2 n)`` requests (19 for one bad event among 500, about 2n if every event
@@ -31,7 +33,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from auditstream.formats import Encoding, make_encoder
 from auditstream.ops.secrets import config_secrets
 from auditstream.settings_base import Duration
-from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
+from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.http_client import (
     FATAL_STATUSES,
@@ -40,9 +42,10 @@ from auditstream.sinks.http_client import (
     is_transient_status,
     warn_if_cleartext,
 )
+from auditstream.sinks.proxy import ProxiedSinkSettings, ProxyResolver
 
 
-class HttpSinkSettings(SinkSettingsBase):
+class HttpSinkSettings(ProxiedSinkSettings):
     type: Literal["http"] = "http"
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
@@ -79,7 +82,11 @@ class HttpTransport:
         self.max_in_flight = settings.max_in_flight
         self._encode_event = make_encoder(settings.format, encoding)
         self._client = HttpClient(
-            settings.tls, settings.timeout, settings.max_in_flight, config_secrets(settings)
+            settings.tls,
+            settings.timeout,
+            settings.max_in_flight,
+            config_secrets(settings),
+            ProxyResolver(settings),
         )
         self._quote = settings.body == "json_array" and settings.format != "json"
         self._headers = {**self._content_headers(), **settings.headers, **self._auth_headers()}

@@ -1,6 +1,8 @@
-"""What the http and splunk_hec sinks share: one aiohttp session per sink (connection reuse),
-TLS from the sink's settings, gzip, timeouts, and turning transport failures and HTTP
-statuses into retry decisions.
+"""What the sinks that speak HTTP themselves share (http, splunk_hec, elasticsearch, datadog):
+one aiohttp session per sink (connection reuse), TLS from the sink's settings, the egress
+proxy (:mod:`auditstream.sinks.proxy`), gzip, timeouts, and turning transport failures and
+HTTP statuses into retry decisions. A 407 is always the proxy's, never the receiver's: it is
+answered here, naming the proxy settings, before any sink reads the status.
 
 Error messages name the method, URL and status, never a header: credentials travel only in
 headers, and URLs with ``user:password@`` are refused at configuration time. A receiver's
@@ -27,6 +29,7 @@ from multidict import CIMultiDictProxy
 
 from auditstream.ops.secrets import Secrets, redact
 from auditstream.settings_base import TlsSettings
+from auditstream.sinks.proxy import ProxyResolver, proxy_failure, proxy_refused
 from auditstream.sinks.retry import TransientError
 
 log = structlog.get_logger("auditstream.sinks.http")
@@ -43,7 +46,7 @@ FATAL_STATUSES = {
     403: "forbidden: check the auth settings",
     404: "no such URL: check url",
     405: "method not allowed: check url",
-    407: "proxy authentication required: check the proxy settings",
+    407: "proxy authentication required: set proxy and proxy_username / proxy_password",
     410: "gone: check url",
     415: "unsupported media type: check body, format and gzip",
     426: "upgrade required: check url (https?)",
@@ -131,9 +134,15 @@ class HttpClient:
     well as of the process-wide registry."""
 
     def __init__(
-        self, tls: TlsSettings, timeout: float, max_connections: int, secrets: Iterable[str] = ()
+        self,
+        tls: TlsSettings,
+        timeout: float,
+        max_connections: int,
+        secrets: Iterable[str] = (),
+        proxy: ProxyResolver | None = None,
     ) -> None:
         self.secrets = Secrets(secrets)
+        self._proxy = proxy
         self._tls = tls
         self._timeout = timeout
         self._max_connections = max_connections
@@ -168,9 +177,12 @@ class HttpClient:
         assert self._session is not None
         send_headers = dict(headers or {})
         if body is not None and compress:
-            body = await _gzip(body)
+            body = await gzip_body(body)
             send_headers["Content-Encoding"] = "gzip"
         what = f"{method} {url}"
+        route = self._proxy.route(url) if self._proxy is not None else None
+        if route is not None:
+            send_headers.update(route.request_headers(url))
         try:
             async with self._session.request(
                 method,
@@ -179,7 +191,11 @@ class HttpClient:
                 headers=send_headers,
                 allow_redirects=False,
                 server_hostname=self._tls.server_name,
+                proxy=route.url if route is not None else None,
+                proxy_headers=route.connect_headers(url) if route is not None else None,
             ) as response:
+                if response.status == 407:  # a plain-http request the proxy would not carry
+                    raise proxy_refused(407, route, what)
                 body = await response.read()
                 return HttpResponse(response.status, response.headers, body, self.secrets)
         except TimeoutError:
@@ -190,6 +206,9 @@ class HttpClient:
             reason = f"TLS error: {exc.__class__.__name__}: {_reason(exc)}"
             raise TransientError(f"{what}: {redact(reason, self.secrets)}") from None
         except (aiohttp.ClientError, OSError) as exc:
+            refused = proxy_failure(exc, route, what)
+            if refused is not None:
+                raise refused from None
             reason = f"{exc.__class__.__name__}: {_reason(exc)}"
             raise TransientError(f"{what}: {redact(reason, self.secrets)}") from None
 
@@ -200,7 +219,9 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or exc.__class__.__name__
 
 
-async def _gzip(body: bytes) -> bytes:
+async def gzip_body(body: bytes) -> bytes:
+    """``body`` gzip-compressed (off the event loop when large), without a timestamp, so the
+    same body always compresses to the same bytes."""
     if len(body) > _GZIP_IN_THREAD_ABOVE:
         return await asyncio.to_thread(gzip.compress, body, _GZIP_LEVEL, mtime=0)
     return gzip.compress(body, _GZIP_LEVEL, mtime=0)

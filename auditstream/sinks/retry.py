@@ -1,8 +1,10 @@
 """Retry policy and health bookkeeping shared by every sink.
 
-Exponential backoff with jitter between ``RetrySettings.initial`` and ``.maximum``; a
-receiver's ``Retry-After`` wins over our own backoff (that is the point of it); with
-``max_elapsed`` 0 we retry forever, because giving up would mean losing audit data.
+The backoff is auditstream's one rule, :class:`auditstream.retrying.Backoff` (exponential with
+equal jitter, a receiver's ``Retry-After`` winning within the one cap on asked delays), with
+the sink's ``RetrySettings.initial`` and ``.maximum``; this module adds only what is the
+sinks' own: when to stop (with ``max_elapsed`` 0 never, because giving up would mean losing
+audit data) and what health says meanwhile.
 """
 
 from __future__ import annotations
@@ -13,11 +15,9 @@ from collections.abc import Callable
 
 import tenacity
 
+from auditstream.retrying import Backoff
 from auditstream.sinks.base import RetrySettings, SinkError, SinkHealth, SinkState
 from auditstream.sinks.observer import SinkObserver
-
-# A receiver asking for more than this is probably confused; we still wait, but not for hours.
-MAX_RETRY_AFTER = 600.0
 
 
 class TransientError(SinkError):
@@ -36,21 +36,11 @@ class RetriesExhausted(SinkError):
 
 
 class RetryPolicy:
+    """A sink's retry settings as tenacity's ``wait`` (the one :class:`Backoff`) and ``stop``."""
+
     def __init__(self, settings: RetrySettings, rng: Callable[[], float] = random.random) -> None:
         self.settings = settings
-        self._rng = rng
-
-    def backoff(self, attempt: int) -> float:
-        """Equal jitter: half the exponential step is fixed, half random, so retries of many
-        sinks spread out but never collapse to an immediate hammering of the receiver."""
-        step = min(self.settings.maximum, self.settings.initial * 2.0 ** max(attempt - 1, 0))
-        return step / 2 + self._rng() * step / 2
-
-    def wait(self, state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, TransientError) and exc.retry_after is not None:
-            return min(max(exc.retry_after, 0.0), MAX_RETRY_AFTER)
-        return self.backoff(state.attempt_number)
+        self.wait = Backoff(settings.initial, settings.maximum, rng)
 
     def stop(self) -> tenacity.stop.stop_base:
         if self.settings.max_elapsed <= 0:

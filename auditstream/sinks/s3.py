@@ -7,7 +7,7 @@ Layout (Hive-style partitions by record time, UTC, so Athena, Glue and Security 
 One event per line (``format = "cef"`` writes CEF lines and ``.cef`` names), gzip unless
 ``compression = "none"``. A request of the delivery machinery holds the events of several
 streams and maybe several hours; it becomes one object per (stream, hour), uploaded
-concurrently (:func:`~auditstream.sinks.aws.send_in_parts`).
+concurrently (:func:`~auditstream.sinks.delivery.send_in_parts`).
 
 Why the name is derived from the content: ``batch-id`` is a hash of the stream and its
 records' keys, and ``first-record-time`` is the earliest record's time, so sending the same
@@ -46,10 +46,9 @@ from auditstream.sinks.aws import (
     AwsSinkSettings,
     AwsTransport,
     describe_code,
-    send_in_parts,
 )
 from auditstream.sinks.base import BatchSettings, ProbeResult, SinkFatalError
-from auditstream.sinks.delivery import Record, TransportSink, WriteResult
+from auditstream.sinks.delivery import Record, TransportSink, WriteResult, send_in_parts
 from auditstream.sinks.retry import TransientError
 
 MIB = 1024 * 1024

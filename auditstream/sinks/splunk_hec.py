@@ -43,7 +43,7 @@ from pydantic import Field, SecretStr, field_validator
 from auditstream.formats import Encoding, make_encoder
 from auditstream.ops.secrets import config_secrets
 from auditstream.settings_base import Duration
-from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkSettingsBase
+from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.http_client import (
     FATAL_STATUSES,
@@ -53,6 +53,7 @@ from auditstream.sinks.http_client import (
     is_transient_status,
     warn_if_cleartext,
 )
+from auditstream.sinks.proxy import ProxiedSinkSettings, ProxyResolver
 from auditstream.sinks.retry import TransientError
 
 log = structlog.get_logger("auditstream.sinks.splunk_hec")
@@ -67,7 +68,7 @@ BAD_EVENT_CODES = {6, 12, 13}
 RETRY_CODES = {8, 9}
 
 
-class SplunkHecSinkSettings(SinkSettingsBase):
+class SplunkHecSinkSettings(ProxiedSinkSettings):
     type: Literal["splunk_hec"] = "splunk_hec"
     url: str
     token: SecretStr
@@ -191,7 +192,11 @@ class SplunkHecTransport:
         self.channel = settings.channel or str(uuid.uuid4())
         self._encode_event = make_encoder(settings.format, encoding)
         self._client = HttpClient(
-            settings.tls, settings.timeout, settings.max_in_flight, config_secrets(settings)
+            settings.tls,
+            settings.timeout,
+            settings.max_in_flight,
+            config_secrets(settings),
+            ProxyResolver(settings),
         )
         self._auth = {"Authorization": f"Splunk {settings.token.get_secret_value()}"}
         self._headers = {

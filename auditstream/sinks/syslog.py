@@ -326,14 +326,14 @@ class SyslogTransport:
 
     async def _write_udp(self, records: Sequence[Record]) -> WriteResult:
         limit, policy = self.settings.datagram_limit, self.settings.udp_oversize
-        rejected: dict[int, str] = {}
+        invalid: dict[int, str] = {}
         try:
             sock = await self._udp_socket()
             loop = asyncio.get_running_loop()
             for index, record in enumerate(records):
                 datagram = fit_datagram(record.payload, limit, policy)
                 if datagram is None:
-                    rejected[index] = (
+                    invalid[index] = (
                         f"{len(record.payload)} bytes exceed udp_max_bytes {limit} (udp_oversize = refuse)"
                     )
                     continue
@@ -343,7 +343,7 @@ class SyslogTransport:
                 self._udp.close()
                 self._udp = None
             raise TransientError(f"{self.where}: {type(exc).__name__}: {exc.strerror or exc}") from None
-        return WriteResult(rejected=rejected)
+        return WriteResult(invalid=invalid)
 
     async def _udp_socket(self) -> socket.socket:
         if self._udp is None:

@@ -10,14 +10,26 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp.test_utils import TestServer
 
 from auditstream.ops import metrics, secrets
 from auditstream.ops.sdnotify import SystemdNotifier
-from auditstream.ops.secrets import REDACTED, Secrets, redact, register_secrets, scrub
+from auditstream.ops.secrets import (
+    MIN_SECRET_LENGTH,
+    REDACTED,
+    Secrets,
+    config_secrets,
+    redact,
+    register_expiring,
+    register_secrets,
+    scrub,
+)
 from auditstream.ops.server import build_app
 from auditstream.ops.status import DaemonStatus
+from auditstream.settings_base import StrictModel
 from auditstream.sinks.base import SinkHealth, SinkState
+from auditstream.sinks.http import HttpSinkSettings
 from auditstream.sinks.http_client import QUOTE_LIMIT
 from auditstream.sinks.http_client import quote as quote_answer
 from tests.ops.test_sdnotify import bind_datagram, socket_path
@@ -120,3 +132,37 @@ def test_the_systemd_status_line_is_scrubbed(tmp_path):
     with bind_datagram(str(path)) as sock:
         SystemdNotifier({"NOTIFY_SOCKET": str(path)}).status(f"stopped on an error: {TOKEN}")
         assert sock.recv(4096).decode() == f"STATUS=stopped on an error: {REDACTED}"
+
+
+def test_a_secret_too_short_to_scrub_is_named_in_a_warning_at_start():
+    """Values under MIN_SECRET_LENGTH are left in output (scrubbing them would mangle words);
+    that must not go unsaid: registering the configuration warns, naming the key, not the value."""
+
+    class Config(StrictModel):
+        sinks: list[HttpSinkSettings]
+
+    short = {"type": "http", "name": "web", "url": "https://x.example/in", "auth": "bearer", "token": "Ab3$x"}
+    basic = {"type": "http", "name": "ok", "url": "https://y.example/in", "auth": "basic"}
+    config = Config.model_validate({"sinks": [short, {**basic, "username": "u", "password": "long-pass-1"}]})
+    with structlog.testing.capture_logs() as logs:
+        register_secrets(config_secrets(config))
+    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert len(warnings) == 1, warnings
+    text = json.dumps(warnings[0])
+    assert "sinks[web].token" in text and str(MIN_SECRET_LENGTH) in text and "Ab3$x" not in text
+    assert redact("long-pass-1 and u:long-pass-1") == f"{REDACTED} and {REDACTED}"
+
+
+def test_an_expiring_credential_is_scrubbed_and_its_old_values_let_go():
+    """A bearer token renewed every hour is registered under one slot: the newest two values
+    are scrubbed (one may still be in flight), older ones are dropped so the registry does
+    not grow by a token an hour for as long as the daemon runs."""
+    register_secrets([TOKEN])
+    tokens = [f"eyJ0eXAi-token-{n}-{'x' * 40}" for n in range(4)]
+    for token in tokens:
+        register_expiring("azure_monitor:sentinel", token)
+    assert redact(" ".join(tokens)) == " ".join([tokens[0], tokens[1], REDACTED, REDACTED])
+    assert redact(TOKEN) == REDACTED
+    forms_now = len(secrets._REGISTRY.forms)
+    register_expiring("azure_monitor:sentinel", tokens[3])  # the same token again: nothing changes
+    assert len(secrets._REGISTRY.forms) == forms_now

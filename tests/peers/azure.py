@@ -28,7 +28,8 @@
 
 Fault switches: ``faults`` (statuses for the next calls), ``throttle`` (the next N calls get
 429 ``TooManyRequests`` with ``Retry-After``), ``reject_when`` (a row predicate: 400, the call
-taken whole or not at all).
+taken whole or not at all), ``echo_authorization`` (every error message starts by quoting the
+request's ``Authorization`` header, bearer token and all, as some gateways do).
 """
 
 from __future__ import annotations
@@ -185,6 +186,8 @@ class LogsIngestionReceiver(AiohttpPeer):
         self.rows: list[tuple[str, dict[str, Any]]] = []  # (stream, row) in order of arrival
         self.call_sizes: list[tuple[int, int]] = []  # (compressed, uncompressed) of accepted calls
         self.refused: list[int] = []  # statuses answered
+        self.echo_authorization = False
+        self._authorization = ""
 
     def grant(self, client_id: str, dcr: str) -> None:
         self.publishers.add((client_id, dcr))
@@ -198,6 +201,8 @@ class LogsIngestionReceiver(AiohttpPeer):
         self, status: int, code: str, message: str, headers: dict[str, str] | None = None
     ) -> web.Response:
         self.refused.append(status)
+        if self.echo_authorization:
+            message = f"(you sent Authorization: {self._authorization}) {message}"
         return _error(status, code, message, headers)
 
     async def _upload(self, request: web.Request) -> web.Response:
@@ -205,7 +210,8 @@ class LogsIngestionReceiver(AiohttpPeer):
         await self.slow_down()
         if request.query.get("api-version") != API_VERSION:
             return self._refuse(400, "InvalidApiVersion", "api-version 2023-01-01 is required")
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        self._authorization = request.headers.get("Authorization", "")
+        scheme, _, value = self._authorization.partition(" ")
         token = self.entra.tokens.get(value) if scheme == "Bearer" else None
         if token is None or token.expires_at < time.time():
             return self._refuse(

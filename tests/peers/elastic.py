@@ -10,7 +10,10 @@
 * Data streams, https://www.elastic.co/guide/en/elasticsearch/reference/current/data-streams.html :
   a target matching ``data_stream_patterns`` (the built-in ``logs-*-*`` template) takes only
   ``create`` (400 ``illegal_argument_exception`` otherwise) and each document needs a
-  ``@timestamp`` that parses as a date (400 per item otherwise).
+  ``@timestamp`` that parses as a date (400 per item otherwise). Documents go to the data
+  stream's write index, its newest backing index ``.ds-<name>-<yyyy.MM.dd>-<generation>``,
+  named in each item's ``_index``; ``rollover(name)`` adds a generation (as ILM or the data
+  stream lifecycle do), and ``create`` answers 409 only for an ``_id`` in the write index.
 * Security, https://www.elastic.co/guide/en/elasticsearch/reference/current/security-api-has-privileges.html
   and the API key docs: ``Authorization: ApiKey <base64 id:key>`` or ``Basic``; 401
   ``security_exception`` otherwise; a principal without ``create_doc`` gets a 403 item naming
@@ -21,8 +24,12 @@
 
 Fault switches: ``faults`` (whole-request statuses), ``item_faults`` (statuses given to the
 next items: 429 ``es_rejected_execution_exception``, 503 ``unavailable_shards_exception``),
-``reject_when`` (a document predicate answered 400 ``document_parsing_exception``).
-Indexed documents are in ``docs`` keyed by (index, _id); ``conflicts`` counts 409s.
+``reject_when`` (a document predicate answered 400 ``document_parsing_exception``),
+``closed`` (indices or data streams closed: every item for them is refused with 400
+``index_closed_exception``, as the Close index API makes them answer).
+Indexed documents are in ``docs`` keyed by (index or data stream, _id), the latest copy;
+``indexed`` lists every creation as (index or data stream, concrete index, _id), so a record
+indexed twice (in two backing indices) shows there twice; ``conflicts`` counts 409s.
 """
 
 from __future__ import annotations
@@ -81,6 +88,10 @@ class ElasticReceiver(AiohttpPeer):
         self.pipelines: set[str] = set()
         self.max_content_length = 100 * 1024 * 1024
         self.item_faults: deque[int] = deque()
+        self.closed: set[str] = set()
+        self.generations: dict[str, int] = {}  # data stream -> its write index's generation
+        self.indexed: list[tuple[str, str, str]] = []  # (target, concrete index, _id) per creation
+        self._ids: set[tuple[str, str]] = set()  # (concrete index, _id)
         self.reject_when: Callable[[dict[str, Any]], bool] | None = None
         self.docs: dict[tuple[str, str], dict[str, Any]] = {}
         self.conflicts = 0
@@ -169,6 +180,18 @@ class ElasticReceiver(AiohttpPeer):
     def _is_data_stream(self, index: str) -> bool:
         return any(fnmatch.fnmatchcase(index, pattern) for pattern in self.data_stream_patterns)
 
+    def write_index(self, target: str) -> str:
+        """The concrete index a write to ``target`` goes to: a data stream's newest backing index."""
+        if not self._is_data_stream(target):
+            return target
+        generation = self.generations.setdefault(target, 1)
+        return f".ds-{target}-2024.05.01-{generation:06d}"
+
+    def rollover(self, data_stream: str) -> str:
+        """A new write index for ``data_stream`` (ILM or the data stream lifecycle rolled it over)."""
+        self.generations[data_stream] = self.generations.get(data_stream, 1) + 1
+        return self.write_index(data_stream)
+
     async def _bulk(self, request: web.Request) -> web.Response:
         self.attempts += 1
         await self.slow_down()
@@ -238,6 +261,8 @@ class ElasticReceiver(AiohttpPeer):
                 "this action is granted by the index privileges [create_doc,create,index,write,all]"
             )
             return refuse(403, "security_exception", reason)
+        if index in self.closed:
+            return refuse(400, "index_closed_exception", "closed")
         if pipeline is not None and pipeline not in self.pipelines:
             return refuse(400, "illegal_argument_exception", f"pipeline with id [{pipeline}] does not exist")
         if self.item_faults:
@@ -263,8 +288,9 @@ class ElasticReceiver(AiohttpPeer):
                 )
         if self.reject_when is not None and self.reject_when(source):
             return refuse(400, "document_parsing_exception", "[1:2] failed to parse: poison document")
-        key = (index, doc_id)
-        if op == "create" and key in self.docs:
+        concrete = self.write_index(index)
+        result["_index"] = concrete
+        if op == "create" and (concrete, doc_id) in self._ids:
             self.conflicts += 1
             reason = f"[{doc_id}]: version conflict, document already exists (current version [1])"
             return {
@@ -272,5 +298,7 @@ class ElasticReceiver(AiohttpPeer):
                 "status": 409,
                 "error": {"type": "version_conflict_engine_exception", "reason": reason},
             }
-        self.docs[key] = source
+        self.docs[(index, doc_id)] = source
+        self._ids.add((concrete, doc_id))
+        self.indexed.append((index, concrete, doc_id))
         return {**result, "_version": 1, "result": "created", "status": 201}

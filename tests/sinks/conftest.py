@@ -67,3 +67,14 @@ def logged(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str])
 @pytest.fixture
 def state_dir(tmp_path):
     return tmp_path / "state"
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_environment(monkeypatch):
+    """The HTTP sinks honour the proxy variables: each test sets those it is about, and none
+    leaks in from the machine (a proxy there would carry the tests' loopback traffic)."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)

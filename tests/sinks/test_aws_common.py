@@ -10,10 +10,9 @@ import pytest
 from botocore import exceptions as bx
 from pydantic import TypeAdapter
 
-from auditstream.sinks.aws import AwsRequestError, classify, send_in_parts
+from auditstream.sinks.aws import AwsRequestError, classify
 from auditstream.sinks.base import SinkFatalError
 from auditstream.sinks.cloudwatch_logs import CloudWatchLogsSinkSettings
-from auditstream.sinks.delivery import WriteResult
 from auditstream.sinks.registry import SinkSettings
 from auditstream.sinks.retry import TransientError
 from auditstream.sinks.s3 import S3SinkSettings
@@ -73,36 +72,6 @@ def test_a_kms_hint_is_added_when_aws_does_not_name_the_action():
     assert str(denied).endswith("missing permission s3:PutObject (and kms:X)")
     named = client_error("AccessDenied", 403, "is not authorized to perform: kms:GenerateDataKey on key")
     assert str(classify(named, "PutObject", "s3://b/k", "and kms:X")).endswith("kms:GenerateDataKey")
-
-
-async def test_only_the_calls_that_failed_transiently_are_sent_again():
-    async def write(part):
-        if part[0] == 2:
-            raise TransientError("throttled")
-        if part[0] == 4:
-            return WriteResult(rejected={4: "too old"})
-        return WriteResult()
-
-    result = await send_in_parts([[0, 1], [2, 3], [4, 5]], write, concurrency=2)
-    assert result.resend == [[2, 3]] and result.rejected == {4: "too old"}
-
-
-async def test_when_every_call_fails_the_error_is_raised_so_the_retry_backs_off():
-    async def write(part):
-        raise TransientError(f"down {part}")
-
-    with pytest.raises(TransientError, match=r"down \[0\]"):
-        await send_in_parts([[0], [1]], write, concurrency=4)
-
-
-async def test_a_fatal_call_fails_the_whole_request():
-    async def write(part):
-        if part[0] == 1:
-            raise SinkFatalError("denied")
-        return WriteResult()
-
-    with pytest.raises(SinkFatalError):
-        await send_in_parts([[0], [1], [2]], write, concurrency=1)
 
 
 def test_the_example_configs_aws_sinks_are_valid_once_uncommented():

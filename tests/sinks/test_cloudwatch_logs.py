@@ -259,6 +259,40 @@ async def test_an_event_cloudwatch_refuses_is_isolated_and_dead_lettered(moto, s
     assert Counter(e["id"] for e in held) == Counter(e.key for e in batch)
 
 
+async def test_an_error_the_sink_does_not_classify_for_every_event_stops_the_sink(moto, state_dir):
+    """Halved down to single events, each refused with the same error: the target's refusal."""
+    async with AwsProxy(moto.endpoint_url) as proxy:
+        proxy.refuse_when = lambda call: (
+            (400, "DataFirehoseDeliveryException", "subscription destination unavailable")
+            if call.operation == "PutLogEvents"
+            else None
+        )
+        settings = cw_settings(proxy.endpoint_url)
+        sink = await started(settings, state_dir)
+        now = now_ms()
+        batch = records("activities", [now - 10_000 + i for i in range(12)])
+        with pytest.raises(SinkFatalError, match="DataFirehoseDeliveryException"):
+            await sink.send(batch)
+        assert sink.health().state is SinkState.FAILED
+        proxy.refuse_when = None
+        await sink.send(batch)
+        await sink.close()
+    assert dead_letters(state_dir) == []
+    held = stored(moto, settings.log_group)["auditstream/activities"]
+    assert Counter(e["id"] for e in held) == Counter(e.key for e in batch)
+
+
+async def test_a_backfill_older_than_14_days_is_still_dead_lettered(moto, state_dir):
+    """Too old is the events' time, not the target: a backfill of old history shares it by the
+    thousand and still goes to the dead-letter file, as documented."""
+    settings = cw_settings(moto.endpoint_url)
+    sink = await started(settings, state_dir)
+    old = now_ms() - 20 * DAY_MS
+    await sink.send(records("activities", [old + i * 1000 for i in range(15)]))
+    await sink.close()
+    assert len(dead_letters(state_dir)) == 15 and sink.health().state is not SinkState.FAILED
+
+
 async def test_without_create_a_missing_group_stops_the_sink_and_check_says_so(moto, state_dir):
     settings = cw_settings(moto.endpoint_url, create=False)
     result = await CloudWatchLogsSink(settings, state_dir=state_dir).probe()

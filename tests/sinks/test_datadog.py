@@ -130,6 +130,18 @@ async def test_a_400_is_narrowed_to_the_entry_refused_alone(pki, state_dir):
     assert receiver.refused_sizes[0] == 16
 
 
+async def test_a_400_for_every_entry_alone_stops_the_sink_instead_of_dead_lettering(pki, state_dir):
+    """The intake refusing every entry of the stream, each alone, with the same answer (a
+    payload format it does not take) is a sink failure, not a stream drained into the file."""
+    async with receiver_for(pki) as receiver:
+        receiver.reject_when = lambda entry: True
+        sink = await started(settings(receiver, pki), state_dir)
+        with pytest.raises(SinkFatalError, match="invalid log entry"):
+            await sink.send(envelopes("activities", 16))
+        await sink.close()
+    assert not (state_dir / "dead-letter").exists() and sink.health().state is SinkState.FAILED
+
+
 @pytest.mark.parametrize("status", [408, 429, 500, 503])
 async def test_retryable_answers_are_retried_until_accepted(pki, state_dir, status):
     async with receiver_for(pki) as receiver:

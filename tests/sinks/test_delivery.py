@@ -10,12 +10,14 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import pytest
 import tenacity
 
+from auditstream.retrying import MAX_ASKED_DELAY, Backoff
+from auditstream.sinks import retry as retry_module
 from auditstream.sinks.base import (
     Envelope,
     ProbeResult,
@@ -25,7 +27,7 @@ from auditstream.sinks.base import (
     SinkSettingsBase,
     SinkState,
 )
-from auditstream.sinks.delivery import DeliverySink, Record, WriteResult
+from auditstream.sinks.delivery import DeliverySink, Record, WriteResult, send_in_parts
 from auditstream.sinks.http_client import retry_after_seconds
 from auditstream.sinks.retry import RetriesExhausted, RetryPolicy, TransientError
 from tests.helpers import async_wait_until
@@ -50,6 +52,8 @@ class FakeTransport:
         self.closed = False
         self.encoded = 0  # DeliverySink.send queues an event right after encoding it
         self.written_at: list[float] = []
+        # When set, the receiver's answer to every request (the script is then not read).
+        self.answer: Callable[[Sequence[Record]], WriteResult] | None = None
 
     def encode(self, envelope: Envelope) -> bytes:
         if envelope.event.get("unencodable"):
@@ -76,6 +80,8 @@ class FakeTransport:
             self.written_at.append(time.monotonic())
             if self.gate is not None:
                 await self.gate.wait()
+            if self.answer is not None:
+                return self.answer(records)
             action = self.script.popleft() if self.script else None
             if isinstance(action, BaseException):
                 raise action
@@ -275,6 +281,184 @@ async def test_rejections_are_dead_lettered_with_reason_and_the_rest_resent(tmp_
     assert observer.dead == [1]
 
 
+CLOSED = "HTTP 400 index_closed_exception: closed"
+
+
+def refuse_all(records: Sequence[Record]) -> WriteResult:
+    """A receiver that takes a request whole or not at all and refuses everything the same way."""
+    return WriteResult.bisect(len(records), CLOSED)
+
+
+def dead_letter_lines(tmp_path) -> list[dict[str, Any]]:
+    path = tmp_path / "dead-letter" / "fake.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_every_event_refused_alone_with_one_answer_is_the_targets_refusal_not_bad_events(tmp_path):
+    """A closed index, a refused schema, a receiver that refuses every event: the stream's
+    events are not dead-lettered one by one (the checkpoint would move on and the whole stream
+    drain into the file); the sink fails, data kept, and an event goes alone first when the
+    engine tries again, so an outage costs one request per try, not a bisection."""
+    transport = FakeTransport()
+    transport.answer = refuse_all
+    observer = Observer()
+    sink = make_sink(tmp_path, transport, observer)
+    await sink.start()
+    batch = envelopes("activities", 12)
+    with pytest.raises(SinkFatalError, match="refused every event of stream activities") as failure:
+        await sink.send(batch)
+    assert CLOSED in str(failure.value) and "nothing was dead-lettered" in str(failure.value)
+    assert dead_letter_lines(tmp_path) == [] and observer.dead == []
+    assert sink.health().state is SinkState.FAILED
+    assert len(transport.requests) == 23  # found by bisection: every event refused alone
+    with pytest.raises(SinkFatalError):  # the engine tries again: one event alone, refused
+        await sink.send(batch)
+    assert transport.requests[23:] == [["activities-0"]]
+    transport.answer = None  # the index is opened
+    await sink.send(batch)
+    await sink.close()
+    assert transport.requests[24:] == [["activities-1"], [e.key for e in batch if e.key != "activities-1"]]
+    assert sink.health().state is SinkState.OK and dead_letter_lines(tmp_path) == []
+
+
+async def test_events_refused_each_for_its_own_reason_are_bad_events(tmp_path):
+    transport = FakeTransport()
+    transport.answer = lambda records: WriteResult.bisect(
+        len(records), f"HTTP 422: {records[0].envelope.key} has no field user"
+    )
+    sink = make_sink(tmp_path, transport)
+    await sink.start()
+    await sink.send(envelopes("activities", 4))
+    await sink.close()
+    assert [line["key"] for line in dead_letter_lines(tmp_path)] == [f"activities-{i}" for i in range(4)]
+    assert sink.health().state is SinkState.OK
+
+
+async def test_some_events_taken_means_those_refused_are_bad_events(tmp_path):
+    transport = FakeTransport()
+    transport.answer = lambda records: WriteResult(
+        rejected={i: CLOSED for i, r in enumerate(records) if r.envelope.event["seq"] % 2}
+    )
+    sink = make_sink(tmp_path, transport)
+    await sink.start()
+    await sink.send(envelopes("activities", 6))
+    await sink.close()
+    assert [line["key"] for line in dead_letter_lines(tmp_path)] == [
+        "activities-1",
+        "activities-3",
+        "activities-5",
+    ]
+
+
+async def test_a_stream_whose_target_refuses_does_not_hold_back_another_in_the_same_request(tmp_path):
+    """Per item answers (Elasticsearch's _bulk): one stream's index is closed, another's is not."""
+    transport = FakeTransport()
+    transport.gate = asyncio.Event()
+    sink = make_sink(tmp_path, transport)
+    await sink.start()
+    first = asyncio.create_task(sink.send(envelopes("roles", 1)))
+    await async_wait_until(lambda: transport.requests, what="a request in flight")
+    closed = asyncio.create_task(sink.send(envelopes("activities", 10)))
+    open_ = asyncio.create_task(sink.send(envelopes("queries", 3)))
+    await async_wait_until(lambda: transport.encoded == 14, what="both streams queued")
+    transport.answer = lambda records: WriteResult(
+        rejected={i: CLOSED for i, r in enumerate(records) if r.envelope.stream == "activities"}
+    )
+    transport.gate.set()
+    await first
+    await open_
+    with pytest.raises(SinkFatalError, match="stream activities"):
+        await closed
+    await sink.close()
+    assert transport.requests[1] == [
+        *(f"activities-{i}" for i in range(10)),
+        *(f"queries-{i}" for i in range(3)),
+    ]
+    assert dead_letter_lines(tmp_path) == []
+
+
+async def test_a_stream_moving_one_event_at_a_time_fails_the_sink_at_the_tenth_same_refusal(tmp_path):
+    """One refusal cannot tell whose it is: a stream that moves one event at a time (the live
+    tail) dead-letters the first nine; the tenth in a row refused with the same answer, none
+    of the stream taken in between, makes it the target's refusal."""
+    transport = FakeTransport()
+    transport.answer = refuse_all
+    sink = make_sink(tmp_path, transport)
+    await sink.start()
+    for seq in range(9):
+        await sink.send(envelopes("activities", 1, start=seq))
+    with pytest.raises(SinkFatalError, match="10 in a row"):
+        await sink.send(envelopes("activities", 1, start=9))
+    await sink.close()
+    assert [line["key"] for line in dead_letter_lines(tmp_path)] == [f"activities-{i}" for i in range(9)]
+
+
+async def test_two_bad_events_side_by_side_with_a_generic_answer_are_bad_events(tmp_path):
+    """Taking them for the target's refusal would stop the stream for good on two bad events."""
+    transport = FakeTransport()
+    transport.answer = lambda records: (
+        refuse_all(records) if any(r.envelope.event["seq"] >= 2 for r in records) else WriteResult()
+    )
+    sink = make_sink(tmp_path, transport, batch={"max_events": 2, "max_age": 0})
+    await sink.start()
+    await sink.send(envelopes("activities", 4))
+    await sink.close()
+    assert [line["key"] for line in dead_letter_lines(tmp_path)] == ["activities-2", "activities-3"]
+
+
+async def test_one_bad_event_cannot_keep_a_stream_stopped_once_the_target_takes_events_again(tmp_path):
+    """The event that goes alone first is another one at each try: if it were always the
+    first, a bad first event refused with the target's answer would stop the stream for good."""
+    transport = FakeTransport()
+    transport.answer = refuse_all
+    sink = make_sink(tmp_path, transport)
+    await sink.start()
+    batch = envelopes("activities", 12)
+    with pytest.raises(SinkFatalError):
+        await sink.send(batch)
+    # the target is fixed, but activities-0 is refused for itself, with the same generic answer
+    transport.answer = lambda records: (
+        refuse_all(records) if "activities-0" in {r.envelope.key for r in records} else WriteResult()
+    )
+    with pytest.raises(SinkFatalError):
+        await sink.send(batch)  # activities-0 went alone first
+    await sink.send(batch)  # activities-1 goes alone first, is taken: the rest goes as usual
+    await sink.close()
+    assert [line["key"] for line in dead_letter_lines(tmp_path)] == ["activities-0"]
+    assert sink.health().state is SinkState.OK
+
+
+async def test_a_fatal_error_while_an_event_goes_alone_first_fails_every_caller(tmp_path):
+    transport = FakeTransport()
+    transport.answer = refuse_all
+    sink = make_sink(tmp_path, transport)
+    await sink.start()
+    batch = envelopes("activities", 12)
+    with pytest.raises(SinkFatalError):
+        await sink.send(batch)
+    transport.answer = None
+    transport.script.append(SinkFatalError("token revoked"))
+    async with asyncio.timeout(5):  # every caller hears of it: none waits for ever
+        with pytest.raises(SinkFatalError, match="token revoked"):
+            await sink.send(batch)
+    await sink.send(batch)
+    await sink.close()
+    assert sink.health().state is SinkState.OK
+
+
+async def test_events_the_sink_cannot_send_are_never_taken_for_the_targets_refusal(tmp_path):
+    """Too large for any request, too old for CloudWatch Logs: properties of the events, which
+    an old backfill can share by the thousand; they are dead-lettered whatever the count."""
+    transport = FakeTransport()
+    transport.answer = lambda records: WriteResult(invalid=dict.fromkeys(range(len(records)), "too old"))
+    sink = make_sink(tmp_path, transport)
+    await sink.start()
+    await sink.send(envelopes("activities", 5))
+    await sink.send(envelopes("activities", 5, start=5))
+    await sink.close()
+    assert len(dead_letter_lines(tmp_path)) == 10 and sink.health().state is SinkState.OK
+
+
 async def test_unencodable_events_are_dead_lettered_not_sent(tmp_path):
     transport = FakeTransport()
     sink = make_sink(tmp_path, transport, dead_letter_path=str(tmp_path / "dl.jsonl"))
@@ -337,9 +521,20 @@ def _state(exc: BaseException | None, attempt: int) -> tenacity.RetryCallState:
 
 def test_backoff_is_exponential_jittered_and_capped():
     policy = RetryPolicy(RetrySettings(initial=1, maximum=8), rng=lambda: 0.0)
-    assert [policy.backoff(n) for n in range(1, 6)] == [0.5, 1, 2, 4, 4]
+    assert [policy.wait.delay(n) for n in range(1, 6)] == [0.5, 1, 2, 4, 4]
     top = RetryPolicy(RetrySettings(initial=1, maximum=8), rng=lambda: 0.999999)
-    assert 7.99 < top.backoff(10) <= 8
+    assert 7.99 < top.wait.delay(10) <= 8
+
+
+def test_sinks_back_off_by_the_one_rule_with_the_one_retry_after_cap():
+    """auditstream has one backoff (retrying.Backoff) and one cap on a delay a receiver asks
+    for; the sinks' policy is that rule with the sink's settings, not a copy beside it."""
+    policy = RetryPolicy(RetrySettings(initial=1, maximum=8))
+    assert isinstance(policy.wait, Backoff)
+    assert (policy.wait.initial, policy.wait.maximum) == (1, 8)
+    asked = _state(TransientError("busy", retry_after=99999), 1)
+    assert policy.wait(asked) == MAX_ASKED_DELAY
+    assert not hasattr(retry_module, "MAX_RETRY_AFTER")
 
 
 def test_retry_after_wins_over_backoff():
@@ -356,3 +551,33 @@ def test_retry_after_parses_seconds_and_http_dates():
     assert retry_after_seconds("Wed, 01 May 2024 11:00:00 GMT", now) == 0.0
     assert retry_after_seconds("soon", now) is None
     assert retry_after_seconds(None, now) is None
+
+
+async def test_send_in_parts_sends_again_only_the_calls_that_failed_transiently():
+    async def write(part):
+        if part[0] == 2:
+            raise TransientError("throttled")
+        if part[0] == 4:
+            return WriteResult(rejected={4: "too old"})
+        return WriteResult()
+
+    result = await send_in_parts([[0, 1], [2, 3], [4, 5]], write, concurrency=2)
+    assert result.resend == [[2, 3]] and result.rejected == {4: "too old"}
+
+
+async def test_when_every_call_fails_the_error_is_raised_so_the_retry_backs_off():
+    async def write(part):
+        raise TransientError(f"down {part}")
+
+    with pytest.raises(TransientError, match=r"down \[0\]"):
+        await send_in_parts([[0], [1]], write, concurrency=4)
+
+
+async def test_a_fatal_call_fails_the_whole_request():
+    async def write(part):
+        if part[0] == 1:
+            raise SinkFatalError("denied")
+        return WriteResult()
+
+    with pytest.raises(SinkFatalError):
+        await send_in_parts([[0], [1], [2]], write, concurrency=1)

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import logging
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -98,6 +99,27 @@ async def test_sending_again_after_a_crash_is_answered_409_and_indexes_nothing_t
     assert dead_letters(state_dir) == [] and again.health().state is SinkState.OK
 
 
+async def test_a_record_is_indexed_once_per_backing_index_and_again_after_a_rollover(pki, state_dir):
+    """What "each record once" means for a data stream, as docs/sinks.md says it: ``create``
+    answers 409 only for an ``_id`` in the write index, so a record sent again after the data
+    stream rolled over is indexed a second time, in the new backing index."""
+    async with receiver_for(pki) as receiver:
+        target = "logs-strongdm.activities-default"
+        batch = envelopes("activities", 10)
+        sink = await started(settings(receiver, pki), state_dir)
+        await sink.send(batch)
+        await sink.send(batch)  # sent again (a lost answer, a restart): 409 for each, nothing twice
+        assert receiver.conflicts == 10 and len(receiver.indexed) == 10
+        second = receiver.rollover(target)
+        await sink.send(batch[:3])  # sent again after the rollover: not refused, indexed again
+        await sink.close()
+    copies = Counter(doc_id for _, _, doc_id in receiver.indexed)
+    twice = {document_id("activities", e.key) for e in batch[:3]}
+    assert {doc_id for doc_id, n in copies.items() if n == 2} == twice
+    assert [concrete for _, concrete, doc_id in receiver.indexed if doc_id in twice][3:] == [second] * 3
+    assert dead_letters(state_dir) == [] and sink.health().state is SinkState.OK
+
+
 async def test_items_refused_with_429_or_503_are_sent_again_alone(pki, state_dir):
     async with receiver_for(pki) as receiver:
         receiver.item_faults.extend([429, 503])
@@ -134,6 +156,25 @@ async def test_an_item_refused_for_its_content_is_dead_lettered_and_the_request_
     action, document, end = line["event"].split("\n")  # replayable as a _bulk body
     assert json.loads(action)["create"]["_id"] == document_id("activities", "activities-4")
     assert json.loads(document)["poison"] is True and end == ""
+
+
+async def test_a_closed_index_refusing_every_item_stops_the_sink_instead_of_dead_lettering(pki, state_dir):
+    """``index_closed_exception`` on every item is the target's refusal, not the events'."""
+    async with receiver_for(pki) as receiver:
+        receiver.closed.add("logs-strongdm.activities-default")
+        sink = await started(settings(receiver, pki), state_dir)
+        batch = envelopes("activities", 20)
+        with pytest.raises(SinkFatalError, match="index_closed_exception: closed") as failure:
+            await sink.send(batch)
+        assert "fix the target" in str(failure.value) and sink.health().state is SinkState.FAILED
+        with pytest.raises(SinkFatalError):  # the engine tries again: one document alone
+            await sink.send(batch)
+        receiver.closed.clear()  # the operator opens the index
+        await sink.send(batch)
+        await sink.close()
+    assert dead_letters(state_dir) == []
+    assert receiver.attempts == 1 + 1 + 2  # the request; then one item alone; then it, then the rest
+    assert len(receiver.docs) == 20 and sink.health().state is SinkState.OK
 
 
 async def test_a_body_over_the_size_limit_is_halved_until_it_fits(pki, state_dir):
