@@ -474,7 +474,7 @@ def test_the_readme_backfill_recipe_against_the_emulator_runs(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"backfill complete: [\d,]+ records from 28 streams", result.stderr), result.stderr[
+    assert re.search(r"backfill complete: [\d,]+ records from 30 streams", result.stderr), result.stderr[
         -2000:
     ]
     events = (tmp_path / "events.jsonl").read_text().splitlines()
