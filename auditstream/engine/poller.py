@@ -236,7 +236,6 @@ class StreamPoller:
 
     async def _list_windows(self) -> None:
         plan: deque[Window] = deque()
-        self._plan_queue = plan
         failures = 0
         while not self._stop.is_set():
             now = self._clock()
