@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import datetime as dt
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -191,11 +192,17 @@ class Engine:
                 **fields,
             )
         else:
+            # The gap ends where listing resumes (rounded up: --to takes seconds), and a backfill
+            # needs its config and, for one stream, --streams: a hint that fails as typed helps no one.
+            resumed = dt.datetime.fromtimestamp(-(-target // NANOS_PER_SECOND), dt.UTC).isoformat()
             log.error(
                 "checkpoint watermark lies ahead of the API's clock and the checkpoint shows no record "
                 "time to go back to; listing from now: records between the last real progress and now "
                 "may be missing",
-                hint="run `auditstream backfill --from <when the clock went wrong>` to fill that gap",
+                hint=(
+                    f"run `auditstream backfill --config FILE --streams {stream} "
+                    f"--from <the last time the clock was right> --to {resumed}` to fill that gap"
+                ),
                 **fields,
             )
         state.watermark_ns = target
