@@ -164,7 +164,7 @@ class ReplayPoller(StreamPoller):
                 if query_is_open(record):
                     continue
                 key, time_ns, relist_ns = facts_of(record)
-                self._client.clock.observe_record_time(time_ns)
+                self._client.clock.observe_record_time(time_ns, self.spec.service)
                 if not self._keys.claim(key):
                     self._observer.duplicates_dropped(self.spec.name, 1)
                     continue
