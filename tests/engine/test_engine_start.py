@@ -1,5 +1,6 @@
-"""A checkpoint written while the host clock ran ahead: the watermark is pulled back, and when
-nothing shows where to, the error's hint is a command that works as typed."""
+"""What the engine says as it starts: a checkpoint written while the host clock ran ahead is
+pulled back (and when nothing shows where to, the hint is a command that works as typed); an
+overlap too short for the API's clock bound is said."""
 
 from __future__ import annotations
 
@@ -21,10 +22,20 @@ from tests.e2e.support import daemon_config
 NOW = 1_800_000_000 * S + 123_456_789
 
 
-def engine(tmp_path: Path) -> Engine:
+def engine(tmp_path: Path, **streams: str) -> Engine:
     emu = SimpleNamespace(address="127.0.0.1:1", options=EmulatorOptions())
-    config = daemon_config(emu, tmp_path)  # type: ignore[arg-type]
+    config = daemon_config(emu, tmp_path, streams=streams)  # type: ignore[arg-type]
     return Engine(config, RunPlan(streams=["activities"], checkpoint_path=config.checkpoint.path))
+
+
+async def test_a_live_run_says_what_an_overlap_below_the_clock_bound_risks(tmp_path: Path) -> None:
+    for overlap, said in (("30s", True), ("2m", False)):
+        stopped = engine(tmp_path / overlap, overlap=overlap)
+        stopped.stop.set()  # stops before the first call: only what it says at start
+        with structlog.testing.capture_logs() as captured:
+            await stopped.run()
+        risks = [e for e in captured if e["log_level"] == "warning" and "clock bound" in str(e["event"])]
+        assert bool(risks) == said, captured
 
 
 def test_a_watermark_ahead_without_evidence_names_a_backfill_that_runs_as_typed(tmp_path: Path) -> None:
