@@ -26,8 +26,9 @@ moves):
   whole minute: about a poll interval, once a reset just after a minute's turn was seen;
   a bucket full again in a minute: up to :data:`RESET_WINDOW_NS`). ``[streams] overlap``
   must exceed that bound, or the sweep may come too early for the records it leaves out
-  (config: ``StreamSettings.clock_bound_risk``). When ``reset_at`` is missing, or does not
-  mean what is assumed here, capping can only delay windows, never skip a record.
+  (config: ``StreamSettings.clock_bound_risk``). Without any ``reset_at``, nothing caps
+  record times (each still moves only its own source's streams); a ``reset_at`` behind the
+  API's now (not what is assumed here) makes the cap delay windows, never skip a record.
 
 Without any observation (before the first call) the host clock is all there is; the engine
 therefore makes one call before it computes any window. ``skew_ns`` (host minus estimate) is
