@@ -19,7 +19,8 @@ from auditstream.formats import EncoderSettings
 from auditstream.formats.cef import CefSettings
 from auditstream.formats.ocsf import OcsfSettings
 from auditstream.formats.settings import NormalizeSettings
-from auditstream.sdm.registry import select_streams
+from auditstream.sdm.apiclock import RESET_WINDOW_NS
+from auditstream.sdm.registry import NANOS_PER_SECOND, select_streams
 from auditstream.settings_base import Duration, StrictModel
 from auditstream.sinks.registry import SinkSettings
 
@@ -137,6 +138,27 @@ class StreamSettings(StrictModel):
         if 0 < value < 1:
             raise ValueError("slice must be at least 1s, or 0 for no limit")
         return value
+
+    def clock_bound_risk(self) -> str | None:
+        """What an ``overlap`` too short for the API's clock bound risks, or None.
+
+        A stream whose records are stamped by a clock running ahead of the API's (a gateway's)
+        may have its windows end up to a rate-limit window past the API's now (sdm.apiclock:
+        record times are held to ``reset_at``, which may lie that far ahead). On-time records
+        stamped in that span reach the sink through the sweep, which comes ``overlap`` after
+        the window's end: an overlap shorter than the span lists them before they exist.
+        Said, not refused: it takes a clock running ahead to matter, and short overlaps are
+        what tests and demos use to see sweeps at work.
+        """
+        bound = RESET_WINDOW_NS / NANOS_PER_SECOND
+        if self.overlap >= bound:
+            return None
+        return (
+            f"overlap {self.overlap:g}s is below the API's clock bound ({bound:g}s): if a gateway's "
+            f"clock runs ahead, windows of its stream may run up to {bound:g}s past the API's clock, "
+            f"and records stamped in that span would be lost instead of delivered late by the sweep; "
+            f"set [streams] overlap to at least {bound:g}s plus the latest a record becomes visible"
+        )
 
     def stream_names(self) -> list[str]:
         excluded = {spec.name for spec in select_streams(self.exclude)} if self.exclude else set()

@@ -45,7 +45,7 @@ def config_for(emu, tmp_path: Path, **changes) -> Path:
 
 
 def test_check_passes_with_one_line_per_check(emulator, tmp_path):
-    result = run_cli("check", "--config", str(config_for(emulator, tmp_path)))
+    result = run_cli("check", "--config", str(config_for(emulator, tmp_path, streams={"overlap": "5m"})))
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [
@@ -58,6 +58,13 @@ def test_check_passes_with_one_line_per_check(emulator, tmp_path):
     assert "29 streams, 1 sink" in lines[0]
     assert emulator.options.access_key in lines[2]
     assert "system clock agrees with the API's" in lines[2]
+
+
+def test_check_says_what_an_overlap_below_the_clock_bound_risks_and_passes(emulator, tmp_path):
+    result = run_cli("check", "--config", str(config_for(emulator, tmp_path, streams={"overlap": "30s"})))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (warning,) = [line for line in result.stdout.splitlines() if line.startswith("WARN")]
+    assert warning.split()[:2] == ["WARN", "streams"] and "overlap 30s" in warning and "lost" in warning
 
 
 def test_check_wrong_secret_fails_naming_the_key_not_the_secret(emulator, tmp_path):

@@ -26,6 +26,16 @@ def test_defaults():
     assert config.streams.long_query_recheck == 60 and config.streams.long_query_horizon == 86400
 
 
+@pytest.mark.parametrize(("overlap", "risky"), [("5m", False), ("60s", False), ("59s", True), ("30s", True)])
+def test_an_overlap_below_the_apis_clock_bound_says_what_it_risks(overlap, risky):
+    """A gateway clock running ahead may move its stream's windows up to a minute past the
+    API's clock (the reset bound); the sweep comes an overlap later, too early below that."""
+    risk = parse_config(minimal(streams={"overlap": overlap}), env={}).streams.clock_bound_risk()
+    assert (risk is not None) == risky
+    if risk is not None:
+        assert f"overlap {overlap}" in risk and "60s" in risk and "lost" in risk
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("30s", 30), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25), (12, 12), ("2d", 172800)],

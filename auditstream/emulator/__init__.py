@@ -27,6 +27,7 @@ from auditstream.emulator.options import (
     Order,
     PageOrder,
     QueriesTime,
+    ResetAt,
     SecretLogsTimeFilter,
     TimePrecision,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "Order",
     "PageOrder",
     "QueriesTime",
+    "ResetAt",
     "SecretLogsTimeFilter",
     "TimePrecision",
     "make_demo_credentials",

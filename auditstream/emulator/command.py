@@ -21,6 +21,7 @@ from auditstream.emulator.options import (
     Order,
     PageOrder,
     QueriesTime,
+    ResetAt,
     SecretLogsTimeFilter,
     TimePrecision,
 )
@@ -194,6 +195,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ManagedSecrets.Logs and after:/before: (undocumented): accepted (filter on created_at) "
         "or refused (INVALID_ARGUMENT, as for an unknown field; an empty filter lists everything)",
     )
+    g.add_argument(
+        "--reset-at",
+        choices=[r.value for r in ResetAt],
+        default="bucket",
+        help="what rate_limit.reset_at announces: bucket (when the token bucket is full again; one "
+        "token back on a refusal) or next-minute (the next whole minute, as a fixed window resets)",
+    )
 
     g = parser.add_argument_group("adversities (all off by default)")
     g.add_argument("--rate-limit", type=_positive_int, default=None, metavar="REQUESTS_PER_MINUTE")
@@ -277,6 +285,7 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         short_pages=args.short_pages,
         queries_time=QueriesTime(args.queries_time),
         secret_logs_time_filter=SecretLogsTimeFilter(args.secret_logs_time_filter),
+        reset_at=ResetAt(args.reset_at),
         secret_fraction=args.secret_fraction,
         encrypted_fraction=args.encrypted_fraction,
         log_key_file=args.log_key_file,

@@ -70,6 +70,19 @@ class SecretLogsTimeFilter(StrEnum):
     REFUSED = "refused"
 
 
+class ResetAt(StrEnum):
+    """What ``rate_limit.reset_at`` announces (undocumented; the daemon bounds the API's clock
+    by it, sdm.apiclock).
+
+    ``bucket``: when the token bucket is full again (on success; a minute ahead with rate
+    limiting off), or when one token is back (on a refusal). ``next-minute``: the next whole
+    minute of the server's clock, as a fixed per-minute window resets, whatever the answer.
+    """
+
+    BUCKET = "bucket"
+    NEXT_MINUTE = "next-minute"
+
+
 class TimePrecision(StrEnum):
     """Precision of generated timestamps; real records carry nanoseconds."""
 
@@ -125,6 +138,7 @@ class EmulatorOptions:
     short_pages: float = 0.0  # fraction of pages returned with fewer records than asked
     queries_time: QueriesTime = QueriesTime.COMPLETED
     secret_logs_time_filter: SecretLogsTimeFilter = SecretLogsTimeFilter.ACCEPTED
+    reset_at: ResetAt = ResetAt.BUCKET
     activities_default_window_seconds: float = 7 * 24 * 3600.0
     max_response_bytes: int = 3_500_000  # stay under gRPC's default 4 MiB receive limit
 
@@ -157,6 +171,7 @@ class EmulatorOptions:
         # accept the flag's spelling too ("refused"); an unknown value is a ValueError here
         time_filter = SecretLogsTimeFilter(self.secret_logs_time_filter)
         object.__setattr__(self, "secret_logs_time_filter", time_filter)
+        object.__setattr__(self, "reset_at", ResetAt(self.reset_at))
         for name in (
             "short_pages",
             "fault_rate",

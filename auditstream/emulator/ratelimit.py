@@ -6,9 +6,11 @@ refused with RESOURCE_EXHAUSTED carrying a packed ``v1.RateLimitMetadata``. Ever
 successful List response reports the same metadata in its ``rate_limit`` field, so a
 client can pace itself before it is refused.
 
-``reset_at`` semantics (the real ones are undocumented): on a refusal, the instant one
-token is available again (the earliest retry that can succeed); on success, the instant
-the bucket would be full again. The bucket name is ``"read"`` (List calls are reads).
+``reset_at`` semantics (the real ones are undocumented, so they are an option,
+``ResetAt``): by default, on a refusal, the instant one token is available again (the
+earliest retry that can succeed); on success, the instant the bucket would be full again.
+Under ``next-minute``, always the next whole minute of the server's clock, as a fixed
+per-minute window would reset. The bucket name is ``"read"`` (List calls are reads).
 
 With rate limiting off, responses still carry metadata: the documented 5,000 per minute
 and a full bucket, so a pacing client never slows down for nothing.
@@ -22,8 +24,11 @@ from dataclasses import dataclass
 
 from strongdm import spec_pb2
 
+from auditstream.emulator.options import ResetAt
+
 DOCUMENTED_READS_PER_MINUTE = 5000
 NANOS = 1_000_000_000
+MINUTE_NS = 60 * NANOS
 
 
 @dataclass(frozen=True)
@@ -57,10 +62,12 @@ class RateLimiter:
         burst: int | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall_ns: Callable[[], int] = time.time_ns,
+        reset_at: ResetAt = ResetAt.BUCKET,
     ) -> None:
         self.per_minute = per_minute
         self.burst = burst
         self.bucket = bucket
+        self.reset_at = reset_at
         self._monotonic = monotonic
         self._wall_ns = wall_ns
         self._buckets: dict[str, TokenBucket] = {}
@@ -81,7 +88,9 @@ class RateLimiter:
 
     def _metadata(self, limit: int, remaining: int, reset_ns: int) -> spec_pb2.RateLimitMetadata:
         meta = spec_pb2.RateLimitMetadata(limit=limit, remaining=remaining, bucket=self.bucket)
-        if self.per_minute is None:
-            reset_ns += 60 * NANOS
+        if self.reset_at is ResetAt.NEXT_MINUTE:
+            reset_ns = (self._wall_ns() // MINUTE_NS + 1) * MINUTE_NS
+        elif self.per_minute is None:
+            reset_ns += MINUTE_NS
         meta.reset_at.seconds, meta.reset_at.nanos = divmod(reset_ns, NANOS)
         return meta

@@ -93,7 +93,9 @@ class ListService:
         self.replays = replays
         self._secret = options.secret
         self._rng = random.Random(f"server:{options.seed}")
-        self.limiter = RateLimiter(options.rate_limit, options.rate_limit_bucket, options.rate_limit_burst)
+        self.limiter = RateLimiter(
+            options.rate_limit, options.rate_limit_bucket, options.rate_limit_burst, reset_at=options.reset_at
+        )
         self.faults = FaultInjector(options.fault_rate, self._rng)
 
     def generic_handlers(self) -> list[grpc.GenericRpcHandler]:

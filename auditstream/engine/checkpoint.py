@@ -118,17 +118,23 @@ class QueryChanges:
     closed: Iterable[str] = ()
 
 
+def _restore_command(path: Path) -> str:
+    """The backup restored, without the store's own WAL: SQLite would replay a WAL left by a
+    crash onto the restored file, mixing the two states."""
+    return f"`rm -f {path}-wal {path}-shm && cp {path}.bak {path}`"
+
+
 def _recovery_hint(path: Path) -> str:
     return (
-        f"restore the copy taken at the last start with `cp {path}.bak {path}` (records since then are "
-        f"sent again), or move {path} away to start every stream over at [streams] start_at "
-        "(records may be sent again or skipped)"
+        f"restore the copy taken at every start, every {BACKUP_EVERY / 60:.0f} minutes and at a clean stop "
+        f"with {_restore_command(path)} (records delivered since it was taken are sent again), or move "
+        f"{path} away to start every stream over at [streams] start_at (records may be sent again or skipped)"
     )
 
 
 def _stream_hint(path: Path, stream: str) -> str:
     return (
-        f"restore `cp {path}.bak {path}`, or start just this stream over with "
+        f"restore {_restore_command(path)}, or start just this stream over with "
         f"`auditstream run --config FILE --reset-checkpoint {stream}`"
     )
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import datetime as dt
+import functools
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -135,8 +137,15 @@ class Engine:
 
     @property
     def clock(self) -> Callable[[], int]:
-        """What "now" is for windows and lag: the host clock held to the API's (sdm.apiclock)."""
+        """What "now" is before any stream is listed: the host clock held to the API's as any
+        record shows it (sdm.apiclock)."""
         return self.api_clock.now_ns
+
+    def stream_clock(self, stream: str) -> Callable[[], int]:
+        """What "now" is for one stream's windows and lag: raised only by the records of the
+        service it lists and by what several services show, so that one source stamping
+        records from the future (a gateway's fast clock) moves no other stream."""
+        return functools.partial(self.api_clock.now_ns, STREAMS[stream].service)
 
     def _newest_record_ns(self) -> int | None:
         return self.api_clock.newest_record_ns
@@ -148,7 +157,7 @@ class Engine:
             assert self.plan.backfill_from_ns is not None
             return StreamState(watermark_ns=self.plan.backfill_from_ns, end_ns=self._backfill_end())
         start_at = self.config.streams.start_at
-        start_ns = int(start_at.timestamp() * NANOS_PER_SECOND) if start_at else self.clock()
+        start_ns = int(start_at.timestamp() * NANOS_PER_SECOND) if start_at else self.stream_clock(stream)()
         return StreamState(watermark_ns=start_ns)
 
     def _backfill_end(self) -> int:
@@ -202,11 +211,17 @@ class Engine:
                 **fields,
             )
         else:
+            # The gap ends where listing resumes (rounded up: --to takes seconds), and a backfill
+            # needs its config and, for one stream, --streams: a hint that fails as typed helps no one.
+            resumed = dt.datetime.fromtimestamp(-(-target // NANOS_PER_SECOND), dt.UTC).isoformat()
             log.error(
                 "checkpoint watermark lies ahead of the API's clock and the checkpoint shows no record "
                 "time to go back to; listing from now: records between the last real progress and now "
                 "may be missing",
-                hint="run `auditstream backfill --from <when the clock went wrong>` to fill that gap",
+                hint=(
+                    f"run `auditstream backfill --config FILE --streams {stream} "
+                    f"--from <the last time the clock was right> --to {resumed}` to fill that gap"
+                ),
                 **fields,
             )
         state.watermark_ns = target
@@ -254,7 +269,7 @@ class Engine:
                     recheck_interval=streams.long_query_recheck,
                     horizon=streams.long_query_horizon,
                     max_open=streams.long_query_max_open,
-                    clock=self.clock,
+                    clock=self.stream_clock(name),
                     observer=self.observer,
                 )
             normalizer = Normalizer(
@@ -267,7 +282,7 @@ class Engine:
             )
             args = (spec, client, fanout, self.store, self.states, self._policy(state), normalizer, options)
             kwargs: dict[str, Any] = {
-                "clock": self.clock,
+                "clock": self.stream_clock(name),
                 "tracker": tracker,
                 "on_success": self.first_poll,
                 "observer": self.observer,
@@ -292,11 +307,11 @@ class Engine:
         return {sink.name: sink.health() for sink in self.sinks or []}
 
     def lag_seconds(self) -> dict[str, float]:
-        """The API's now minus each stream's watermark; known from the checkpoint on, not only
-        once polling. Negative when a watermark lies in the future: never hidden as 0."""
-        now = self.clock()
+        """The API's now (as the stream's windows see it) minus each stream's watermark; known
+        from the checkpoint on, not only once polling. Negative when a watermark lies in the
+        future: never hidden as 0."""
         return {
-            name: (now - self.states[name].watermark_ns) / NANOS_PER_SECOND
+            name: (self.stream_clock(name)() - self.states[name].watermark_ns) / NANOS_PER_SECOND
             for name in self.plan.streams
             if name in self.states
         }
@@ -322,6 +337,9 @@ class Engine:
         """Run until stopped (live) or finished (backfill); re-raises fatal errors."""
         if not self._loaded:
             self.load_states()
+        risk = None if self.plan.is_backfill else self.config.streams.clock_bound_risk()
+        if risk is not None:  # a backfill never sweeps: the sweep's timing is not its concern
+            log.warning(risk)
         owns_client = self.client is None
         client = self.client or AuditClient(
             client_settings(self.config), clock=self.api_clock, observer=self.observer

@@ -161,7 +161,8 @@ class StreamPoller:
             if claim(fact[0]):
                 kept.append(record)
                 facts.append(fact)
-        self._client.clock.observe_record_time(newest)  # the API's clock has reached it
+        # The API's clock has reached it, if the API's clock stamped it (sdm.apiclock).
+        self._client.clock.observe_record_time(newest, self.spec.service)
         duplicates = len(records) - len(kept)
         if duplicates:
             self._observer.duplicates_dropped(self.spec.name, duplicates)
@@ -236,7 +237,6 @@ class StreamPoller:
 
     async def _list_windows(self) -> None:
         plan: deque[Window] = deque()
-        self._plan_queue = plan
         failures = 0
         while not self._stop.is_set():
             now = self._clock()

@@ -169,7 +169,7 @@ class ReplayPoller(StreamPoller):
                 if query_is_open(record):
                     continue
                 key, time_ns, relist_ns = facts_of(record)
-                self._client.clock.observe_record_time(time_ns)
+                self._client.clock.observe_record_time(time_ns, self.spec.service)
                 if self._keys.claim(key):
                     sessions.append((record, key, time_ns, relist_ns))
                 else:

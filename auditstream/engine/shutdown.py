@@ -1,7 +1,8 @@
 """Signals: the first SIGTERM/SIGINT drains and exits 0; a second exits at once.
 
-Exiting at once is safe because checkpoints are only ever replaced atomically and only
-after delivery: whatever was in flight is simply read again on the next start.
+Exiting at once is safe because a checkpoint only moves in an SQLite transaction committed
+after every routed sink acknowledged (engine.checkpoint): an exit mid-transaction leaves the
+last committed state, and whatever was in flight is simply read again on the next start.
 
 A signal that arrives during start-up (reading the configuration, opening the checkpoint,
 before the event loop's handlers exist) is held by :func:`hold_signals_until_the_loop` and

@@ -3,11 +3,13 @@
 A stream keeps two marks (engine.checkpoint):
 
 * the **watermark**: every record before it has been listed and delivered, as far as it was
-  visible when listed. *Head* windows move it forward. At the live edge each poll lists
-  ``[watermark - tail, now]``: the short ``tail`` catches records stamped just before the last
-  poll that became visible just after it (StrongDM: "a few seconds to be processed"), and
-  makes the API's bound semantics irrelevant (a record at exactly the boundary is in one of
-  the two listings whether ``after``/``before`` are inclusive or not).
+  visible when listed. *Head* windows move it forward. At the live edge each poll covers
+  ``[watermark - tail, now]`` (its listing reaches on to the API's upper time bound, see
+  ``Window.list_until_ns``, but proves only up to ``now``): the short ``tail`` catches records
+  stamped just before the last poll that became visible just after it (StrongDM: "a few
+  seconds to be processed"), and makes the API's bound semantics irrelevant (a record at
+  exactly the boundary is in one of the two listings whether ``after``/``before`` are
+  inclusive or not). ``now`` is the API's time (sdm.apiclock), never the host's alone.
 * the **sweep mark**: every record before it is final, late arrivals included. A record may
   become visible up to ``overlap`` after its time; a range listed before it was that old is
   listed once more, by a *sweep* window, once it is. A record is thus listed about twice
@@ -15,7 +17,7 @@ A stream keeps two marks (engine.checkpoint):
   times at 30 s polls and a 5 minute overlap). A range the head lists when it is already
   ``overlap`` old (a backfill, a catch-up) is final at once and never swept. A record
   visible later than ``tail`` after its time is delivered by the sweep, at most about
-  ``overlap`` after its time; later than ``overlap``, it is not covered (as before).
+  ``overlap`` after its time; later than ``overlap``, it is not covered.
 
 Both marks advance only over a contiguous run of completed windows (:class:`Progress`), so
 the order in which windows complete never matters for correctness.
@@ -481,8 +483,7 @@ class Planner:
         return window
 
     def is_finished(self, watermark_ns: int) -> bool:
+        """A backfill whose head reached its end with no ground left to plan again: the
+        ground of a probe that did not fit one page is still to be listed, though the head
+        has passed it."""
         return self.policy.end_ns is not None and watermark_ns >= self.policy.end_ns and not self._redo
-
-
-def is_finished(watermark_ns: int, policy: WindowPolicy) -> bool:
-    return policy.end_ns is not None and watermark_ns >= policy.end_ns

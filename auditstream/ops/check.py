@@ -119,6 +119,9 @@ async def run_check(path: Path, out: TextIO = sys.stdout) -> int:
         "config",
         f"{path}: {counted(len(streams), 'stream')}, {counted(len(config.sinks), 'sink')}",
     )
+    risk = config.streams.clock_bound_risk()
+    if risk is not None:
+        _line(out, "WARN", "streams", risk)
     problems = file_problems(config, config.checkpoint.path)
     for problem in problems:
         _line(out, False, "files", str(problem))

@@ -24,7 +24,7 @@ from auditstream.emulator import (
     make_demo_credentials,
 )
 from auditstream.emulator.command import add_arguments, options_from_args
-from auditstream.emulator.options import SecretLogsTimeFilter
+from auditstream.emulator.options import ResetAt, SecretLogsTimeFilter
 from auditstream.emulator.truthfile import read_truth_file
 from auditstream.sdm.registry import SERVED_STREAM_NAMES
 from tests.helpers import free_port
@@ -143,7 +143,10 @@ def test_flags_of_secrets_encryption_and_secret_logs() -> None:
     assert (options.secret_fraction, options.encrypted_fraction) == (0.2, 0.1)
     assert options.log_key_file == "/keys/org.pem"
     assert options.secret_logs_time_filter is SecretLogsTimeFilter.REFUSED
+    assert defaults.reset_at is ResetAt.BUCKET
+    assert options_from_args(parser.parse_args(["--reset-at", "next-minute"])).reset_at is ResetAt.NEXT_MINUTE
     for bad in (
+        ["--reset-at", "hourly"],
         ["--secret-fraction", "2"],
         ["--encrypted-fraction", "-0.1"],
         ["--secret-logs-time-filter", "x"],

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from auditstream.emulator import Emulator
+from auditstream.emulator.options import ResetAt
 from auditstream.emulator.ratelimit import RateLimiter
 from auditstream.sdm import signing
 from auditstream.sdm.errors import decode_status, rate_limit_from_status
@@ -122,6 +123,25 @@ def test_token_bucket_refills_at_the_per_minute_rate() -> None:
     assert limiter.check("k").allowed
     assert not limiter.check("k").allowed
     assert limiter.check("other key").allowed
+
+
+@pytest.mark.parametrize("per_minute", [None, 60])
+def test_reset_at_can_announce_the_next_whole_minute(per_minute: int | None) -> None:
+    """The other reading of reset_at (a fixed per-minute window): the next whole minute of
+    the server's clock, on success and on refusal, rate limited or not."""
+    minute = 60 * 1_000_000_000
+    wall = [1_800_000_000 * 1_000_000_000 + 17 * 1_000_000_000]
+    limiter = RateLimiter(
+        per_minute, monotonic=lambda: 0.0, wall_ns=lambda: wall[0], reset_at=ResetAt.NEXT_MINUTE
+    )
+    for _ in range(61 if per_minute else 3):
+        decision = limiter.check("k")
+        reset = decision.metadata.reset_at.seconds * 1_000_000_000 + decision.metadata.reset_at.nanos
+        assert reset == (wall[0] // minute + 1) * minute
+    assert per_minute is None or not decision.allowed
+    wall[0] = (wall[0] // minute + 1) * minute  # exactly on the minute: the next one, never now
+    decision = limiter.check("k")
+    assert decision.metadata.reset_at.seconds * 1_000_000_000 == wall[0] + minute
 
 
 # --- faults and latency --------------------------------------------------------------

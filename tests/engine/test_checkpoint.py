@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -132,6 +135,38 @@ def test_corrupt_file_stops_with_the_file_and_the_choices(tmp_path, content):
         CheckpointStore(path).load()
     message = str(err.value)
     assert str(path) in message and ".bak" in message and "start_at" in message
+
+
+CRASH_AFTER_THE_BACKUP = """
+import asyncio, os, sys
+from pathlib import Path
+from auditstream.engine.checkpoint import CheckpointStore, StreamState
+
+async def main() -> None:
+    store = CheckpointStore(Path(sys.argv[1]))
+    await store.save({"activities": StreamState(watermark_ns=5)})
+    store.take_backup()
+    await store.commit_progress("activities", StreamState(watermark_ns=9), 0)
+    os._exit(0)  # a crash: the last commits are still in the WAL
+
+asyncio.run(main())
+"""
+
+
+def test_the_restore_command_of_the_hint_gives_back_the_backup_whatever_wal_a_crash_left(tmp_path):
+    """Restoring ``.bak`` next to the WAL a crash left makes SQLite replay that WAL onto the
+    restored file: the old hint (``cp .bak``) gave back the crashed run's state (watermark 9),
+    not the backup's, and in general a mix of the two."""
+    path = tmp_path / "cp.db"
+    subprocess.run([sys.executable, "-c", CRASH_AFTER_THE_BACKUP, str(path)], check=True, timeout=60)
+    assert path.with_name("cp.db-wal").stat().st_size > 0, "the premise: a WAL left by the crash"
+    path.unlink()  # lost (a disk, an operator): the store says it is missing and how to restore
+    with pytest.raises(CheckpointError, match="missing") as err:
+        CheckpointStore(path).load()
+    commands = re.findall(r"`([^`]*cp [^`]*\.bak[^`]*)`", str(err.value))
+    assert commands, str(err.value)
+    subprocess.run(["sh", "-c", commands[0]], check=True, timeout=60)
+    assert CheckpointStore(path).load()["activities"].watermark_ns == 5, "the backup's state, as promised"
 
 
 def test_a_store_from_a_newer_auditstream_is_refused(tmp_path):

@@ -4,12 +4,15 @@ checkpoint moves, backpressure from a stalled sink, and shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from auditstream.emulator import Emulator, EmulatorOptions
-from auditstream.engine.checkpoint import CheckpointStore
+from auditstream.engine.checkpoint import CheckpointStore, StreamState
 from auditstream.engine.engine import Engine, RunPlan
 from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError, SinkHealth, SinkState
 from tests.e2e.support import daemon_config
@@ -122,23 +125,54 @@ async def test_a_stalled_sink_holds_back_its_streams_with_bounded_memory_and_los
     assert len(stalled.keys()) == len(set(stalled.keys()))
 
 
+def saved_state(path: Path, stream: str, copy: Path) -> StreamState | None:
+    """What a restart would read from the checkpoint right now, without disturbing the daemon.
+
+    A consistent snapshot (SQLite's online backup, from a read-only connection) read by the
+    store's own ``load``: the test sees exactly what a kill at this instant would leave,
+    whatever the schema looks like.
+    """
+    copy.unlink(missing_ok=True)
+    with (
+        contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as source,
+        contextlib.closing(sqlite3.connect(copy)) as target,
+    ):
+        source.backup(target)
+    store = CheckpointStore(copy)
+    try:
+        return store.load().get(stream)
+    finally:
+        store.close()
+
+
 async def test_checkpoint_moves_only_after_every_routed_sink_acknowledged(tmp_path):
+    """Sampled mid-outage: while one of two routed sinks keeps failing, the saved checkpoint
+    holds neither the batch's keys nor a moved watermark, though the other sink has it."""
     async with Emulator(EmulatorOptions(records=50)) as emu:
         fast, failing = FakeSink("fast"), FakeSink("failing")
-        failing.fail_fatally = 3
+        failing.fail_fatally = 1_000_000  # until the test says otherwise
         engine = engine_with(emu, tmp_path, [fast, failing], streams=("activities",), failure_pause="50ms")
         task = asyncio.create_task(engine.run())
         await async_wait_until(lambda: engine.pollers, 10)
         start = engine.pollers[0].state.watermark_ns
+        await async_wait_until(lambda: fast.received and failing.calls >= 3, 10, "the outage under way")
+        during = saved_state(engine.plan.checkpoint_path, "activities", tmp_path / "during.db")
+        assert during is not None, "the stream's row is saved before its first batch"
+        assert during.delivered == {}, "keys committed before every routed sink acknowledged"
+        assert during.watermark_ns == start, "the watermark moved before every routed sink acknowledged"
+        failing.fail_fatally = 0
         await async_wait_until(
             lambda: set(failing.keys()) == truth(emu, "activities"), 30, "the failing sink recovers"
         )
+
+        def saved_past_start() -> bool:
+            after = saved_state(engine.plan.checkpoint_path, "activities", tmp_path / "after.db")
+            return after is not None and after.watermark_ns > start
+
+        await async_wait_until(saved_past_start, 10, "the checkpoint saved once every sink acknowledged")
         engine.stop.set()
         await task
-    assert failing.calls >= 4
     assert fast.keys().count(fast.keys()[0]) == 1, "the sink that had the batch was not sent it again"
-    saved = CheckpointStore(engine.plan.checkpoint_path).load()["activities"]
-    assert saved.watermark_ns > start
 
 
 async def test_stop_flushes_in_flight_batches_so_a_restart_sends_nothing_twice(tmp_path):
