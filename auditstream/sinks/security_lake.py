@@ -33,9 +33,12 @@ than ``flush_interval``: a backfill, a catch-up after downtime) would slow it to
 (:meth:`SecurityLakeSink.send`), and everything buffered goes out with it.
 
 Object names are derived from their records (the source, and a hash of the stream and key of
-every record in the object), so a retried upload (an answer lost to a timeout) writes the
-same key: overwritten, not duplicated. Records batched differently after a restart land in
-an object of another name (at least once; ``metadata.original_event_uid`` is the record key).
+every record in the object), so a retried upload (an answer lost to a timeout, a part of a
+request sent again) writes the same key: overwritten, not duplicated. What names cannot undo:
+a daemon killed after some objects of a request were uploaded but before all were (the
+checkpoint moves only once every object of a batch is written) reads those records again
+after the restart, batches them with others, and writes them into objects of other names:
+at least once, and ``metadata.original_event_uid`` (the record key) tells the copies apart.
 
 Uploads are :class:`~auditstream.sinks.s3.S3Transport`'s: ``PutObject`` up to 8 MiB, a
 multipart upload above, ``Content-MD5`` on every part, the same error classification. The
