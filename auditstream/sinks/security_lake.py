@@ -571,6 +571,8 @@ def _read_rows(class_uid: int, rows: Sequence[bytes]) -> pa.Table:
     import pyarrow as pa
     import pyarrow.json as pj
 
+    if not rows:
+        return arrow_schema(class_uid, for_json=True).empty_table()
     block = max(MIB, max(len(row) for row in rows) + 1)  # a row may not straddle two blocks
     return pj.read_json(
         pa.BufferReader(b"\n".join(rows)),
@@ -591,39 +593,32 @@ class Built:
     first_ms: int
 
 
-def build_object(class_uid: int, rows: Sequence[bytes]) -> Built:
-    """The Parquet object of ``rows`` (one class): rows that do not fit the schema are left
-    out with the reason (so the others are not held back by them), the rest sorted by time
-    (stable: equal times keep their order), zstd."""
+def build_object(class_uid: int, rows: Sequence[OcsfRow]) -> Built:
+    """The Parquet object of ``rows`` (one class), sorted by time (stable: equal times keep
+    their order; sorted as rows, before parsing, which costs a quarter of what sorting the
+    parsed table would), zstd. Rows that do not fit the schema are left out with the reason,
+    so the others are not held back by them."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    written = list(range(len(rows)))
+    order = sorted(range(len(rows)), key=lambda index: rows[index].time_ms)
+    written = order
     rejected: dict[int, str] = {}
     try:
-        table = _read_rows(class_uid, rows) if rows else arrow_schema(class_uid, for_json=True).empty_table()
+        table = _read_rows(class_uid, [rows[index] for index in order])
     except pa.ArrowInvalid:
         written = []
-        for index, row in enumerate(rows):
+        for index in order:
             try:
-                _read_rows(class_uid, [row])
+                _read_rows(class_uid, [rows[index]])
             except pa.ArrowInvalid as exc:
-                rejected[index] = _refusal(class_uid, row, exc)
+                rejected[index] = _refusal(class_uid, rows[index], exc)
             else:
                 written.append(index)
-        fitting = [rows[index] for index in written]
-        table = (
-            _read_rows(class_uid, fitting)
-            if fitting
-            else arrow_schema(class_uid, for_json=True).empty_table()
-        )
+        table = _read_rows(class_uid, [rows[index] for index in written])
     table = _as_stored(class_uid, table)
-    if table.num_rows:
-        table = table.take(pc.sort_indices(table, sort_keys=[("time", "ascending")]))
-        first = pc.min(table.column("time")).as_py()
-    else:
-        first = None
-    return Built(_parquet(table), written, rejected, first if type(first) is int else 0)
+    first = pc.min(table.column("time")).as_py() if table.num_rows else None
+    return Built(_parquet(table), sorted(written), rejected, first if type(first) is int else 0)
 
 
 def _refusal(class_uid: int, row: bytes, exc: Exception) -> str:
@@ -875,10 +870,9 @@ class SecurityLakeTransport:
                 groups.setdefault((row.class_uid, row.time_ms // DAY_MS), []).append(index)
 
         async def upload(indexes: Sequence[int]) -> WriteResult:
-            head = cast(OcsfRow, records[indexes[0]].payload)
-            built = await asyncio.to_thread(
-                build_object, head.class_uid, [records[i].payload for i in indexes]
-            )
+            rows = [cast(OcsfRow, records[i].payload) for i in indexes]
+            head = rows[0]
+            built = await asyncio.to_thread(build_object, head.class_uid, rows)
             result = WriteResult(rejected={indexes[i]: reason for i, reason in built.rejected.items()})
             if built.written:
                 uploads = self.uploads[head.class_uid]
