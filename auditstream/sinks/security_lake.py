@@ -209,19 +209,6 @@ CLASS_KEYS: dict[int, str] = {
     0: "base_event",
 }
 CLASS_UIDS = {key: uid for uid, key in CLASS_KEYS.items()}
-ClassKey = Literal[
-    "account_change",
-    "authentication",
-    "entity_management",
-    "user_access",
-    "group_management",
-    "http_activity",
-    "rdp_activity",
-    "ssh_activity",
-    "api_activity",
-    "datastore_activity",
-    "base_event",
-]
 
 
 def json_paths(shape: dict[str, Shape], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -331,6 +318,39 @@ class LakeSource(StrictModel):
         return self
 
 
+class LakeSources(StrictModel):
+    """``[sinks.sources]``: one custom source per OCSF class, keyed by the class's OCSF name.
+    Each is a :class:`LakeSource`, or as a plain string its name (``"sdm_auth"``) or its
+    provider location (``"s3://.../ext/sdm_auth/"``)."""
+
+    account_change: LakeSource | None = None  # 3001
+    authentication: LakeSource | None = None  # 3002
+    entity_management: LakeSource | None = None  # 3004
+    user_access: LakeSource | None = None  # 3005
+    group_management: LakeSource | None = None  # 3006
+    http_activity: LakeSource | None = None  # 4002
+    rdp_activity: LakeSource | None = None  # 4005
+    ssh_activity: LakeSource | None = None  # 4007
+    api_activity: LakeSource | None = None  # 6003
+    datastore_activity: LakeSource | None = None  # 6005
+    base_event: LakeSource | None = None  # 0: streams a later StrongDM adds before auditstream maps them
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {
+            key: ({"location": value} if value.startswith("s3://") else {"name": value})
+            if isinstance(value, str)
+            else value
+            for key, value in data.items()
+        }
+
+    def configured(self) -> dict[str, LakeSource]:
+        return {key: source for key, source in self if source is not None}
+
+
 class SecurityLakeBatchSettings(BatchSettings):
     """The size cap of a flush: the buffer goes out once it holds 500,000 records or 64 MiB of
     OCSF JSON (what it costs in memory; the Parquet objects are several times smaller).
@@ -346,7 +366,7 @@ class SecurityLakeSinkSettings(AwsSinkSettings):
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
     account_id: str = Field(pattern=r"^\d{12}$")
     bucket: str | None = Field(default=None, min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+$")
-    sources: dict[ClassKey, LakeSource]
+    sources: LakeSources
     role_arn: str | None = Field(default=None, pattern=_ROLE_ARN)
     external_id: SecretStr | None = Field(default=None, min_length=2, max_length=1224)
     sts_endpoint_url: str | None = None
@@ -371,14 +391,6 @@ class SecurityLakeSinkSettings(AwsSinkSettings):
                     "batch.max_age: this sink holds records up to flush_interval; set that instead"
                 )
             data["batch"] = {**batch, "max_age": data.get("flush_interval", DEFAULT_FLUSH_INTERVAL)}
-        sources = data.get("sources")
-        if isinstance(sources, dict):
-            data["sources"] = {
-                key: ({"location": value} if value.startswith("s3://") else {"name": value})
-                if isinstance(value, str)
-                else value
-                for key, value in sources.items()
-            }
         return data
 
     @field_validator("sts_endpoint_url")
@@ -390,7 +402,8 @@ class SecurityLakeSinkSettings(AwsSinkSettings):
     def _every_class_has_a_source(self) -> SecurityLakeSinkSettings:
         if self.external_id is not None and self.role_arn is None:
             raise ValueError("external_id goes with role_arn (the provider role it is for)")
-        for key, source in self.sources.items():
+        configured = self.sources.configured()
+        for key, source in configured.items():
             if source.location is None and self.bucket is None:
                 raise ValueError(
                     f"sources.{key}: give its location (s3://<bucket>/ext/{source.name}/), or set bucket"
@@ -400,7 +413,7 @@ class SecurityLakeSinkSettings(AwsSinkSettings):
             if self.routes(spec.name):
                 for uid in classes_of(spec.kind):
                     needed.setdefault(uid, []).append(spec.name)
-        missing = [uid for uid in sorted(needed) if CLASS_KEYS[uid] not in self.sources]
+        missing = [uid for uid in sorted(needed) if CLASS_KEYS[uid] not in configured]
         if missing:
             listed = "; ".join(
                 f"sources.{CLASS_KEYS[uid]} (OCSF class {uid}, records of {_few(needed[uid])})"
@@ -437,7 +450,7 @@ class Source:
 
 def resolve_sources(settings: SecurityLakeSinkSettings) -> dict[int, Source]:
     resolved: dict[int, Source] = {}
-    for key, source in settings.sources.items():
+    for key, source in settings.sources.configured().items():
         if source.location is not None:
             bucket, prefix, name = parse_location(source.location)
         else:

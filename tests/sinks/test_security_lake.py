@@ -369,6 +369,10 @@ def test_configuration_errors_name_the_key_and_the_cause(change, message):
     assert message in invalid(config)
 
 
+def test_the_source_keys_are_the_classes_ocsf_names():
+    assert set(lake.LakeSources.model_fields) == set(CLASS_KEYS.values())
+
+
 def test_fewer_sources_do_for_fewer_streams_and_flush_interval_is_the_batch_age():
     config = lake_config("http://127.0.0.1:9", "aws-security-data-lake-us-east-1-abc", streams=["*_history"])
     config["sources"] = {"entity_management": "sdm_entity_mgmt"}
@@ -390,11 +394,13 @@ def test_the_example_configs_security_lake_sink_is_valid_once_uncommented(tmp_pa
     """config/auditstream.example.toml ships it commented out (it needs the [lake] extra)."""
     text = (Path(__file__).resolve().parents[2] / "config" / "auditstream.example.toml").read_text()
     block = text[text.index('# [[sinks]]\n# type = "security_lake"') :]
-    document = "\n".join(line[2:] for line in block.splitlines() if line.startswith("# ") and line[2:3] != "#")
+    document = "\n".join(
+        line[2:] for line in block.splitlines() if line.startswith("# ") and line[2:3] != "#"
+    )
     (tmp_path / "security-lake-external-id").write_text("example-external-id\n")
     (sink,) = tomllib.loads(document.replace("/run/secrets/auditstream/", f"{tmp_path}/"))["sinks"]
     settings = TypeAdapter(SinkSettings).validate_python(sink)
-    assert isinstance(settings, SecurityLakeSinkSettings) and len(settings.sources) == 10
+    assert isinstance(settings, SecurityLakeSinkSettings) and len(settings.sources.configured()) == 11
     sources = lake.resolve_sources(settings)
     assert sources[6005].role_arn != settings.role_arn and sources[6005].external_id == "example-external-id"
     assert settings.external_id is not None and settings.batch.max_age == 300.0
@@ -535,10 +541,9 @@ async def test_a_retried_upload_overwrites_its_object_instead_of_adding_one(moto
     bucket = moto.new_bucket("aws-security-data-lake-us-east-1")
     async with AwsProxy(moto.endpoint_url) as proxy:
         proxy.lose_answer["PutObject"] = 1  # written, but the sink never hears so: it retries
-        settings = lake_settings(proxy.endpoint_url, bucket, streams=["*_history"])
-        settings = settings.model_copy(
-            update={"sources": {"entity_management": settings.sources["entity_management"]}}
-        )
+        config = lake_config(proxy.endpoint_url, bucket, streams=["*_history"])
+        config["sources"] = {"entity_management": config["sources"]["entity_management"]}
+        settings = SecurityLakeSinkSettings.model_validate(config)
         sink = await started(settings, state_dir)
         records = [e for e in old_and_spread() if e.stream.endswith("_history")]
         await sink.send(records)
