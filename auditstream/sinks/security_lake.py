@@ -801,16 +801,20 @@ class SourceUploads(S3Transport):
         return {"ContentType": PARQUET_CONTENT_TYPE}
 
     async def upload(self, key: str, body: bytes) -> None:
-        if len(body) > MULTIPART_ABOVE:
-            await self._multipart(key, body)
-        else:
-            await self._call("PutObject", key, Body=body, ContentMD5=_md5(body), **self._put_params)
+        """One object, acknowledged once S3 has all of it; a fatal error names the source's key
+        (a provider role may write under its own source's prefix only)."""
+        try:
+            if len(body) > MULTIPART_ABOVE:
+                await self._multipart(key, body)
+            else:
+                await self._call("PutObject", key, Body=body, ContentMD5=_md5(body), **self._put_params)
+        except SinkFatalError as exc:
+            raise SinkFatalError(f"{exc} (sources.{self.source.key}, {self.source.location})") from None
 
     def _explain(self, exc: AwsRequestError, where: str) -> str:
         return (
-            f"{exc.operation} {where}: {describe_code(exc.code, exc.status)}: {exc.message}; "
-            f"check sources.{self.source.key} (the custom source's location) and region (the data "
-            "lake's bucket is in the region it was created for)"
+            f"{exc.operation} {where}: {describe_code(exc.code, exc.status)}: {exc.message}; check the "
+            "custom source's location and region (the data lake's bucket is in the region it was made for)"
         )
 
 
@@ -919,8 +923,10 @@ class SecurityLakeTransport:
             key = f"{uploads.source.prefix}/{partition}/{CHECK_OBJECT}-{self.settings.name}.parquet"
             try:
                 await uploads.upload(key, await asyncio.to_thread(empty_object, uid))
-            except (TransientError, SinkFatalError) as exc:
+            except TransientError as exc:
                 return f"sources.{uploads.source.key}: {exc}"
+            except SinkFatalError as exc:
+                return str(exc)
             return None
 
         problems = [p for p in await asyncio.gather(*(check(u, up) for u, up in self.uploads.items())) if p]

@@ -636,6 +636,22 @@ async def test_a_refused_assume_role_stops_the_sink_naming_the_keys_and_keeping_
     assert not objects(moto, bucket) and not proxy.of("PutObject")
 
 
+async def test_a_refused_upload_stops_the_sink_naming_the_source_and_the_permission(moto, state_dir):
+    bucket = moto.new_bucket("aws-security-data-lake-us-east-1")
+    async with AwsProxy(moto.endpoint_url) as proxy:
+        proxy.refuse["PutObject"].extend([(403, "AccessDenied", "Access Denied")] * 20)
+        config = lake_config(proxy.endpoint_url, bucket, streams=["*_history"])
+        config["sources"] = {"entity_management": config["sources"]["entity_management"]}
+        sink = await started(SecurityLakeSinkSettings.model_validate(config), state_dir)
+        with pytest.raises(SinkFatalError) as caught:
+            await sink.send([e for e in old_and_spread() if e.stream.endswith("_history")])
+        await sink.close()
+    message = str(caught.value)
+    assert "missing permission s3:PutObject" in message
+    assert f"(sources.entity_management, s3://{bucket}/ext/sdm_entity_mgmt/)" in message
+    assert not objects(moto, bucket)
+
+
 async def test_probe_writes_an_empty_object_of_the_class_schema_under_each_source(moto, state_dir):
     bucket = moto.new_bucket("aws-security-data-lake-us-east-1")
     sink = SecurityLakeSink(lake_settings(moto.endpoint_url, bucket), state_dir=state_dir)
