@@ -9,7 +9,7 @@ requirements and best practices for the objects, each kept here:
   day of the event's OCSF ``time`` (UTC), so the crawler's partitions and ``time`` agree.
 * **One class per object**, and the object under that class's source.
 * **Parquet**, zstd, data pages of at most 1 MiB, rows sorted by ``time`` (declared in the
-  file's sorting columns, so engines can skip row groups).
+  file's sorting columns; with the column statistics, a time filter skips what it excludes).
 * **A fixed Arrow schema per class** (:data:`COLUMNS`): every attribute the OCSF encoder can
   emit for the class, nested objects as structs, arrays as lists; ``entity.data`` (OCSF
   ``json_t``) as JSON text; ``unmapped`` as ``map<string, string>`` (Security Lake's own
@@ -38,7 +38,7 @@ request sent again) writes the same key: overwritten, not duplicated. What names
 a daemon killed after some objects of a request were uploaded but before all were (the
 checkpoint moves only once every object of a batch is written) reads those records again
 after the restart, batches them with others, and writes them into objects of other names:
-at least once, and ``metadata.original_event_uid`` (the record key) tells the copies apart.
+at least once, as everywhere: both copies carry the record key as ``metadata.original_event_uid``.
 
 Uploads are :class:`~auditstream.sinks.s3.S3Transport`'s: ``PutObject`` up to 8 MiB, a
 multipart upload above, ``Content-MD5`` on every part, the same error classification. The
@@ -976,6 +976,7 @@ class SecurityLakeSink(DeliverySink):
         if not batch or self._wall_clock() - max(e.time_ns for e in batch) <= self._hold_ns:
             await super().send(batch)
             return
+        # DeliverySink's own "send what is queued now" counter, the one flush() raises.
         self._flushing += 1
         self._wakeup.set()
         try:

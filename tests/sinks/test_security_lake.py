@@ -369,6 +369,17 @@ def test_configuration_errors_name_the_key_and_the_cause(change, message):
     assert message in invalid(config)
 
 
+def test_the_classes_a_stream_needs_sources_for_are_the_classes_its_records_get():
+    """The configuration asks for a source per class of ``classes_of``: every class the
+    encoder gives a record of the corpus is among those of its stream's kind."""
+    encoder = OcsfEncoder()
+    for stream, event in corpus():
+        uid = encoder.to_ocsf(event)["class_uid"]
+        assert uid in lake.classes_of(STREAMS[stream].kind), (stream, uid)
+    assert lake.classes_of(STREAMS["activities"].kind) == {3001, 3002, 3004, 3005, 3006}
+    assert lake.classes_of(STREAMS["queries"].kind) == {4002, 4005, 4007, 6003, 6005}
+
+
 def test_the_source_keys_are_the_classes_ocsf_names():
     assert set(lake.LakeSources.model_fields) == set(CLASS_KEYS.values())
 
