@@ -35,8 +35,8 @@ than ``flush_interval``: a backfill, a catch-up after downtime) would slow it to
 Object names are derived from their records (the source, and a hash of the stream and key of
 every record in the object), so a retried upload (an answer lost to a timeout, a part of a
 request sent again) writes the same key: overwritten, not duplicated. What names cannot undo:
-a daemon killed after some objects of a request were uploaded but before all were (the
-checkpoint moves only once every object of a batch is written) reads those records again
+a daemon killed after some objects of a request were uploaded but before all were and the
+checkpoint saved (it moves only once every object of a batch is written) reads those records again
 after the restart, batches them with others, and writes them into objects of other names:
 at least once, as everywhere: both copies carry the record key as ``metadata.original_event_uid``.
 
