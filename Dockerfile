@@ -19,10 +19,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 # .dockerignore lets in only pyproject.toml, README.md and the auditstream package.
-# The [aws] extra (aiobotocore) and the [azure] extra (azure-identity, azure-monitor-ingestion)
-# are built in too: the image has every sink, s3, cloudwatch_logs and azure_monitor included.
+# The [aws] extra (aiobotocore), the [azure] extra (azure-identity, azure-monitor-ingestion) and
+# the [lake] extra (pyarrow) are built in too: the image has every sink, s3, cloudwatch_logs,
+# security_lake and azure_monitor included.
 COPY . .
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels ".[aws,azure]"
+RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels ".[aws,azure,lake]"
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 ARG VERSION=0.1.0
@@ -51,13 +52,13 @@ RUN groupadd --system --gid 10001 auditstream \
  && install -d -o root -g root -m 0755 /etc/auditstream
 
 # aiobotocore's wheel is the [aws] extra, azure-identity's and azure-monitor-ingestion's the
-# [azure] extra (the build stage resolved their version ranges).
+# [azure] extra, pyarrow's the [lake] extra (the build stage resolved their version ranges).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m pip install --no-cache-dir --compile --no-index --find-links=/wheels \
       /wheels/auditstream-*.whl /wheels/aiobotocore-*.whl \
-      /wheels/azure_identity-*.whl /wheels/azure_monitor_ingestion-*.whl \
+      /wheels/azure_identity-*.whl /wheels/azure_monitor_ingestion-*.whl /wheels/pyarrow-*.whl \
  && auditstream --help >/dev/null \
- && python -c "import aiobotocore.session, azure.identity.aio, azure.monitor.ingestion.aio"
+ && python -c "import aiobotocore.session, azure.identity.aio, azure.monitor.ingestion.aio, pyarrow.parquet"
 
 # Checkpoints (must persist: mount a named volume or a host directory owned by 10001) and
 # temporary files. The config goes to /etc/auditstream/config.toml (read-only bind mount),

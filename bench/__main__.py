@@ -5,8 +5,8 @@
 Full runs write each benchmark's table into BENCHMARKS.md (a block per benchmark, stamped
 with the machine and the exact command); ``--quick`` runs smaller sizes and only prints,
 unless ``--write`` is given. Names: formats, sinks, emulator, longqueries, sdk, live, api,
-decrypt, masking, replays, reliability (the reliability suite, ``pytest -m reliability``, for its figures
-table).
+decrypt, masking, replays, lake (the security_lake sink's Parquet), reliability (the reliability
+suite, ``pytest -m reliability``, for its figures table).
 
 Full sizes take about 20 minutes on 2 cores (the SDK comparison over 1,000,000 records
 and 3 minutes of live traffic per live configuration are most of it).
@@ -57,6 +57,7 @@ BENCHES = [
     Bench("decrypt", "bench.bench_decrypt", [], ["--records", "300", "--rounds", "2", "--chunks", "50"]),
     Bench("masking", "bench.bench_masking", [], ["--records", "1000", "--rounds", "2"]),
     Bench("replays", "bench.bench_replays", [], ["--records", "1000", "--rounds", "1"]),
+    Bench("lake", "bench.bench_security_lake", [], ["--records", "10000", "--rounds", "1"]),
 ]
 
 

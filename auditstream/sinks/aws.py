@@ -231,9 +231,18 @@ class AwsClient:
                 self._client = await self._create()
         return self._client
 
+    async def _session(self) -> Any:
+        """The aiobotocore session the client is made from: the standard credential chain.
+
+        The one hook for other credentials: a subclass returns a session whose credentials
+        are an assumed role's (the security_lake sink's provider role), and keeps everything
+        else here (timeouts, retries off, TLS, error classification)."""
+        from aiobotocore.session import get_session
+
+        return get_session()
+
     async def _create(self) -> Any:
         from aiobotocore.config import AioConfig
-        from aiobotocore.session import get_session
 
         settings = self.settings
         config = AioConfig(
@@ -248,8 +257,9 @@ class AwsClient:
             verify = str(settings.tls.ca_file)
         stack = contextlib.AsyncExitStack()
         try:
+            session = await self._session()
             client = await stack.enter_async_context(
-                get_session().create_client(
+                session.create_client(
                     self.service,
                     region_name=settings.region,
                     endpoint_url=settings.endpoint_url,

@@ -19,6 +19,7 @@ from auditstream.sinks.file import FileSink, FileSinkSettings
 from auditstream.sinks.http import HttpSink, HttpSinkSettings
 from auditstream.sinks.observer import SinkObserver
 from auditstream.sinks.s3 import S3Sink, S3SinkSettings
+from auditstream.sinks.security_lake import SecurityLakeSink, SecurityLakeSinkSettings
 from auditstream.sinks.splunk_hec import SplunkHecSink, SplunkHecSinkSettings
 from auditstream.sinks.stdout import StdoutSink, StdoutSinkSettings
 from auditstream.sinks.syslog import SyslogSink, SyslogSinkSettings
@@ -34,6 +35,7 @@ AnySinkSettings = (
     | AzureMonitorSinkSettings
     | ElasticsearchSinkSettings
     | DatadogSinkSettings
+    | SecurityLakeSinkSettings
 )
 SinkSettings = Annotated[AnySinkSettings, Field(discriminator="type")]
 
@@ -49,6 +51,7 @@ _SINK_CLASSES: dict[type[AnySinkSettings], Callable[..., DeliverySink]] = {
     AzureMonitorSinkSettings: AzureMonitorSink,
     ElasticsearchSinkSettings: ElasticsearchSink,
     DatadogSinkSettings: DatadogSink,
+    SecurityLakeSinkSettings: SecurityLakeSink,
 }
 
 

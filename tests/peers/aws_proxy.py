@@ -3,7 +3,7 @@
 Every request is forwarded to moto unless a fault switch says otherwise, and recorded
 (``calls``: operation, headers, body, the status the client got) so a test can tell a
 retried call from a duplicate. Switches, each applying to the next calls of one operation
-(``PutObject``, ``UploadPart``, ``PutLogEvents``...):
+(``PutObject``, ``UploadPart``, ``PutLogEvents``, ``AssumeRole``...):
 
 * ``refuse[op]``: answer ``(status, code, message)`` instead of forwarding, in AWS's own error
   format (S3's XML, CloudWatch Logs' JSON), so botocore parses it as it would AWS's answer:
@@ -21,6 +21,7 @@ retried call from a duplicate. Switches, each applying to the next calls of one 
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,10 +55,13 @@ class Call:
         return json.loads(self.body)
 
 
-def operation_of(request: web.Request) -> str:
+def operation_of(request: web.Request, body: bytes = b"") -> str:
     target = request.headers.get("X-Amz-Target")
     if target:
         return target.rsplit(".", 1)[-1]
+    query_action = query_protocol_action(request, body)
+    if query_action is not None:
+        return query_action
     query = request.query
     is_object = len([p for p in request.path.split("/") if p]) > 1
     method = request.method
@@ -74,6 +78,14 @@ def operation_of(request: web.Request) -> str:
     if method == "DELETE" and "uploadId" in query:
         return "AbortMultipartUpload"
     return f"{method} {request.path}"
+
+
+def query_protocol_action(request: web.Request, body: bytes) -> str | None:
+    """``Action`` of a query-protocol call (STS: ``AssumeRole``), None for any other request."""
+    if request.method != "POST" or not request.content_type.startswith("application/x-www-form-urlencoded"):
+        return None
+    actions = urllib.parse.parse_qs(body.decode("utf-8", errors="replace")).get("Action")
+    return actions[0] if actions else None
 
 
 def cloudwatch_limit_broken(body: bytes) -> str | None:
@@ -124,7 +136,7 @@ class AwsProxy(AiohttpPeer):
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        operation = operation_of(request)
+        operation = operation_of(request, body)
         call = Call(operation, request.method, request.path_qs, dict(request.headers), body)
         self.calls.append(call)
         if self.down:
@@ -170,10 +182,15 @@ class AwsProxy(AiohttpPeer):
 
     @staticmethod
     def _error(request: web.Request, status: int, code: str, message: str, call: Call) -> web.Response:
-        """An error as AWS writes it: JSON for CloudWatch Logs, XML for S3."""
+        """An error as AWS writes it: JSON for CloudWatch Logs, the query protocol's XML for STS,
+        XML for S3."""
         if request.headers.get("X-Amz-Target"):
             body = json.dumps({"__type": code, "message": message})
             content_type = "application/x-amz-json-1.1"
+        elif query_protocol_action(request, call.body) is not None:
+            body = f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message>"
+            body += "</Error><RequestId>proxy</RequestId></ErrorResponse>"
+            content_type = "text/xml"
         else:
             body = f"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>{code}</Code>"
             body += f"<Message>{message}</Message></Error>"

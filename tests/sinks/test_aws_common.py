@@ -77,7 +77,8 @@ def test_a_kms_hint_is_added_when_aws_does_not_name_the_action():
 def test_the_example_configs_aws_sinks_are_valid_once_uncommented():
     """config/auditstream.example.toml ships them commented out (they need the [aws] extra)."""
     text = (Path(__file__).resolve().parents[2] / "config" / "auditstream.example.toml").read_text()
-    block = text[text.index('# [[sinks]]\n# type = "s3"') :]
+    start = text.index('# [[sinks]]\n# type = "s3"')
+    block = text[start : text.find("\n\n", start)]  # the AWS section ends at a blank line
     document = "\n".join(
         line[2:] for line in block.splitlines() if line.startswith("# ") and line[2:3] != "#"
     )
