@@ -79,10 +79,9 @@ from auditstream.sinks.aws import (
     AwsTransport,
     aws_extra_installed,
     describe_code,
-    send_in_parts,
 )
 from auditstream.sinks.base import BatchSettings, Envelope, ProbeResult, SinkFatalError
-from auditstream.sinks.delivery import DeliverySink, Record, WriteResult
+from auditstream.sinks.delivery import DeliverySink, Record, WriteResult, send_in_parts
 from auditstream.sinks.extras import install_hint, installed
 from auditstream.sinks.http_client import check_url
 from auditstream.sinks.observer import SinkObserver
