@@ -98,7 +98,7 @@ def test_interrupted_backfill_resumes_where_it_stopped(tmp_path, since):
 
 
 def test_backfill_usage_errors_exit_2(tmp_path):
-    doc = daemon_config_document("127.0.0.1:1", "auth-x", "AAAA", tmp_path)
+    doc = daemon_config_document("127.0.0.1:1", "auth-x", "c2VjcmV0LWtleS1mb3ItdXNhZ2UtdGVzdHM=", tmp_path)
     config = write_toml(tmp_path / "config.toml", doc)
     next_week = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).strftime("%Y-%m-%d")
     cases = [
