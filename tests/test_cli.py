@@ -296,7 +296,7 @@ def test_every_unset_variable_is_named_with_its_file_at_once(tmp_path):
 
 def test_check_with_the_api_unreachable_says_what_to_look_at_and_nothing_else(emulator, tmp_path):
     endpoint = f"127.0.0.1:{free_port()}"  # nothing listens there
-    # overlap above the clock bound, or check rightly warns about it (test_check_warns_...)
+    # overlap above the clock bound, or check rightly warns (test_check_says_what_an_overlap_...)
     config = config_for(emulator, tmp_path, source={"endpoint": endpoint}, streams={"overlap": "5m"})
     result = run_cli("check", "--config", str(config))
     assert result.returncode == 1
