@@ -446,13 +446,33 @@ class CheckpointStore:
                 raise self._write_error(exc) from None
 
         async with self._lock:
-            await asyncio.to_thread(transaction)
+            await self._in_thread(transaction)
         self._observer.checkpoint_written()
+
+    @staticmethod
+    async def _in_thread(call: Callable[[], None]) -> None:
+        """``call`` in a worker thread; the caller holds :attr:`_lock`.
+
+        Cancelling the caller cannot stop the thread: it would go on inside its transaction
+        while the lock let the next writer (the shutdown save) start one on the same
+        connection ("cannot start a transaction within a transaction"). So the thread is
+        waited for, and the cancellation is raised only once it is out.
+        """
+        worker = asyncio.ensure_future(asyncio.to_thread(call))
+        try:
+            await asyncio.shield(worker)
+        except asyncio.CancelledError:
+            while not worker.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({worker})
+            if not worker.cancelled():
+                worker.exception()  # retrieved: whoever cancelled the caller no longer awaits it
+            raise
 
     async def back_up(self) -> None:
         """:meth:`take_backup` between transactions, off the event loop."""
         async with self._lock:
-            await asyncio.to_thread(self.take_backup)
+            await self._in_thread(self.take_backup)
 
     async def save(self, states: Mapping[str, StreamState]) -> None:
         """Write every state whole (a first start, a reset, tests); streams and open queries

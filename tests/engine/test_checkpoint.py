@@ -8,6 +8,8 @@ import asyncio
 import os
 import sqlite3
 import stat
+import threading
+import zlib
 from pathlib import Path
 
 import orjson
@@ -20,6 +22,7 @@ from auditstream.engine.checkpoint import (
     QueryChanges,
     StreamState,
 )
+from tests.helpers import async_wait_until
 
 S = 1_000_000_000
 
@@ -245,3 +248,63 @@ def test_the_store_is_created_private_whatever_the_umask(tmp_path):
         os.umask(old)
     assert mode(tmp_path / "deep") == 0o700
     assert mode(store.backup) == 0o600
+
+
+def durable(path: Path) -> tuple[dict[str, int], set[str]]:
+    """What another process would find: each stream's watermark, and every delivered key."""
+    reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        marks = dict(reader.execute("SELECT name, watermark_ns FROM streams").fetchall())
+        keys = {
+            key
+            for (blob,) in reader.execute("SELECT keys FROM delivered")
+            for key in orjson.loads(zlib.decompress(blob))
+        }
+    finally:
+        reader.close()
+    return marks, keys
+
+
+class WatchedLock(asyncio.Lock):
+    """The store's writer lock, telling when a writer had to wait for another."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contended = False
+
+    async def acquire(self) -> bool:
+        self.contended |= self.locked()
+        return await super().acquire()
+
+
+async def test_a_commit_cancelled_inside_its_transaction_lets_the_shutdown_save_through(
+    tmp_path, monkeypatch
+):
+    """At shutdown the engine cancels its pollers, and one may be awaiting its commit while
+    the worker thread is inside the transaction: cancelling the await does not stop the
+    thread. The shutdown save, on the same connection, must wait for it instead of failing
+    with "cannot start a transaction within a transaction"."""
+    store = CheckpointStore(tmp_path / "cp.db")  # interval 0: the poller awaits its commit
+    await store.save({"activities": StreamState(1)})
+    store._lock = lock = WatchedLock()
+    inside, release = threading.Event(), threading.Event()
+    append = CheckpointStore._append_keys
+
+    def held_inside(db: sqlite3.Connection, stream: str, acks: list[tuple[str, int]]) -> None:
+        inside.set()
+        assert release.wait(10), "never released"
+        append(db, stream, acks)
+
+    monkeypatch.setattr(CheckpointStore, "_append_keys", staticmethod(held_inside))
+    commit = asyncio.create_task(store.commit_batch("activities", [("k1", 5)]))
+    await async_wait_until(inside.is_set, 10, "the worker inside the transaction")
+    commit.cancel()
+    save = asyncio.create_task(store.save({"activities": StreamState(9)}))
+    # The save either waits for the lock (the transaction is still running) or has failed.
+    await async_wait_until(lambda: save.done() or lock.contended, 10, "the save to wait or fail")
+    release.set()
+    await asyncio.wait_for(save, 10)
+    with pytest.raises(asyncio.CancelledError):
+        await commit
+    store.close()
+    assert durable(store.path) == ({"activities": 9}, {"k1"}), "both transactions landed"
