@@ -276,22 +276,39 @@ class CheckpointStore:
 
     def _migrate(self, source: Path) -> sqlite3.Connection:
         """Write the JSON checkpoint's states into a new store, then swap it in: a crash at
-        any point leaves either the JSON file (migrated again at the next start) or the store."""
+        any point leaves either the JSON file where it was (migrated again at the next start,
+        whatever a crashed attempt left beside it) or the store.
+
+        At the path itself, the JSON is linked to ``<json>.migrated`` first (through a
+        temporary name, so a link left by a crashed attempt is simply replaced), then the
+        store replaces it. Beside the path, the store is moved in first and the JSON renamed
+        after: the other way round, a crash between the two left neither, and the next start
+        began every stream over at ``start_at``."""
         states, newest = _json_states(source)
         for state in states.values():
             state.swept_ns = state.watermark_ns - self._json_overlap_ns
         temporary = self.path.with_name(f".{self.path.name}.migrating")
+        kept = source.with_name(source.name + ".migrated")
+        linked = kept.with_name(f".{kept.name}.tmp")
         for leftover in (temporary, *(temporary.with_name(temporary.name + s) for s in ("-wal", "-shm"))):
             leftover.unlink(missing_ok=True)
+        linked.unlink(missing_ok=True)
         db = self._connect(temporary)
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._write_all(db, states, newest)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db.close()
-        kept = source.with_name(source.name + ".migrated")
-        os.replace(source, kept) if source != self.path else os.link(source, kept)
-        os.replace(temporary, self.path)
+        # Each step is made durable before the next (a power loss must not keep the later one).
+        if source == self.path:
+            os.link(source, linked)
+            os.replace(linked, kept)
+            fsync_directory(self.path.parent)
+            os.replace(temporary, self.path)
+        else:
+            os.replace(temporary, self.path)
+            fsync_directory(self.path.parent)
+            os.replace(source, kept)
         fsync_directory(self.path.parent)
         return self._connect(self.path)
 

@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -308,3 +309,54 @@ async def test_a_commit_cancelled_inside_its_transaction_lets_the_shutdown_save_
         await commit
     store.close()
     assert durable(store.path) == ({"activities": 9}, {"k1"}), "both transactions landed"
+
+
+class Crash(BaseException):
+    """The process dying here: nothing after it runs, not even an ``except Exception``."""
+
+
+@pytest.mark.parametrize("name", ["checkpoints.json", "checkpoints.db"])
+def test_a_crash_at_any_step_of_the_migration_is_migrated_again_at_the_next_start(
+    tmp_path, monkeypatch, name
+):
+    """The swap that ends a migration is a few renames and links. A run crashes before the
+    first, the second, ... until one completes without reaching its crash; after each crash,
+    the next start finds the JSON's states (migrating again, or in the store) and the JSON is
+    still kept somewhere."""
+    real = {"replace": os.replace, "link": os.link}
+    crashes = 0
+    for crash_at in range(1, 10):
+        work = tmp_path / f"crash-at-{crash_at}"
+        work.mkdir()
+        json_checkpoint(work / "checkpoints.json")
+        steps: list[str] = []
+
+        def step(call: str, steps: list[str] = steps, crash_at: int = crash_at) -> Callable[..., None]:
+            def run(*args: object, **kwargs: object) -> None:
+                steps.append(call)
+                if len(steps) == crash_at:
+                    raise Crash
+                real[call](*args, **kwargs)
+
+            return run
+
+        with monkeypatch.context() as patched:
+            patched.setattr(os, "replace", step("replace"))
+            patched.setattr(os, "link", step("link"))
+            try:
+                CheckpointStore(work / name, json_overlap_ns=300 * S).load()
+            except Crash:
+                crashes += 1
+            else:
+                break
+        store = CheckpointStore(work / name, json_overlap_ns=300 * S)
+        states = store.load()
+        store.close()
+        where = f"after a crash at step {crash_at} of {steps}"
+        assert states["activities"].watermark_ns == 600 * S, where
+        assert states["activities"].final_ns == 300 * S, where
+        assert states["queries"].open_queries == {"q1": OpenQuery(1, 2)}, where
+        kept = [work / "checkpoints.json.migrated", work / "checkpoints.json"]
+        assert any(p.exists() and p.read_bytes().startswith(b"{") for p in kept), f"JSON kept, {where}"
+        assert CheckpointStore(work / name).load()["queries"].watermark_ns == 700 * S, f"a store, {where}"
+    assert crashes >= 2, f"the swap has at least two steps, crashed {crashes} times"
