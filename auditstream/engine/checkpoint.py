@@ -356,14 +356,33 @@ class CheckpointStore:
             state = states.get(stream)
             if state is None:
                 continue
-            for key in orjson.loads(zlib.decompress(keys)):
-                state.delivered[key] = max(state.delivered.get(key, 0), int(until))
+            relist_until, row = self._delivered_row(stream, until, keys)
+            for key in row:
+                state.delivered[key] = max(state.delivered.get(key, 0), relist_until)
         for stream, query_id, start, first_seen in db.execute(
             "SELECT stream, query_id, start_ns, first_seen_ns FROM open_queries"
         ):
             if stream in states:
                 states[stream].open_queries[query_id] = OpenQuery(int(start), int(first_seen))
         return states
+
+    def _delivered_row(self, stream: str, until: object, blob: object) -> tuple[int, list[str]]:
+        """A row's time and keys; a row that does not decode stops the start (one line, exit 2)
+        as any other corrupt checkpoint does, rather than escape as a zlib or JSON traceback."""
+        try:
+            if not isinstance(until, int):
+                raise TypeError(f"time {until!r} is not an integer")
+            if not isinstance(blob, bytes):
+                raise TypeError(f"a {type(blob).__name__}, not a compressed blob")
+            keys = orjson.loads(zlib.decompress(blob))
+            if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
+                raise TypeError("not a list of keys")
+        except (zlib.error, orjson.JSONDecodeError, TypeError) as exc:
+            raise CheckpointError(
+                f"checkpoint {self.path}: the delivered keys of stream {stream} are corrupt ({exc}); "
+                f"{_recovery_hint(self.path)}"
+            ) from None
+        return until, keys
 
     def check_writable(self) -> None:
         """Fail at start-up, not after the first delivered batch, when state cannot be kept."""

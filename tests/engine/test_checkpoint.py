@@ -8,6 +8,8 @@ import asyncio
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import zlib
 from collections.abc import Callable
@@ -360,3 +362,82 @@ def test_a_crash_at_any_step_of_the_migration_is_migrated_again_at_the_next_star
         assert any(p.exists() and p.read_bytes().startswith(b"{") for p in kept), f"JSON kept, {where}"
         assert CheckpointStore(work / name).load()["queries"].watermark_ns == 700 * S, f"a store, {where}"
     assert crashes >= 2, f"the swap has at least two steps, crashed {crashes} times"
+
+
+def write_config(tmp_path: Path, checkpoint: Path) -> Path:
+    """Enough configuration to reach the file checks (they come before any API call)."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[source]\nendpoint = "127.0.0.1:1"\naccess_key = "ak"\nsecret_key = "c2VjcmV0c2VjcmV0"\n'
+        f'insecure = true\n[checkpoint]\npath = "{checkpoint}"\n'
+        '[[sinks]]\ntype = "stdout"\nname = "out"\n[metrics]\nlisten = ""\n'
+    )
+    return config
+
+
+async def corrupt_keys(checkpoint: Path, column: str, value: object) -> None:
+    """A store with one row of delivered keys, that row's ``column`` then set to ``value``."""
+    store = CheckpointStore(checkpoint)
+    await store.save({"activities": StreamState(watermark_ns=5)})
+    await store.commit_batch("activities", [("k1", 10)])
+    store.close()
+    db = sqlite3.connect(checkpoint)
+    db.execute(f"UPDATE delivered SET {column} = ?", (value,))
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("keys", b"not compressed at all"),
+        ("keys", zlib.compress(b'["k1", "k2"')),
+        ("keys", zlib.compress(b'{"k1": 1}')),
+        ("keys", "text, not a blob"),
+        ("relist_until_ns", "soon"),
+    ],
+    ids=["zlib", "json", "not-a-list", "not-a-blob", "time"],
+)
+async def test_corrupt_delivered_keys_are_refused_naming_the_file_and_the_choices(tmp_path, column, value):
+    checkpoint = tmp_path / "cp.db"
+    await corrupt_keys(checkpoint, column, value)
+    with pytest.raises(CheckpointError) as err:
+        CheckpointStore(checkpoint).load()
+    message = str(err.value)
+    assert str(checkpoint) in message and "activities" in message, message
+    assert f"cp {checkpoint}.bak {checkpoint}" in message and "start_at" in message, "the choices"
+
+
+@pytest.mark.parametrize("command", ["run", "backfill", "check"])
+async def test_corrupt_delivered_keys_stop_the_start_in_one_line_exit_2(tmp_path, command):
+    """A row of delivered keys that does not decode is an unusable file like any other: one
+    line naming the file and the ways out, exit 2 (systemd and the backfill Job do not retry
+    it), never a zlib traceback."""
+    checkpoint = tmp_path / "state" / "checkpoints.db"
+    await corrupt_keys(checkpoint, "keys", b"not compressed at all")
+    # A backfill keeps its own file: the daemon's is elsewhere, and the corrupt one is named.
+    config = write_config(
+        tmp_path, checkpoint.with_name("daemon.db") if command == "backfill" else checkpoint
+    )
+    args = {
+        "run": [],
+        "backfill": ["--from", "2024-05-01", "--to", "2024-05-02", "--checkpoint", str(checkpoint)],
+        "check": [],
+    }[command]
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "auditstream.cli", command, "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if "checkpoint.path" in line]
+    assert len(lines) == 1, output
+    assert str(checkpoint) in lines[0] and "activities" in lines[0], lines[0]
+    assert f"cp {checkpoint}.bak {checkpoint}" in lines[0] and "start_at" in lines[0], "the choices"
+    if command != "check":
+        assert result.stderr.splitlines() == lines, "one line, nothing else"
