@@ -540,13 +540,14 @@ class CheckpointStore:
             except (OSError, sqlite3.Error) as exc:
                 raise self._write_error(exc) from None
 
-    async def _in_thread(self, call: Callable[[], None]) -> None:
+    async def _in_thread(self, call: Callable[[], None], *, commits: bool) -> None:
         """``call`` in a worker thread; the caller holds :attr:`_lock`.
 
         Cancelling the caller cannot stop the thread: it would go on inside its transaction
         while the lock let the next writer (the shutdown save) start one on the same
         connection ("cannot start a transaction within a transaction"). So the thread is
-        waited for, and the cancellation is raised only once it is out.
+        waited for, and the cancellation is raised only once it is out; a group it failed
+        to commit (``commits``) is remembered as if the caller had seen it fail.
         """
         worker = asyncio.ensure_future(asyncio.to_thread(call))
         try:
@@ -555,8 +556,9 @@ class CheckpointStore:
             while not worker.done():
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait({worker})
-            if not worker.cancelled() and worker.exception() is not None:
-                self._failed(worker.exception())
+            failure = None if worker.cancelled() else worker.exception()
+            if commits:
+                self._failed(failure)
             raise
 
     def _failed(self, exc: BaseException | None) -> None:
@@ -577,7 +579,7 @@ class CheckpointStore:
                 return
             work, self._pending = self._pending, []
             try:
-                await self._in_thread(lambda: self._apply(work))
+                await self._in_thread(lambda: self._apply(work), commits=True)
             except Exception as exc:
                 self._failed(exc)
                 raise
@@ -611,7 +613,7 @@ class CheckpointStore:
     async def back_up(self) -> None:
         """:meth:`take_backup` between transactions, off the event loop."""
         async with self._lock:
-            await self._in_thread(self.take_backup)
+            await self._in_thread(self.take_backup, commits=False)
 
     async def save(self, states: Mapping[str, StreamState]) -> None:
         """Write every state whole (a first start, a reset, the shutdown save); streams and

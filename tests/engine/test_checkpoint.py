@@ -348,6 +348,60 @@ async def test_a_commit_cancelled_inside_its_transaction_lets_the_shutdown_save_
     assert durable(store.path) == ({"activities": 9}, {"k1"}), "both transactions landed"
 
 
+async def test_a_group_that_fails_after_its_caller_was_cancelled_is_not_forgotten(tmp_path, monkeypatch):
+    """The cancelled caller never sees the worker's failure; the store does: the shutdown save
+    that follows refuses, rather than write marks on top of keys that are not on disk."""
+    store = CheckpointStore(tmp_path / "cp.db", commit_interval=3600)
+    await store.save({"activities": StreamState(1)})
+    inside, release = threading.Event(), threading.Event()
+
+    def held_then_failing(db: sqlite3.Connection, stream: str, acks: list[tuple[str, int]]) -> None:
+        inside.set()
+        assert release.wait(10), "never released"
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(CheckpointStore, "_append_keys", staticmethod(held_then_failing))
+    await store.commit_batch("activities", [("k1", 5)])
+    state = StreamState(watermark_ns=9)
+    await store.commit_progress("activities", state, prune_before_ns=0)
+    flush = asyncio.create_task(store.flush())
+    await async_wait_until(inside.is_set, 10, "the worker inside the transaction")
+    flush.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    with pytest.raises(CheckpointError, match="disk I/O error"):
+        await store.save({"activities": state})
+    store.close()
+    assert durable(store.path) == ({"activities": 1}, set())
+
+
+async def test_a_backup_that_fails_after_its_caller_was_cancelled_does_not_stop_commits(
+    tmp_path, monkeypatch
+):
+    """The periodic backup is cancelled at shutdown like the pollers; its failure (a .bak that
+    cannot be written) says nothing about the store, whose commits go on."""
+    store = CheckpointStore(tmp_path / "cp.db")
+    await store.save({"activities": StreamState(1)})
+    inside, release = threading.Event(), threading.Event()
+
+    def held_then_failing(self: CheckpointStore) -> None:
+        inside.set()
+        assert release.wait(10), "never released"
+        raise CheckpointError(f"cannot write checkpoint {self.backup}: No space left on device")
+
+    monkeypatch.setattr(CheckpointStore, "_copy_to_backup", held_then_failing)
+    backup = asyncio.create_task(store.back_up())
+    await async_wait_until(inside.is_set, 10, "the backup under way")
+    backup.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await backup
+    await store.commit_batch("activities", [("k1", 5)])
+    store.close()
+    assert durable(store.path)[1] == {"k1"}
+
+
 class Crash(BaseException):
     """The process dying here: nothing after it runs, not even an ``except Exception``."""
 
