@@ -11,9 +11,9 @@ since the last one, moves the marks of every window completed since, and prunes 
 indexed time. The cost of a save follows what was delivered, not the state (the JSON file this
 replaces was rewritten whole, 2.7 MB after three minutes at 300 records/s), and no longer each
 batch: a transaction per batch of 50 wrote 380 bytes per record at 1,000 records/s, mostly
-pages rewritten for a few bytes of change; grouped, 64 (bench/bench_api.py, live). It is Kafka's
-auto-commit trade at a fifth of its default interval: a crash re-sends what was acknowledged
-since the last group commit (at most about an interval's worth) and loses nothing. Work is
+pages rewritten for a few bytes of change; grouped, 54-64 (bench/bench_api.py, live). This is
+Kafka's auto-commit trade at a fifth of its default interval: a crash re-sends what was
+acknowledged since the last group commit (about an interval's worth) and loses nothing. Work is
 committed in the order it was handed in, so a window's marks are never on disk before the keys
 of its batches. The shutdown save and :meth:`CheckpointStore.close` commit what is pending; an
 interval of 0 commits each batch on its own before the call returns.
