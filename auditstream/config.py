@@ -167,6 +167,10 @@ class StreamSettings(StrictModel):
 
 class CheckpointSettings(StrictModel):
     path: Path = Path("/var/lib/auditstream/checkpoints.db")
+    # Acknowledged batches are committed together at most this often (0: each batch before
+    # the next is taken). A crash re-sends at most this much, and loses nothing; a commit per
+    # batch of 50 records wrote 380 bytes a record at 1,000 records/s (engine.checkpoint).
+    commit_interval: Duration = 1.0
 
 
 class MetricsSettings(StrictModel):

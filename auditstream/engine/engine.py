@@ -124,6 +124,7 @@ class Engine:
             newest_record_ns=self._newest_record_ns,
             observer=self.observer,
             json_overlap_ns=int(config.streams.overlap * NANOS_PER_SECOND),
+            commit_interval=config.checkpoint.commit_interval,
         )
         self.client = client
         self.sinks = sinks
