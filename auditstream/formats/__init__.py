@@ -7,7 +7,6 @@ encodes that same dict as its ``format`` says, through ``make_encoder`` only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Literal
 
 import orjson
@@ -41,10 +40,27 @@ __all__ = [
 ]
 
 
+def _json_bytes(event: Event) -> bytes:
+    """``encode_json``, right-sized.
+
+    orjson returns its output in the buffer it wrote it into, at least 4 kB and about ten
+    times the output's length (orjson 3.13: 8 kB for a 750-byte activity): a sink holds an
+    event's encoding until the receiver acknowledges it, so a backfill's pending events held
+    ten times the memory they needed. A copy costs 0.4 µs.
+    """
+    return bytes(memoryview(orjson.dumps(event)))
+
+
+def _json_line(event: Event) -> bytes:
+    """``_json_bytes`` and a newline: appending it makes the right-sized copy (0.25 µs more
+    than orjson's own ``OPT_APPEND_NEWLINE``, which keeps the oversized buffer)."""
+    return orjson.dumps(event) + b"\n"
+
+
 def make_encoder(fmt: Format, cef: CefSettings | None = None) -> Encoder:
     """The encoder a sink with ``format = fmt`` uses: event -> UTF-8 bytes, no newline."""
     if fmt == "json":
-        return orjson.dumps  # exactly encode_json, minus one Python call per event
+        return _json_bytes
     if fmt == "cef":
         return CefEncoder(cef).encode_bytes
     raise ValueError(f"unknown event format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -54,11 +70,12 @@ def make_line_encoder(fmt: Format, cef: CefSettings | None = None) -> Encoder:
     """``make_encoder``'s encoding as one line: ends in a newline and holds no other.
 
     For sinks that write one event per line (file, stdout). orjson never writes a raw line
-    break (control characters in strings are escaped), so it appends the newline itself,
-    which saves copying every line once more; other encodings are checked and escaped.
+    break (control characters in strings are escaped), so the newline is simply appended
+    (which also right-sizes the line: see ``_json_bytes``); other encodings are checked and
+    escaped.
     """
     if fmt == "json":
-        return partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
+        return _json_line
     encode = make_encoder(fmt, cef)
 
     def line(event: Event) -> bytes:
