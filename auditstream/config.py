@@ -141,12 +141,18 @@ class MetricsSettings(StrictModel):
         return value
 
 
+DEFAULT_BUFFER_BYTES = 4_000_000
+
+
 class EngineSettings(StrictModel):
     queue_batches: int = Field(default=4, ge=1)
     # While streams catch up (backfill, after downtime): complete slices listed concurrently
     # ahead of the ones being delivered, over all streams, so API latency overlaps
     # (engine.prefetch).
     slices_ahead: int = Field(default=16, ge=0, le=64)
+    # Bytes of listed pages held ahead of delivery (their size on the wire), over all streams
+    # (engine.prefetch.BufferBudget). The default keeps a backfill under 150 MB of RSS.
+    buffer_bytes: int = Field(default=DEFAULT_BUFFER_BYTES, ge=0)
     shutdown_timeout: Duration = 20.0
     sink_failure_pause: Duration = 30.0
 
