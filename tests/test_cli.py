@@ -200,3 +200,16 @@ def test_demo_prints_events_and_stops_cleanly(tmp_path):
     events = [orjson.loads(line) for line in lines]
     assert all({"logType", "id", "timestamp"} <= set(event) for event in events)
     assert DEMO_SECRET_KEY not in err.decode()
+
+
+def test_a_backfill_into_a_file_loads_no_http_client_library():
+    """aiohttp is the largest library of the sinks (9 MB of RSS and a tenth of a second of
+    start-up): only HTTP sinks and the metrics server need it, and a backfill's peak RSS has
+    a 150 MB target (BENCHMARKS.md)."""
+    code = (
+        "import sys, auditstream.cli, auditstream.engine.backfill, auditstream.engine.engine, "
+        "auditstream.sinks.file, auditstream.sinks.registry; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
