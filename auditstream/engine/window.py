@@ -283,8 +283,12 @@ class Planner:
         self.head_planned = watermark_ns
         self.sweep_planned = swept_ns
         self._sweep_until = swept_ns
-        # After a restart the last window may have ended at the live edge: reach back by tail.
         self._head_was_live = at_live_edge
+        # Ground the head listed while it was less than ``tail`` old (records stamped there
+        # may have become visible only after the listing): where it starts, and when it was
+        # planned. The first head window planned ``tail`` (or a poll interval) later reaches
+        # back to it, once. After a restart the last window may have ended at the live edge.
+        self._fresh: tuple[int, int] | None = (watermark_ns - policy.tail_ns, 0) if at_live_edge else None
         self.sizing = _Sizing()  # the stream's own, for the head and the sweeps
         self.final = Progress(swept_ns)  # ranges that need no sweep
         self._redo: list[_Redo] = []
@@ -340,7 +344,11 @@ class Planner:
         """The next head window, or None when the head is as far as it may go for now.
 
         At the live edge a new window waits until a poll interval of new ground has gathered
-        (a backfill's last window does not wait).
+        (a backfill's last window does not wait). Windows of one poll follow each other by
+        an edge; the first of the next poll reaches back over the ground the last poll
+        listed fresh (``tail``), so a record is listed by the head 1 + tail / poll interval
+        times. (Each window after one ending within ``tail`` of now used to reach back by
+        ``tail``: a poll cut into several windows re-read its last ``tail`` several times.)
         """
         target = self.head_target(now_ns)
         remaining = target - self.head_planned
@@ -351,10 +359,16 @@ class Planner:
             return None
         length, probe = self.sizing.length(self.policy, remaining)
         end = self.head_planned + length
-        reach = self.policy.tail_ns if self._head_was_live else edge_ns(length)
         live = end >= now_ns - self.policy.settle_ns - self.policy.tail_ns
         urgent = live and self.policy.end_ns is None
-        start = self._start(self.head_planned, reach)
+        start = self._start(self.head_planned, edge_ns(length))
+        relist_after = min(self.policy.tail_ns, self.policy.poll_ns)
+        if self._fresh is not None and now_ns - self._fresh[1] >= relist_after:
+            start = min(start, self._start(self._fresh[0], 0))
+            self._fresh = None
+        fresh_from = max(start, now_ns - self.policy.tail_ns)
+        if fresh_from < end and self._fresh is None:
+            self._fresh = (fresh_from, now_ns)
         window = Window(start, end, WindowKind.HEAD, now_ns, probe, urgent=urgent)
         self._head_was_live = live
         self.head_planned = end
@@ -390,9 +404,18 @@ class Planner:
     # -- what listing taught us -------------------------------------------------------------
 
     def completed(self, window: Window, listed: int) -> None:
-        """A window was listed in full: ``listed`` records (repeats included) over its length."""
+        """A window was listed in full: ``listed`` records (repeats included) over its length.
+
+        A window of ground planned again (a probe that did not fit) measures the stream's
+        density too: the next head and sweeps are sized by it. Without that, every poll of a
+        stream whose first probe did not fit began with a probe again (a call and a page
+        spent each poll, and windows re-sized from one page's sample).
+        """
         sizing = self._sized_by.pop(window.ground, self.sizing)
         sizing.measured(window, listed)
+        if sizing is not self.sizing and not window.probe:
+            self.sizing.density = listed / window.length_ns
+            self.sizing.confirmed = True
 
     def final_part(self, window: Window) -> tuple[int, int] | None:
         """The part of a completed window that needs no sweep: all of a sweep window, and of

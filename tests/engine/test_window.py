@@ -242,9 +242,11 @@ def test_edges_are_small_but_never_zero():
     assert edge_ns(10 * DAY) == S
 
 
-def test_probes_that_keep_failing_never_stop_the_head():
-    """Each failed probe is replaced (its windows sized by the sample): the head's own
-    density is still unknown, and it must go on planning (it once stopped after four)."""
+def test_a_failed_probe_never_stops_the_head_and_its_windows_teach_the_head_the_density():
+    """A failed probe is replaced (its windows sized by the sample), and the head must go on
+    planning (it once stopped after four). The replacing windows measure the stream's
+    density: the next polls are sized by it instead of beginning with a probe each (a call
+    and a page spent every poll)."""
     p = policy(poll=1, tail=1)
     now = 1000 * S
     planner = Planner(p, now, now)
@@ -252,11 +254,12 @@ def test_probes_that_keep_failing_never_stop_the_head():
         now += 2 * S
         window = planner.next_window(now, now)
         assert window is not None and window.kind is WindowKind.HEAD, f"poll {poll}: the head stalled"
-        assert window.probe
-        planner.redo(window, [window.end_ns - S // 10 * i for i in range(100)])
+        assert window.probe == (poll == 1), f"poll {poll}: a probe only while the density is unknown"
+        if window.probe:
+            planner.redo(window, [window.end_ns - S // 10 * i for i in range(100)])
+        else:
+            planner.completed(window, 100)
         while (part := planner.next_window(now, now)) is not None and part.kind is WindowKind.HEAD:
-            if part.end_ns > window.end_ns:
-                break
             planner.completed(part, 100)
 
 
@@ -297,3 +300,32 @@ def test_a_sample_straddling_two_distant_stretches_is_sized_by_their_density_not
     (at_sample,) = [w for w in windows if w.start_ns <= first < w.end_ns]
     floor_limited = 800 * (8 * DAY // SAMPLE_SPAN_FLOOR) // 137
     assert at_sample.length_ns <= floor_limited + S, f"{at_sample.length_ns / HOUR:.1f} h"
+
+
+def test_the_head_lists_again_only_the_ground_it_listed_fresh():
+    """A record may become visible up to ``tail`` after its time: ground listed when less
+    than that old is listed once more by the next poll, and nothing else. A poll's ground is
+    cut into windows by density and the last one ends short of now; reaching back ``tail``
+    from its end re-read ground listed when it was well over ``tail`` old (listings per
+    record above the 2 + tail / poll interval of the design)."""
+    p = policy(page_size=100)  # windows of 8 pages: 800 records, 8 s at 100 records/s
+    start = 1000 * S
+    planner = Planner(p, start, start)
+    first = planner.next_window(start + 31 * S, start)
+    assert first is not None and first.probe
+    planner.completed(first, 100 * first.length_ns // S)  # 100 records/s
+    previous: tuple[int, Window] | None = None  # (when the last poll was planned, its last window)
+    for poll in range(2, 7):
+        now = planner.head_due_ns()
+        windows = []
+        while (window := planner.next_window(now, 0)) is not None and window.kind is WindowKind.HEAD:
+            windows.append(window)
+            planner.completed(window, 100 * window.length_ns // S)
+        assert len(windows) > 1, "the poll is cut into windows"
+        for before, after in itertools.pairwise(windows):
+            assert after.start_ns >= before.end_ns - S, f"poll {poll}: windows of one poll meet at an edge"
+        if previous is not None:
+            planned_at, last = previous
+            fresh_from = max(last.start_ns, planned_at - p.tail_ns)
+            assert planned_at - p.tail_ns - S <= windows[0].start_ns <= fresh_from, f"poll {poll}"
+        previous = now, windows[-1]
