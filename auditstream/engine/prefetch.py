@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
@@ -109,14 +110,16 @@ class Holding:
     async def reserve(self, in_turn: asyncio.Event | None = None) -> int:
         """Wait for room for a page like the last one (or for ``in_turn``), and hold it;
         the bytes reserved."""
-        await self.budget.room(self, self.page_bytes, in_turn)
-        self._add(self.page_bytes)
-        return self.page_bytes
+        size = self.page_bytes
+        await self.budget.take(self, size, in_turn)
+        return size
 
     def arrived(self, reserved: int, size: int) -> None:
         """A page of ``size`` bytes came in for a reservation of ``reserved``."""
         self.page_bytes = size
         self._add(size - reserved)
+        if size < reserved:
+            self.budget.released()
 
     def charge(self, size: int) -> None:
         """A page that did not wait for room (a window in its turn: never held back)."""
@@ -133,6 +136,14 @@ class Holding:
         self.budget.held += size
 
 
+@dataclass(eq=False)
+class _Waiter:
+    holder: Holding
+    size: int
+    in_turn: asyncio.Event | None
+    admitted: asyncio.Future[None]
+
+
 class BufferBudget:
     """Bytes of pages listed and not yet delivered, over every stream of the process.
 
@@ -140,28 +151,47 @@ class BufferBudget:
     last, stay within ``limit``, or when its stream holds nothing at all: every stream can
     always list one page, so a stream whose sink is down (its pages held until the sink
     comes back) never stops the others, and the bound is exceeded by at most a page per
-    stream (a page can also be larger than the one before it).
+    stream (a page can also be larger than the one before it). Waiting listings are
+    admitted in order as bytes are released, each holding its bytes from the moment it is
+    admitted, so two listings woken together never both take the last room.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.held = 0
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: deque[_Waiter] = deque()
 
     def holding(self) -> Holding:
         return Holding(self)
 
-    def fits(self, holder: Holding, size: int) -> bool:
-        return holder.held <= 0 or self.held + size <= self.limit
+    def _admits(self, holder: Holding, size: int, in_turn: asyncio.Event | None) -> bool:
+        if holder.held <= 0 or self.held + size <= self.limit:
+            return True
+        return in_turn is not None and in_turn.is_set()
 
-    async def room(self, holder: Holding, size: int, in_turn: asyncio.Event | None = None) -> None:
-        while not self.fits(holder, size) and not (in_turn is not None and in_turn.is_set()):
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            await waiter  # released() wakes every waiter; each looks again
+    async def take(self, holder: Holding, size: int, in_turn: asyncio.Event | None = None) -> None:
+        """Hold ``size`` bytes more for ``holder`` once they fit (or ``in_turn`` is set)."""
+        if self._admits(holder, size, in_turn):
+            holder._add(size)
+            return
+        waiter = _Waiter(holder, size, in_turn, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        try:
+            await waiter.admitted
+        except asyncio.CancelledError:
+            if waiter.admitted.done() and not waiter.admitted.cancelled():
+                holder.release(size)  # admitted just as it was cancelled: not used
+            else:
+                self._waiters.remove(waiter)
+            raise
 
     def released(self) -> None:
-        _wake(self._waiters)
+        """Admit the waiting listings that fit now, in order."""
+        for waiter in list(self._waiters):
+            if self._admits(waiter.holder, waiter.size, waiter.in_turn):
+                self._waiters.remove(waiter)
+                waiter.holder._add(waiter.size)
+                waiter.admitted.set_result(None)
 
 
 def _wake(waiters: list[asyncio.Future[None]]) -> None:
