@@ -94,6 +94,7 @@ class AheadBudget:
         """Resolved at the next :meth:`give_back`: a stream waiting for a slot to list one
         more window learns that another stream has finished one."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters = [w for w in self._waiters if not w.done()]  # those given up on
         self._waiters.append(waiter)
         return waiter
 
