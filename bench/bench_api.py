@@ -543,7 +543,10 @@ def run_vs_sdk(launcher: Launcher, repeats: int = 1, sdk_repeats: int = 1) -> li
             f"| {_spread([r.peak_rss / 2**20 for r in runs], '.0f')} |"
         )
     target = _median(speedups) >= 10 and all(o.peak_rss < 150 * 2**20 for o in ours)
+    each = "; ".join(f"{r.wall:.1f} s ({r.cpu:.1f} CPU s, {r.cpu_wait:.1f} s waiting)" for r in ours)
     lines += [
+        "",
+        f"auditstream's runs in order, wall (CPU, waiting for a CPU): {each}.",
         "",
         f"auditstream {_spread(speedups)}x the SDK loop's wall time (every pair of runs; target 10x "
         f"and peak RSS < 150 MB: {'PASS' if target else 'MISS'}); calls target 1.3 x minimum + 2 per "
