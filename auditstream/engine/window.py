@@ -197,6 +197,7 @@ class _Sizing:
     confirmed: bool = False  # measured by a completed window, not guessed from a sample
     outstanding: int = 0  # windows planned from it and not yet completed or replaced
     last_length: int | None = None
+    listing: int = 0  # of those, the ones it sized (``outstanding`` may also hold back planning)
 
     def length(self, policy: WindowPolicy, remaining: int) -> tuple[int, bool]:
         """The next window's length over ``remaining`` ground, and whether it is a probe.
@@ -223,6 +224,7 @@ class _Sizing:
         length = max(min(length, remaining), 1)
         self.last_length = length
         self.outstanding += 1
+        self.listing += 1
         return length, probe
 
     @property
@@ -233,11 +235,24 @@ class _Sizing:
     def resolved(self) -> None:
         """A window it sized completed or was replaced."""
         self.outstanding = max(self.outstanding - 1, 0)
+        self.listing = max(self.listing - 1, 0)
 
     def measured(self, window: Window, listed: int) -> None:
-        self.density = listed / window.length_ns
-        self.confirmed = True
+        """A window it sized was listed through: its density sizes the next windows.
+
+        Except a sparser one while windows planned beside it are still being listed (a
+        backfill lists them at once, in any order): it says little of the ground they cover
+        and of what follows, and the next window, up to :data:`MAX_GROWTH` times longer,
+        was one sequential listing of 50-70 pages on a backfill's slowest path (the first
+        window of a stream where its records begin). Listed one window at a time, as live
+        polling does, nothing is beside it and every measure counts.
+        """
+        density = listed / window.length_ns
         self.resolved()
+        if self.listing > 0 and self.density is not None and density < self.density:
+            density = self.density
+        self.density = density
+        self.confirmed = True
 
     def sampled(self, window: Window, sample_ns: Sequence[int]) -> None:
         """Density from a probe's first page (``sample_ns`` sorted).

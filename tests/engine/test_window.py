@@ -329,3 +329,33 @@ def test_the_head_lists_again_only_the_ground_it_listed_fresh():
             fresh_from = max(last.start_ns, planned_at - p.tail_ns)
             assert planned_at - p.tail_ns - S <= windows[0].start_ns <= fresh_from, f"poll {poll}"
         previous = now, windows[-1]
+
+
+def test_a_sparse_window_listed_beside_others_does_not_size_the_next_one_alone():
+    """A backfill lists the windows planned from one guess at once. The first to complete
+    may be sparse (where the stream's records begin): sized by it alone, the next window
+    was up to eight times longer, one sequential listing of 50-70 pages while everything
+    else had finished. Listed one at a time, each measure still counts (the call target)."""
+    p = policy(page_size=100, floor_ns=0, end_ns=10 * DAY)
+    planner = Planner(p, 0, 0, at_live_edge=False)
+    probe = planner.next_window(11 * DAY, 0)
+    assert probe is not None and probe.probe
+    planner.redo(probe, [9 * DAY + i * S for i in range(100)])  # a page of records close in time
+    beside = []
+    while (window := planner.next_window(11 * DAY, 0)) is not None:
+        beside.append(window)
+    assert len(beside) > 2, "several windows of the guess, listed at once"
+    first = beside[0]
+    planner.completed(first, 3)  # sparse: three records where the guess said 800
+    following = planner.next_window(11 * DAY, 0)
+    assert following is not None and following.length_ns <= max(w.length_ns for w in beside)
+
+    alone = Planner(p, 0, 0, at_live_edge=False)
+    probe = alone.next_window(11 * DAY, 0)
+    assert probe is not None
+    alone.redo(probe, [9 * DAY + i * S for i in range(100)])
+    window = alone.next_window(11 * DAY, 0)
+    assert window is not None
+    alone.completed(window, 3)
+    grown = alone.next_window(11 * DAY, 0)
+    assert grown is not None and grown.length_ns > 4 * window.length_ns, "one at a time: crossed quickly"
