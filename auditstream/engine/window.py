@@ -237,19 +237,19 @@ class _Sizing:
         self.outstanding = max(self.outstanding - 1, 0)
         self.listing = max(self.listing - 1, 0)
 
-    def measured(self, window: Window, listed: int) -> None:
+    def measured(self, window: Window, listed: int, *, any_order: bool = False) -> None:
         """A window it sized was listed through: its density sizes the next windows.
 
-        Except a sparser one while windows planned beside it are still being listed (a
-        backfill lists them at once, in any order): it says little of the ground they cover
-        and of what follows, and the next window, up to :data:`MAX_GROWTH` times longer,
-        was one sequential listing of 50-70 pages on a backfill's slowest path (the first
-        window of a stream where its records begin). Listed one window at a time, as live
-        polling does, nothing is beside it and every measure counts.
+        In a backfill (``any_order``: its windows are listed at once), except a sparser one
+        while windows planned beside it are still being listed: it says little of the ground
+        they cover and of what follows, and the next window, up to :data:`MAX_GROWTH` times
+        longer, was one sequential listing of 50-70 pages on a backfill's slowest path (the
+        first window of a stream where its records begin). Live polling takes its windows
+        in turn, and every measure counts.
         """
         density = listed / window.length_ns
         self.resolved()
-        if self.listing > 0 and self.density is not None and density < self.density:
+        if any_order and self.listing > 0 and self.density is not None and density < self.density:
             density = self.density
         self.density = density
         self.confirmed = True
@@ -427,7 +427,7 @@ class Planner:
         spent each poll, and windows re-sized from one page's sample).
         """
         sizing = self._sized_by.pop(window.ground, self.sizing)
-        sizing.measured(window, listed)
+        sizing.measured(window, listed, any_order=self.policy.end_ns is not None)
         if sizing is not self.sizing and not window.probe:
             self.sizing.density = listed / window.length_ns
             self.sizing.confirmed = True
