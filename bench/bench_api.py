@@ -486,6 +486,7 @@ class SdkRun:
     cpu: float
     peak_rss: int  # bytes
     cpu_wait: float  # seconds its main thread waited for a CPU
+    warnings: int = 0  # log lines at warning or error (retries, rate limits): why a run was slow
 
 
 def _median(values: Sequence[float]) -> float:
@@ -543,7 +544,12 @@ def run_vs_sdk(launcher: Launcher, repeats: int = 1, sdk_repeats: int = 1) -> li
             f"| {_spread([r.peak_rss / 2**20 for r in runs], '.0f')} |"
         )
     target = _median(speedups) >= 10 and all(o.peak_rss < 150 * 2**20 for o in ours)
-    each = "; ".join(f"{r.wall:.1f} s ({r.cpu:.1f} CPU s, {r.cpu_wait:.1f} s waiting)" for r in ours)
+    each = "; ".join(
+        f"{r.wall:.1f} s ({r.cpu:.1f} CPU s, {r.cpu_wait:.1f} s waiting"
+        + (f", {r.warnings} log warnings" if r.warnings else "")
+        + ")"
+        for r in ours
+    )
     lines += [
         "",
         f"auditstream's runs in order, wall (CPU, waiting for a CPU): {each}.",
@@ -572,7 +578,9 @@ def _our_backfill(launcher: Launcher, emu: Emulator) -> SdkRun:
         calls = sum(emu.stats.requests_total.values()) - calls0
         if result.exit_code != 0:
             raise SystemExit(f"auditstream backfill: exit {result.exit_code}")
-    return SdkRun(result.records, calls, result.wall, result.cpu, result.peak_rss, result.cpu_wait)
+        log = (work / "daemon.err").read_text(errors="replace")
+        warnings = log.count('"level": "warning"') + log.count('"level": "error"')
+    return SdkRun(result.records, calls, result.wall, result.cpu, result.peak_rss, result.cpu_wait, warnings)
 
 
 def _sdk_loop(launcher: Launcher, emu: Emulator) -> SdkRun:
