@@ -189,12 +189,20 @@ class MetricsSettings(StrictModel):
         return value
 
 
+DEFAULT_BUFFER_BYTES = 2_000_000
+"""Of pages held ahead of delivery, at their size on the wire. The 8-day backfill of 28
+streams of bench/bench_api.py peaks at 131-134 MB of RSS with it, 143-148 MB with 4 MB (the
+target is 150 MB), and was no slower in our runs (its CPU, not the buffer, sets the pace)."""
+
+
 class EngineSettings(StrictModel):
     queue_batches: int = Field(default=4, ge=1)
-    # While streams catch up (backfill, after downtime): complete slices listed concurrently
-    # ahead of the ones being delivered, over all streams, so API latency overlaps
-    # (engine.prefetch).
+    # While streams catch up (backfill, after downtime): windows listed concurrently beyond
+    # one per stream, over all streams, so API latency overlaps (engine.prefetch).
     slices_ahead: int = Field(default=16, ge=0, le=64)
+    # Bytes of listed pages held ahead of delivery (their size on the wire), over all streams
+    # (engine.prefetch.BufferBudget).
+    buffer_bytes: int = Field(default=DEFAULT_BUFFER_BYTES, ge=0)
     shutdown_timeout: Duration = 20.0
     sink_failure_pause: Duration = 30.0
 

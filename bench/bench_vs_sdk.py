@@ -98,6 +98,10 @@ class Result:
     peak_rss: int  # bytes
     samples: list[tuple[int, int]] = field(default_factory=list)  # (records so far, RSS bytes)
     exit_code: int = 0
+    # Seconds its main thread was ready to run and waited for a CPU (other processes had
+    # them), as of the last sample (/proc/PID/schedstat): on a shared box, what separates
+    # a slow run from a loaded one.
+    cpu_wait: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -121,6 +125,14 @@ def _vm_rss(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+def _cpu_wait(pid: int) -> float | None:
+    """Seconds the process's main thread has waited on a run queue."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _line_count(path: Path, state: dict[str, int]) -> int:
@@ -189,12 +201,16 @@ def run_measured(
     started = time.monotonic()
     pid = launcher.start(argv, log, env or {})
     done = threading.Event()
+    waited = [0.0]
 
     def sample() -> None:
         while not done.wait(SAMPLE_SECONDS):
             rss = _vm_rss(pid)
             if rss is not None:
                 samples.append((_line_count(out, counter), rss))
+            wait = _cpu_wait(pid)
+            if wait is not None:
+                waited[0] = wait
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -210,6 +226,7 @@ def run_measured(
         peak_rss=int(outcome["maxrss"]),
         samples=samples,
         exit_code=int(outcome["exit"]),
+        cpu_wait=waited[0],
     )
 
 

@@ -341,3 +341,16 @@ def test_backfill_progress_into_a_pipe_is_whole_lines_without_terminal_codes(emu
     progress = [line for line in result.stderr.splitlines() if "ETA" in line]
     assert progress, "--progress shows progress when stderr is not a terminal"
     assert "\x1b" not in result.stderr and "\r" not in result.stderr, repr(result.stderr[-500:])
+
+
+def test_a_backfill_into_a_file_loads_no_http_client_library():
+    """aiohttp is the largest library of the sinks (9 MB of RSS and a tenth of a second of
+    start-up): only HTTP sinks and the metrics server need it, and a backfill's peak RSS has
+    a 150 MB target (BENCHMARKS.md)."""
+    code = (
+        "import sys, auditstream.cli, auditstream.engine.backfill, auditstream.engine.engine, "
+        "auditstream.sinks.file, auditstream.sinks.registry; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -35,6 +35,14 @@ class DeliveredKeys:
         self._in_flight.add(key)
         return True
 
+    def in_flight(self, key: str) -> bool:
+        """Claimed and not yet acknowledged (nor given back)."""
+        return key in self._in_flight
+
+    def any_in_flight(self, keys: Iterable[str]) -> bool:
+        in_flight = self._in_flight
+        return any(key in in_flight for key in keys)
+
     def release(self, key: str) -> None:
         """Give a claim back: the record was not handed over after all (a listing that
         failed part-way), so the next listing must take it again."""

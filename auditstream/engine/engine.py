@@ -22,7 +22,7 @@ from auditstream.engine.longqueries import LongQueryTracker
 from auditstream.engine.normalize import Normalizer, build_redactor
 from auditstream.engine.observer import NullObserver, Observer
 from auditstream.engine.poller import PollerOptions, StreamPoller
-from auditstream.engine.prefetch import AheadBudget
+from auditstream.engine.prefetch import AheadBudget, BufferBudget
 from auditstream.engine.replays import ReplayPoller, chunk_reader, replay_assembler
 from auditstream.engine.window import WindowPolicy
 from auditstream.retrying import Backoff
@@ -253,6 +253,8 @@ class Engine:
             poll_interval=streams.poll_interval,
             queue_batches=self.config.engine.queue_batches,
             ahead=AheadBudget(self.config.engine.slices_ahead),
+            buffer=BufferBudget(self.config.engine.buffer_bytes),
+            any_order=self.plan.is_backfill,
         )
         # Built once and shared: compiled masking rules, and the decryptor's cache of opened
         # query keys (a session's replay chunks reuse its query's key).

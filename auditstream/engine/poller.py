@@ -1,10 +1,19 @@
 """One poller per stream: plan windows, list them, drop what was delivered, deliver, checkpoint.
 
 Two tasks per stream joined by a bounded queue: the lister plans windows (engine.window) and
-walks their pages, some of them listed ahead (engine.prefetch); the deliverer hands batches to
-the fan-out and, once every batch of a window is acknowledged, moves the stream's marks. The
-queue bound is the backpressure: a sink that is down stalls its streams' listing instead of
-filling memory.
+walks their pages (engine.prefetch); the deliverer hands batches to the fan-out and, once
+every batch of a window is acknowledged, moves the stream's marks. The queue bound is the
+backpressure: a sink that is down stalls its streams' listing instead of filling memory.
+
+Live polling hands windows over in time order, some listed ahead of their turn. A backfill
+(``PollerOptions.any_order``) lists several windows of a stream at once and hands each page
+over as it comes: a SIEM indexes events by their time, and waiting for the earliest window
+left the API's latency setting the pace. The marks move only over contiguous completed
+windows either way (``window.Progress``), so a backfill stopped with later windows delivered
+and an earlier one not resumes from the earlier one (their records are dropped by key when
+listed again). Windows overlap at their edges, so one listing may find a record another has
+claimed and not yet delivered; a window does not complete (move a mark) before every such
+record is acknowledged.
 """
 
 from __future__ import annotations
@@ -13,9 +22,9 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 
@@ -25,10 +34,10 @@ from auditstream.engine.fanout import FanOut
 from auditstream.engine.longqueries import LongQueryTracker
 from auditstream.engine.normalize import Normalizer
 from auditstream.engine.observer import EngineObserver, NullEngineObserver
-from auditstream.engine.prefetch import AheadBudget, SliceLister
+from auditstream.engine.prefetch import UNBOUNDED, AheadBudget, BufferBudget, SliceLister
 from auditstream.engine.window import Planner, Progress, Window, WindowKind, WindowPolicy
 from auditstream.retrying import Backoff
-from auditstream.sdm.client import AuditClient
+from auditstream.sdm.client import AuditClient, Page
 from auditstream.sdm.errors import ApiError
 from auditstream.sdm.registry import NANOS_PER_SECOND, StreamSpec
 from auditstream.sinks.base import Envelope
@@ -44,12 +53,16 @@ class Batch:
     envelopes: list[Envelope]
     acks: list[tuple[str, int]]  # (key, relist-until) to remember once delivered
     records: list[Any] = field(default_factory=list)
+    charge: int = 0  # bytes of the buffer budget its page holds until it is delivered
 
 
 @dataclass(frozen=True)
 class WindowDone:
     window: Window
     listed: int  # records the listing returned, repeats included
+    # Keys it listed that another listing had claimed and not yet delivered: the window
+    # completes once none of them is in flight any more.
+    waits: frozenset[str] = frozenset()
 
 
 class _Finished:
@@ -66,20 +79,30 @@ class PollerOptions:
     queue_batches: int
     # Windows listed ahead, a budget shared by every poller (engine.prefetch).
     ahead: AheadBudget = field(default_factory=lambda: AheadBudget(0))
+    # Bytes of pages listed and not yet delivered, shared by every poller (engine.prefetch).
+    buffer: BufferBudget = field(default_factory=lambda: BufferBudget(UNBOUNDED))
+    # A backfill: windows are listed at once and handed over in any order (module docstring).
+    any_order: bool = False
     # After the client's own retries: how long a stream waits before listing again.
     error_backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
 
 
 @dataclass
-class _Listed:
+class ListedWindow:
     """What listing one window gave: how many records, and the first page of a probe that
-    did not fit one page (its record times), or None."""
+    did not fit one page (its record times), or None; while it is listed, the keys it
+    waits for and the bytes of the page being handed over."""
 
     records: int = 0
     probe_sample: list[int] | None = None
+    waits: set[str] = field(default_factory=set)
+    charge: int = 0  # taken by the page's batch, else released once the page is handed over
 
 
 class StreamPoller:
+    # Whether a backfill of this stream may list its windows at once and in any order.
+    lists_in_any_order: ClassVar[bool] = True
+
     def __init__(
         self,
         spec: StreamSpec,
@@ -110,7 +133,9 @@ class StreamPoller:
         self._tracker = tracker
         self._on_success = on_success
         self._keys = DeliveredKeys(self.state.delivered)
-        self._slices = SliceLister(client, spec, options.ahead)
+        self._slices = SliceLister(client, spec, options.ahead, options.buffer)
+        self._any_order = options.any_order and self.lists_in_any_order
+        self._waiting_window: Window | None = None  # planned, listed once a slot is free
         self._queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=options.queue_batches)
         self.planner = Planner(policy, self.state.watermark_ns, self.state.final_ns)
         self._head = Progress(self.state.watermark_ns)
@@ -143,8 +168,9 @@ class StreamPoller:
 
     # -- listing -----------------------------------------------------------------------
 
-    def _select_new(self, records: list[Any]) -> Batch | None:
-        """The page's records not delivered or in flight yet, claimed and normalized.
+    def _select_new(self, records: list[Any], listed: ListedWindow | None = None) -> Batch | None:
+        """The page's records not delivered or in flight yet, claimed and normalized; the
+        keys found in flight go into ``listed.waits``, its charge into the batch.
 
         Runs once per record listed, so it works a page at a time: one ``record_facts``
         call per record, then the whole page normalized at once.
@@ -161,6 +187,8 @@ class StreamPoller:
             if claim(fact[0]):
                 kept.append(record)
                 facts.append(fact)
+            elif listed is not None and self._keys.in_flight(fact[0]):
+                listed.waits.add(fact[0])  # rare: records at the edges of two windows
         # The API's clock has reached it, if the API's clock stamped it (sdm.apiclock).
         self._client.clock.observe_record_time(newest, self.spec.service)
         duplicates = len(records) - len(kept)
@@ -175,24 +203,37 @@ class StreamPoller:
             for (key, time_ns, _), event in zip(facts, events, strict=True)
         ]
         acks = [(key, relist_ns) for key, _, relist_ns in facts]
-        return Batch(envelopes, acks, kept if self._tracker is not None else [])
+        charge = 0
+        if listed is not None:
+            charge, listed.charge = listed.charge, 0
+        return Batch(envelopes, acks, kept if self._tracker is not None else [], charge)
 
-    async def _queue_new(self, records: list[Any]) -> int:
-        """Hand the page's new records to the deliverer; how many events were queued."""
-        batch = self._select_new(records)
+    async def _queue_new(self, records: list[Any], listed: ListedWindow | None = None) -> int:
+        """Hand the page's new records to the deliverer; how many events were queued.
+
+        ``listed``: the window being listed, which learns the keys it must wait for and
+        hands its page's charge to the batch (see :class:`ListedWindow`).
+        """
+        batch = self._select_new(records, listed)
         if batch is None:
             return 0
         await self._queue.put(batch)
         self._observer.queue_depth(self.spec.name, self._queue.qsize())
         return len(batch.envelopes)
 
-    async def _list_window(self, window: Window, upcoming: list[Window]) -> _Listed | None:
+    async def _list_window(self, window: Window, pages: AsyncGenerator[Page, None]) -> ListedWindow | None:
         """Queue every new record of the window; None when stopped part-way."""
-        listed = _Listed()
-        async with contextlib.aclosing(self._slices.pages(window, upcoming)) as pages:
+        listed = ListedWindow()
+        async with contextlib.aclosing(pages):
             async for page in pages:
                 listed.records += len(page.records)
-                await self._queue_new(page.records)
+                listed.charge = page.size_bytes
+                try:
+                    await self._queue_new(page.records, listed)
+                finally:
+                    if listed.charge:  # no batch took it: the page is not held any more
+                        self._slices.holding.release(listed.charge)
+                        listed.charge = 0
                 if self._stop.is_set():
                     return None
                 if window.probe and page.has_more:  # more than a page: the sample sizes its successors
@@ -230,7 +271,10 @@ class StreamPoller:
 
     async def _list_loop(self) -> None:
         try:
-            await self._list_windows()
+            if self._any_order:
+                await self._list_any_order()
+            else:
+                await self._list_windows()
         finally:
             await self._slices.discard()
         await self._queue.put(FINISHED)
@@ -248,7 +292,7 @@ class StreamPoller:
                 continue
             window = plan.popleft()
             try:
-                listed = await self._list_window(window, list(plan))
+                listed = await self._list_window(window, self._slices.pages(window, list(plan)))
             except ApiError as exc:
                 if exc.fatal:
                     raise
@@ -272,24 +316,133 @@ class StreamPoller:
                 self.planner.redo(window, listed.probe_sample)
                 continue
             self.planner.completed(window, listed.records)
-            await self._queue.put(WindowDone(window, listed.records))
+            await self._queue.put(WindowDone(window, listed.records, frozenset(listed.waits)))
+
+    # -- listing in any order (backfills) -----------------------------------------------
+
+    async def _list_any_order(self) -> None:
+        """List windows at once, each through, as the two budgets allow: the first window
+        of the stream needs nothing, each further one a slot of ``ahead``, and every page
+        room in ``buffer`` (engine.prefetch)."""
+        running: dict[asyncio.Task[None], bool] = {}  # listing -> whether it holds a slot
+        stopped = asyncio.create_task(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                wants_slot = self._start_windows(running)
+                if not running:
+                    if self.planner.is_finished(self.planner.head_planned):
+                        break
+                    await self._sleep_unless_stopped(self._pause_until_due(self._clock()))
+                    continue
+                waiting: set[asyncio.Future[Any]] = {*running, stopped}
+                slot_freed = self._options.ahead.when_free() if wants_slot else None
+                if slot_freed is not None:
+                    waiting.add(slot_freed)
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if slot_freed is not None:
+                    slot_freed.cancel()
+                for task in [task for task in running if task.done()]:
+                    if running.pop(task):
+                        self._options.ahead.give_back()
+                    task.result()  # a fatal error stops the stream
+        finally:
+            stopped.cancel()
+            for task in running:
+                task.cancel()
+            for task, slot in running.items():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                if slot:
+                    self._options.ahead.give_back()
+
+    def _start_windows(self, running: dict[asyncio.Task[None], bool]) -> bool:
+        """Start listing every window the planner has and the slots allow; whether one is
+        planned and waits for a slot (kept in ``_waiting_window`` until one is free)."""
+        now = self._clock()
+        while True:
+            window = self._waiting_window
+            if window is None:
+                planned = self.planner.next_window(now, self.state.watermark_ns)
+                if planned is None:
+                    return False
+                window = self._at_live_edge(planned, now)
+            slot = bool(running)  # the stream's first window needs no slot
+            if slot and not self._options.ahead.take():
+                self._waiting_window = window
+                return True
+            self._waiting_window = None
+            task = asyncio.create_task(
+                self._list_through(window), name=f"list-{self.spec.name}-{window.end_ns}"
+            )
+            running[task] = slot
+
+    async def _list_through(self, window: Window) -> None:
+        """List one window through, its pages handed over as they come; after a failure
+        the same window again, after a backoff (what was handed over is dropped by key)."""
+        failures = 0
+        while True:
+            try:
+                listed = await self._list_window(window, self._slices.listing(window))
+                break
+            except ApiError as exc:
+                if exc.fatal:
+                    raise
+                self._observer.poll_failed(self.spec.name)
+                failures += 1
+                delay = self._options.error_backoff.delay(failures)
+                self.log.warning(
+                    "listing failed; retrying the window", error=str(exc), retry_in_seconds=round(delay, 1)
+                )
+                await self._sleep_unless_stopped(delay)
+                if self._stop.is_set():
+                    return
+        if listed is None:
+            return
+        self.last_success_ns = self._clock()
+        if self._on_success is not None:
+            self._on_success.set()
+        if listed.probe_sample is not None:
+            self.planner.redo(window, listed.probe_sample)
+            return
+        self.planner.completed(window, listed.records)
+        await self._queue.put(WindowDone(window, listed.records, frozenset(listed.waits)))
 
     # -- delivery ----------------------------------------------------------------------
 
     async def _deliver_loop(self) -> None:
+        waiting: list[WindowDone] = []  # completed listings waiting for keys another one claimed
         while True:
             item = await self._queue.get()
             self._observer.queue_depth(self.spec.name, self._queue.qsize())
             if isinstance(item, _Finished):
-                return
+                return  # a window still waiting has records that were not delivered: no mark moves
             if isinstance(item, Batch):
                 await self._deliver(item)
+                if waiting:
+                    waiting = await self._complete_ready(waiting)
+            elif self._keys.any_in_flight(item.waits):
+                waiting.append(item)
             else:
                 await self._complete_window(item.window)
 
+    async def _complete_ready(self, waiting: list[WindowDone]) -> list[WindowDone]:
+        """Complete the waiting windows whose keys are all delivered; the others still wait."""
+        still: list[WindowDone] = []
+        for done in waiting:
+            if self._keys.any_in_flight(done.waits):
+                still.append(done)
+            else:
+                await self._complete_window(done.window)
+        return still
+
     async def _deliver(self, batch: Batch) -> None:
-        if batch.envelopes:  # a batch may carry only progress (replays: a session done)
-            await self._fanout.deliver(self.spec.name, batch.envelopes)
+        try:
+            if batch.envelopes:  # a batch may carry only progress (replays: a session done)
+                await self._fanout.deliver(self.spec.name, batch.envelopes)
+        finally:
+            if batch.charge:  # delivered, or never will be by this process: not held any more
+                self._slices.holding.release(batch.charge)
+                batch.charge = 0
         self._keys.acknowledge(batch.acks)
         changes = self._tracker.after_delivery(batch.records, self._keys) if self._tracker else None
         self.records_delivered += len(batch.envelopes)

@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from auditstream.engine.poller import Batch, StreamPoller
+from auditstream.engine.poller import Batch, ListedWindow, StreamPoller
 from auditstream.formats.decryption import DecryptionError, QueryDecryptor
 from auditstream.formats.events import Event
 from auditstream.formats.masking import Masker, SessionMasker
@@ -134,6 +134,11 @@ def replay_assembler(masker: Masker | None) -> Callable[[], ReplayAssembler]:
 class ReplayPoller(StreamPoller):
     """A ``StreamPoller`` over Queries whose new records are sessions to expand."""
 
+    # A backfill too takes its windows in turn: what is staged (``_stage``) is shared by
+    # the stream's listing, and a listing that fails gives back every staged claim, which
+    # would include those of a window listed beside it.
+    lists_in_any_order = False
+
     def __init__(
         self,
         *args: Any,
@@ -148,7 +153,7 @@ class ReplayPoller(StreamPoller):
         self._staged = Batch([], [], [])
         self.sessions_expanded = 0
 
-    async def _queue_new(self, records: list[Any]) -> int:
+    async def _queue_new(self, records: list[Any], listed: ListedWindow | None = None) -> int:
         """Expand every new completed session of the page; open ones go to the tracker.
 
         Up to ``SESSIONS_AT_ONCE`` sessions are fetched concurrently: each listing of chunks
@@ -174,6 +179,8 @@ class ReplayPoller(StreamPoller):
                     sessions.append((record, key, time_ns, relist_ns))
                 else:
                     self._observer.duplicates_dropped(self.spec.name, 1)
+                    if listed is not None and self._keys.in_flight(key):
+                        listed.waits.add(key)  # the re-check loop's: delivered before the window completes
             queued = await self._expand_all(sessions)
             await self._flush()
         except BaseException:

@@ -199,6 +199,7 @@ class _Sizing:
     confirmed: bool = False  # measured by a completed window, not guessed from a sample
     outstanding: int = 0  # windows planned from it and not yet completed or replaced
     last_length: int | None = None
+    listing: int = 0  # of those, the ones it sized (``outstanding`` may also hold back planning)
 
     def length(self, policy: WindowPolicy, remaining: int) -> tuple[int, bool]:
         """The next window's length over ``remaining`` ground, and whether it is a probe.
@@ -225,6 +226,7 @@ class _Sizing:
         length = max(min(length, remaining), 1)
         self.last_length = length
         self.outstanding += 1
+        self.listing += 1
         return length, probe
 
     @property
@@ -235,11 +237,24 @@ class _Sizing:
     def resolved(self) -> None:
         """A window it sized completed or was replaced."""
         self.outstanding = max(self.outstanding - 1, 0)
+        self.listing = max(self.listing - 1, 0)
 
-    def measured(self, window: Window, listed: int) -> None:
-        self.density = listed / window.length_ns
-        self.confirmed = True
+    def measured(self, window: Window, listed: int, *, any_order: bool = False) -> None:
+        """A window it sized was listed through: its density sizes the next windows.
+
+        In a backfill (``any_order``: its windows are listed at once), except a sparser one
+        while windows planned beside it are still being listed: it says little of the ground
+        they cover and of what follows, and the next window, up to :data:`MAX_GROWTH` times
+        longer, was one sequential listing of 50-70 pages on a backfill's slowest path (the
+        first window of a stream where its records begin). Live polling takes its windows
+        in turn, and every measure counts.
+        """
+        density = listed / window.length_ns
         self.resolved()
+        if any_order and self.listing > 0 and self.density is not None and density < self.density:
+            density = self.density
+        self.density = density
+        self.confirmed = True
 
     def sampled(self, window: Window, sample_ns: Sequence[int]) -> None:
         """Density from a probe's first page (``sample_ns`` sorted).
@@ -285,12 +300,16 @@ class Planner:
         self.head_planned = watermark_ns
         self.sweep_planned = swept_ns
         self._sweep_until = swept_ns
-        # After a restart the last window may have ended at the live edge: reach back by tail.
         self._head_was_live = at_live_edge
         # The first head window is listed at once, whatever ground has gathered: a daemon that
         # waited a poll interval first would say nothing, list nothing and stay unready for
         # the whole interval (30 s by default) after every start.
         self._polled = False
+        # Ground the head listed while it was less than ``tail`` old (records stamped there
+        # may have become visible only after the listing): where it starts, and when it was
+        # planned. The first head window planned ``tail`` (or a poll interval) later reaches
+        # back to it, once. After a restart the last window may have ended at the live edge.
+        self._fresh: tuple[int, int] | None = (watermark_ns - policy.tail_ns, 0) if at_live_edge else None
         self.sizing = _Sizing()  # the stream's own, for the head and the sweeps
         self.final = Progress(swept_ns)  # ranges that need no sweep
         self._redo: list[_Redo] = []
@@ -362,6 +381,11 @@ class Planner:
 
         At the live edge a new window waits until a poll interval of new ground has gathered
         (a backfill's last window does not wait, nor does the first poll after a start).
+        Windows of one poll follow each other by an edge; the first of the next poll reaches
+        back over the ground the last poll listed fresh (``tail``), so a record is listed by
+        the head 1 + tail / poll interval times. (Each window after one ending within ``tail``
+        of now used to reach back by ``tail``: a poll cut into several windows re-read its
+        last ``tail`` several times.)
         """
         target = self.head_target(now_ns)
         remaining = target - self.head_planned
@@ -372,10 +396,16 @@ class Planner:
             return None
         length, probe = self.sizing.length(self.policy, remaining)
         end = self.head_planned + length
-        reach = self.policy.tail_ns if self._head_was_live else edge_ns(length)
         live = end >= now_ns - self.policy.settle_ns - self.policy.tail_ns
         urgent = live and self.policy.end_ns is None
-        start = self._start(self.head_planned, reach)
+        start = self._start(self.head_planned, edge_ns(length))
+        relist_after = min(self.policy.tail_ns, self.policy.poll_ns)
+        if self._fresh is not None and now_ns - self._fresh[1] >= relist_after:
+            start = min(start, self._start(self._fresh[0], 0))
+            self._fresh = None
+        fresh_from = max(start, now_ns - self.policy.tail_ns)
+        if fresh_from < end and self._fresh is None:
+            self._fresh = (fresh_from, now_ns)
         window = Window(start, end, WindowKind.HEAD, now_ns, probe, urgent=urgent)
         self._head_was_live = live
         self._polled = True
@@ -412,9 +442,18 @@ class Planner:
     # -- what listing taught us -------------------------------------------------------------
 
     def completed(self, window: Window, listed: int) -> None:
-        """A window was listed in full: ``listed`` records (repeats included) over its length."""
+        """A window was listed in full: ``listed`` records (repeats included) over its length.
+
+        A window of ground planned again (a probe that did not fit) measures the stream's
+        density too: the next head and sweeps are sized by it. Without that, every poll of a
+        stream whose first probe did not fit began with a probe again (a call and a page
+        spent each poll, and windows re-sized from one page's sample).
+        """
         sizing = self._sized_by.pop(window.ground, self.sizing)
-        sizing.measured(window, listed)
+        sizing.measured(window, listed, any_order=self.policy.end_ns is not None)
+        if sizing is not self.sizing and not window.probe:
+            self.sizing.density = listed / window.length_ns
+            self.sizing.confirmed = True
         self._windows_listed += 1
 
     def final_part(self, window: Window) -> tuple[int, int] | None:

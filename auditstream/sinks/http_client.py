@@ -21,11 +21,14 @@ import gzip
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import aiohttp
 import structlog
-from multidict import CIMultiDictProxy
+
+if TYPE_CHECKING:  # imported when a session opens: a daemon without HTTP sinks never loads it
+    import aiohttp
+    from multidict import CIMultiDictProxy
 
 from auditstream.ops.secrets import Secrets, redact
 from auditstream.settings_base import TlsSettings
@@ -150,6 +153,8 @@ class HttpClient:
 
     async def open(self) -> None:
         """Build the TLS context (raising ValueError naming a bad file) and the session."""
+        import aiohttp
+
         context: ssl.SSLContext = self._tls.ssl_context()
         connector = aiohttp.TCPConnector(ssl=context, limit=max(self._max_connections, 1))
         self._session = aiohttp.ClientSession(
@@ -172,6 +177,8 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         compress: bool = False,
     ) -> HttpResponse:
+        import aiohttp
+
         if self._session is None:
             await self.open()  # probes run without start()
         assert self._session is not None
@@ -214,6 +221,8 @@ class HttpClient:
 
 
 def _reason(exc: BaseException) -> str:
+    import aiohttp
+
     if isinstance(exc, aiohttp.ClientConnectorError):
         return str(exc.os_error.strerror or exc.os_error)
     return str(exc) or exc.__class__.__name__

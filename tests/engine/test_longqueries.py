@@ -50,7 +50,7 @@ def test_start_record_seen_after_its_completion_is_not_tracked():
 
 
 def test_recheck_windows_surround_start_times_and_merge_neighbours():
-    state = StreamState(watermark_ns=0)
+    state = StreamState(watermark_ns=10_000 * S)  # swept up to there
     keys = DeliveredKeys(state.delivered)
     t = tracker(state)
     t.after_delivery([query("a", 1000), query("b", 1010), query("c", 9000)], keys)
@@ -78,3 +78,17 @@ def test_horizon_expires_and_cap_bounds_the_open_set():
     assert t.open_ids == {"a", "b"}, "the cap keeps memory bounded"
     assert t.expire(1120 * S) == ["a"]
     assert t.open_ids == {"b"}
+
+
+def test_only_sessions_the_sweep_has_passed_are_rechecked():
+    """Ground after the sweep mark is listed once more by the sweep, which finds the
+    completions of every session that ended by then: re-checking those sessions every minute
+    re-read a busy stream's last minutes every minute."""
+    state = StreamState(watermark_ns=9_500 * S, swept_ns=5_000 * S)
+    keys = DeliveredKeys(state.delivered)
+    t = tracker(state)
+    t.after_delivery([query("old", 1000), query("young", 6000), query("younger", 9000)], keys)
+    windows = t.recheck_windows()
+    assert len(windows) == 1 and windows[0].start_ns < 1000 * S < windows[0].end_ns < 5_000 * S
+    state.swept_ns = 7_000 * S  # the sweep passed the young one: it is re-checked from now on
+    assert [w.start_ns < 6000 * S < w.end_ns for w in t.recheck_windows()] == [False, True]

@@ -1,4 +1,5 @@
-"""Windows listed ahead: taken strictly in order, bounded, and a failure surfaces in its turn."""
+"""Windows listed ahead: taken strictly in order, bounded in bytes, and a failure surfaces in
+its turn; the byte budget shared by every stream."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from auditstream.engine.prefetch import AheadBudget, SliceLister
+from auditstream.engine.prefetch import AheadBudget, BufferBudget, SliceLister
 from auditstream.engine.window import Window
 from auditstream.sdm.client import Page
 from auditstream.sdm.errors import TransientApiError
@@ -23,10 +24,12 @@ DEADLINE = 5.0
 class FakeClient:
     """Pages per window; notes when each window's listing starts and how many run at once."""
 
-    def __init__(self, pages_per_window: int = 3, fail: set[int] | None = None) -> None:
+    def __init__(self, pages_per_window: int = 3, fail: set[int] | None = None, page_bytes: int = 0) -> None:
         self.pages_per_window = pages_per_window
         self.fail = fail or set()
+        self.page_bytes = page_bytes
         self.started: list[int] = []
+        self.served: dict[int, int] = {}  # pages answered, per window (by its before bound)
         self.running = 0
         self.most_running = 0
         self.gate = asyncio.Event()  # listings block until a test opens it
@@ -44,7 +47,10 @@ class FakeClient:
                 if before_ns in self.fail and number == 1:
                     raise TransientApiError("unavailable")
                 more = number < self.pages_per_window - 1
-                yield Page(records=[(before_ns, number)], rate_limit=None, has_more=more)
+                self.served[before_ns] = self.served.get(before_ns, 0) + 1
+                yield Page(
+                    records=[(before_ns, number)], rate_limit=None, has_more=more, size_bytes=self.page_bytes
+                )
         finally:
             self.running -= 1
 
@@ -81,18 +87,27 @@ async def test_windows_come_out_in_order_while_the_next_ones_list_concurrently()
     assert lister.listing_ahead == 0
 
 
-async def test_buffers_bound_what_is_listed_ahead():
-    client = FakeClient(pages_per_window=50)
-    lister = SliceLister(client, STREAMS["activities"], AheadBudget(2), buffer_pages=2)  # type: ignore[arg-type]
+async def test_the_buffer_bounds_the_bytes_listed_ahead_and_consumed_pages_free_it():
+    client = FakeClient(pages_per_window=50, page_bytes=100)
+    buffer = BufferBudget(450)
+    lister = SliceLister(client, STREAMS["activities"], AheadBudget(2), buffer)  # type: ignore[arg-type]
     windows = hour_windows(3)
     pages = lister.pages(windows[0], windows[1:])
-    await anext(pages)
-    await wait_for(lambda: len(client.started) == 3)
-    await wait_for(lambda: all(listing.pages.full() for listing in lister._listings.values()))
-    assert client.running == 3, "listings ahead wait on their full buffers instead of finishing"
+    await anext(pages)  # window 0's first page, in its turn: charged, not yet released
+
+    def ahead() -> int:
+        return client.served.get(windows[1].end_ns, 0) + client.served.get(windows[2].end_ns, 0)
+
+    await wait_for(lambda: len(buffer._waiters) == 2)  # both listings ahead wait for room
+    assert ahead() == 3, "pages ahead stop once one more would not fit (450 bytes, 100 a page)"
+    assert buffer.held == 400
+    lister.holding.release(100)  # window 0's page delivered: room for one more page ahead
+    await wait_for(lambda: ahead() == 4 and len(buffer._waiters) == 2)
+    assert buffer.held == 400
     await pages.aclose()
     await lister.discard()
     assert client.running == 0 and lister.listing_ahead == 0
+    assert buffer.held == 0, "pages buffered and never taken are released with their listings"
 
 
 async def test_a_failed_window_fails_in_its_turn_and_discard_forgets_the_rest():
@@ -170,3 +185,30 @@ async def test_a_probe_listed_ahead_stops_after_its_first_page_when_more_follow(
     probe = await consume(lister, windows, 1)
     assert probe == [(2 * HOUR, 0)], "the first page only"
     assert client.started.count(2 * HOUR) == 1
+
+
+async def test_a_window_listed_ahead_stops_waiting_for_room_when_its_turn_comes():
+    """The buffer may be full of pages that wait behind this window (other streams' or its own
+    successors'): held back in its turn, it would never free them."""
+    client = FakeClient(pages_per_window=5, page_bytes=100)
+    buffer = BufferBudget(250)
+    buffer.holding().charge(1_000)  # another stream's pages, not delivered (its sink is down)
+    lister = SliceLister(client, STREAMS["activities"], AheadBudget(1), buffer)  # type: ignore[arg-type]
+    windows = hour_windows(2)
+    assert len(await consume(lister, windows, 0)) == 5, "the window in its turn does not wait"
+    await wait_for(lambda: len(buffer._waiters) == 1)
+    assert windows[1].end_ns not in client.served, "the window ahead waits: its stream holds pages"
+    in_turn = await asyncio.wait_for(consume(lister, windows, 1), DEADLINE)
+    assert len(in_turn) == 5, "and lists through once its turn comes"
+
+
+async def test_a_stream_that_holds_nothing_may_always_list_a_page():
+    buffer = BufferBudget(100)
+    busy, idle = buffer.holding(), buffer.holding()
+    busy.charge(500)
+    await asyncio.wait_for(idle.reserve(), DEADLINE)  # the bound never stops a stream outright
+    waiting = asyncio.create_task(busy.reserve())
+    await wait_for(lambda: len(buffer._waiters) == 1)
+    busy.release(500)
+    assert await asyncio.wait_for(waiting, DEADLINE) == 500, "woken by the release; reserves its page size"
+    assert busy.held == 500 and buffer.held == 500

@@ -258,9 +258,11 @@ def test_edges_are_small_but_never_zero():
     assert edge_ns(10 * DAY) == S
 
 
-def test_probes_that_keep_failing_never_stop_the_head():
-    """Each failed probe is replaced (its windows sized by the sample): the head's own
-    density is still unknown, and it must go on planning (it once stopped after four)."""
+def test_a_failed_probe_never_stops_the_head_and_its_windows_teach_the_head_the_density():
+    """A failed probe is replaced (its windows sized by the sample), and the head must go on
+    planning (it once stopped after four). The replacing windows measure the stream's
+    density: the next polls are sized by it instead of beginning with a probe each (a call
+    and a page spent every poll)."""
     p = policy(poll=1, tail=1)
     now = 1000 * S
     planner = Planner(p, now, now)
@@ -268,11 +270,12 @@ def test_probes_that_keep_failing_never_stop_the_head():
         now += 2 * S
         window = planner.next_window(now, now)
         assert window is not None and window.kind is WindowKind.HEAD, f"poll {poll}: the head stalled"
-        assert window.probe
-        planner.redo(window, [window.end_ns - S // 10 * i for i in range(100)])
+        assert window.probe == (poll == 1), f"poll {poll}: a probe only while the density is unknown"
+        if window.probe:
+            planner.redo(window, [window.end_ns - S // 10 * i for i in range(100)])
+        else:
+            planner.completed(window, 100)
         while (part := planner.next_window(now, now)) is not None and part.kind is WindowKind.HEAD:
-            if part.end_ns > window.end_ns:
-                break
             planner.completed(part, 100)
 
 
@@ -314,3 +317,62 @@ def test_a_sample_straddling_two_distant_stretches_is_sized_by_their_density_not
     (at_sample,) = [w for w in windows if w.start_ns <= first < w.end_ns]
     floor_limited = 800 * (8 * DAY // SAMPLE_SPAN_FLOOR) // 137
     assert at_sample.length_ns <= floor_limited + S, f"{at_sample.length_ns / HOUR:.1f} h"
+
+
+def test_the_head_lists_again_only_the_ground_it_listed_fresh():
+    """A record may become visible up to ``tail`` after its time: ground listed when less
+    than that old is listed once more by the next poll, and nothing else. A poll's ground is
+    cut into windows by density and the last one ends short of now; reaching back ``tail``
+    from its end re-read ground listed when it was well over ``tail`` old (listings per
+    record above the 2 + tail / poll interval of the design)."""
+    p = policy(page_size=100)  # windows of 8 pages: 800 records, 8 s at 100 records/s
+    start = 1000 * S
+    planner = Planner(p, start, start)
+    first = planner.next_window(start + 31 * S, start)
+    assert first is not None and first.probe
+    planner.completed(first, 100 * first.length_ns // S)  # 100 records/s
+    previous: tuple[int, Window] | None = None  # (when the last poll was planned, its last window)
+    for poll in range(2, 7):
+        now = planner.head_due_ns()
+        windows = []
+        while (window := planner.next_window(now, 0)) is not None and window.kind is WindowKind.HEAD:
+            windows.append(window)
+            planner.completed(window, 100 * window.length_ns // S)
+        assert len(windows) > 1, "the poll is cut into windows"
+        for before, after in itertools.pairwise(windows):
+            assert after.start_ns >= before.end_ns - S, f"poll {poll}: windows of one poll meet at an edge"
+        if previous is not None:
+            planned_at, last = previous
+            fresh_from = max(last.start_ns, planned_at - p.tail_ns)
+            assert planned_at - p.tail_ns - S <= windows[0].start_ns <= fresh_from, f"poll {poll}"
+        previous = now, windows[-1]
+
+
+def test_a_sparse_window_listed_beside_others_does_not_size_the_next_one_alone():
+    """A backfill lists the windows planned from one guess at once. The first to complete
+    may be sparse (where the stream's records begin): sized by it alone, the next window
+    was up to eight times longer, one sequential listing of 50-70 pages while everything
+    else had finished. Listed one at a time, each measure still counts (the call target)."""
+    p = policy(page_size=100, floor_ns=0, end_ns=10 * DAY)
+    planner = Planner(p, 0, 0, at_live_edge=False)
+    probe = planner.next_window(11 * DAY, 0)
+    assert probe is not None and probe.probe
+    planner.redo(probe, [9 * DAY + i * S for i in range(100)])  # a page of records close in time
+    beside = []
+    while (window := planner.next_window(11 * DAY, 0)) is not None:
+        beside.append(window)
+    assert len(beside) > 2, "several windows of the guess, listed at once"
+    first = beside[0]
+    planner.completed(first, 3)  # sparse: three records where the guess said 800
+    following = planner.next_window(11 * DAY, 0)
+    assert following is not None and following.length_ns <= max(w.length_ns for w in beside)
+
+    alone = Planner(p, 0, 0, at_live_edge=False)
+    probe = alone.next_window(11 * DAY, 0)
+    assert probe is not None
+    alone.redo(probe, [9 * DAY + i * S for i in range(100)])
+    window = alone.next_window(11 * DAY, 0)
+    assert window is not None
+    alone.completed(window, 3)
+    grown = alone.next_window(11 * DAY, 0)
+    assert grown is not None and grown.length_ns > 4 * window.length_ns, "one at a time: crossed quickly"

@@ -89,3 +89,25 @@ def test_line_encoders_end_every_event_in_exactly_one_newline(verb: str, descrip
         assert line.endswith(b"\n") and line.count(b"\n") == 1, fmt
         assert line[:-1] == make_encoder(fmt)(event), "the same encoding, plus the newline"  # type: ignore[arg-type]
     assert orjson.loads(make_line_encoder("json")(event)) == event
+
+
+def test_an_encoded_event_takes_about_its_length_in_memory() -> None:
+    """A sink holds every event's encoding until the receiver acknowledges it: orjson's own
+    output sits in a buffer of at least 4 kB (8 kB for an activity of 900 bytes), which made
+    a backfill's pending events take ten times the memory their bytes need."""
+    import tracemalloc
+
+    from auditstream.formats import make_encoder, make_line_encoder
+
+    event = to_event(STREAMS["activities"], samples.sample("activities"))
+    for encode in (make_encoder("json"), make_line_encoder("json")):
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            held = [encode(event) for _ in range(200)]
+            used = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        length = sum(len(data) for data in held)
+        per_event = f"{used / 200:.0f} bytes held per {length / 200:.0f}-byte encoding"
+        assert used < 1.5 * length + 200 * 64, per_event

@@ -124,3 +124,14 @@ async def test_tls_verified_with_the_ca_and_refused_without_it(tmp_path):
             with pytest.raises(TlsVerificationFailed, match=r"ca_file"):
                 await full_listing(client, "activities")
         assert emu.stats.requests_total["activities"] == 1, "the untrusted attempt never reached the API"
+
+
+async def test_a_page_knows_its_size_on_the_wire():
+    """What the engine's buffer bound counts (engine.prefetch): the response as received."""
+    async with Emulator(EmulatorOptions(seed=12, records=100)) as emu, AuditClient(settings(emu)) as client:
+        spec = STREAMS["activities"]
+        async for page in client.pages(spec, *EVERYTHING):
+            response = spec.response_class()
+            getattr(response, spec.records_field).extend(page.records)
+            records_only = response.ByteSize()
+            assert records_only < page.size_bytes < records_only + 512, "the records, meta and rate limit"

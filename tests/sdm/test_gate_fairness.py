@@ -171,7 +171,7 @@ class FakeApiClient(AuditClient):
     def _open_channel(self) -> Any:
         return _NoChannel()
 
-    async def _call_once(self, spec: Any, request: Any) -> Any:
+    async def _call_once(self, spec: Any, request: Any, wire: list[int] | None = None) -> Any:
         await asyncio.sleep(RTT / 2)
         if self.faults.get(spec.name, 0) > 0:
             self.faults[spec.name] -= 1
