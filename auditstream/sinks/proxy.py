@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import aiohttp
 import structlog
 from pydantic import SecretStr, field_validator, model_validator
 
@@ -211,6 +210,8 @@ def proxy_failure(exc: BaseException, route: Route | None, what: str) -> Excepti
     none, and aiohttp's messages carry only the status and the proxy's reason phrase."""
     if route is None:
         return None
+    import aiohttp  # here: the settings above are read by every config load, the client is not
+
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         return proxy_refused(exc.status, route, what)
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
