@@ -606,6 +606,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="backfill,live,late,sdk")
     parser.add_argument("--live-minutes", type=float, default=10.0)
     parser.add_argument("--live-rates", default="300,1000")
+    parser.add_argument("--live-pages", default=",".join(str(p) for p in PAGE_CAPS))
+    parser.add_argument("--live-orders", default=",".join(o.value for o in ORDERS))
     parser.add_argument("--late-minutes", type=float, default=12.0)
     parser.add_argument(
         "--live-warmup", type=float, default=WARMUP_SECONDS, help="seconds before measuring (first sweeps)"
@@ -636,8 +638,8 @@ def main(argv: list[str] | None = None) -> None:
         if "live" in parts:
             live_rows = []
             for rate in (int(r) for r in opts.live_rates.split(",")):
-                for page in PAGE_CAPS:
-                    for order in ORDERS:
+                for page in (int(p) for p in opts.live_pages.split(",")):
+                    for order in (Order(o) for o in opts.live_orders.split(",")):
                         print(f"[live] {rate}/s, page {page}, {order.value}...", file=sys.stderr)
                         live_rows.append(run_live(rate, page, order, opts.live_minutes, opts.live_warmup))
             lines += ["#### Live", "", *live_table(live_rows), ""]
