@@ -258,6 +258,20 @@ class DeliverySink:
         return ProbeResult(result.ok, self._redact(result.detail))
 
     async def send(self, batch: Sequence[Envelope]) -> None:
+        await self._enqueue(batch)
+
+    async def send_now(self, batch: Sequence[Envelope]) -> None:
+        """:meth:`send`, with what is queued (this batch too) sent without waiting for
+        ``max_age``, as :meth:`flush` does: for a sink that holds batches to make larger
+        objects but must not hold a stream that is behind."""
+        self._flushing += 1
+        self._wakeup.set()
+        try:
+            await self._enqueue(batch)
+        finally:
+            self._flushing -= 1
+
+    async def _enqueue(self, batch: Sequence[Envelope]) -> None:
         if self._closed:
             raise SinkError(f"sink {self.name} is closed")
         if self._dispatcher is None:

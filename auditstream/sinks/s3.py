@@ -34,7 +34,7 @@ import contextlib
 import datetime as dt
 import gzip
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -144,25 +144,94 @@ def _md5(data: bytes | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
 
+class ObjectUploads:
+    """Objects into one bucket, acknowledged only once S3 has all of each: ``PutObject`` up to
+    8 MiB, a multipart upload of 8 MiB parts above (aborted if it fails), ``Content-MD5`` on
+    every body. An answer refusing the upload becomes a :class:`SinkFatalError` worded by
+    ``explain`` (the caller knows which settings to name); a :class:`TransientError` passes
+    through to the retry policy. The S3 and Security Lake sinks both upload through it."""
+
+    def __init__(
+        self,
+        client: AwsClient,
+        bucket: str,
+        put_params: dict[str, Any],
+        explain: Callable[[AwsRequestError, str], str],
+        kms_hint: str = "",
+    ) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.put_params = put_params
+        self._explain = explain
+        self._kms_hint = kms_hint
+
+    async def upload(self, key: str, body: bytes, **params: Any) -> None:
+        """``params`` add to (or override) the object's ``put_params``."""
+        params = {**self.put_params, **params}
+        if len(body) > MULTIPART_ABOVE:
+            await self._multipart(key, body, params)
+        else:
+            await self.call("PutObject", key, Body=body, ContentMD5=_md5(body), **params)
+
+    async def call(self, operation: str, key: str, **params: Any) -> dict[str, Any]:
+        where = f"s3://{self.bucket}/{key}"
+        hint = self._kms_hint
+        if hint and operation in ("UploadPart", "CompleteMultipartUpload"):
+            hint += " (multipart uploads need kms:Decrypt too)"
+        try:
+            return await self.client.call(operation, where, hint=hint, Bucket=self.bucket, Key=key, **params)
+        except AwsRequestError as exc:
+            raise SinkFatalError(self._explain(exc, where)) from None
+
+    async def _multipart(self, key: str, body: bytes, params: dict[str, Any]) -> None:
+        created = await self.call("CreateMultipartUpload", key, **params)
+        upload_id = created["UploadId"]
+        view = memoryview(body)
+        try:
+            parts = []
+            for number, start in enumerate(range(0, len(body), PART_SIZE), start=1):
+                chunk = view[start : start + PART_SIZE]
+                answer = await self.call(
+                    "UploadPart",
+                    key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=bytes(chunk),
+                    ContentMD5=_md5(chunk),
+                )
+                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+            await self.call(
+                "CompleteMultipartUpload", key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except Exception:
+            # Best effort (a retry re-uploads anyway): an upload left open costs storage until
+            # a lifecycle rule (AbortIncompleteMultipartUpload) removes it.
+            with contextlib.suppress(TransientError, SinkFatalError):
+                await self.call("AbortMultipartUpload", key, UploadId=upload_id)
+            raise
+
+
+def s3_client_config(force_path_style: bool) -> dict[str, Any]:
+    """Path-style addressing on request, and Content-MD5 as the integrity check: botocore's
+    newer default checksums (CRC32 trailers) are not understood by every S3-compatible store."""
+    return {
+        "s3": {"addressing_style": "path" if force_path_style else "auto"},
+        "request_checksum_calculation": "when_required",
+    }
+
+
 class S3Transport(AwsTransport):
     def __init__(self, settings: S3SinkSettings, encoding: Encoding) -> None:
         self.settings = settings
-        style = "path" if settings.force_path_style else "auto"
-        client = AwsClient(
-            "s3",
-            settings,
-            # Content-MD5 is our integrity check; botocore's newer default checksums
-            # (CRC32 trailers) are not understood by every S3-compatible store.
-            {"s3": {"addressing_style": style}, "request_checksum_calculation": "when_required"},
-        )
+        client = AwsClient("s3", settings, s3_client_config(settings.force_path_style))
         super().__init__(make_line_encoder(settings.format, encoding), client)
-        self._put_params = self._object_params()
-        self._kms_hint = (
+        kms_hint = (
             f"and kms:GenerateDataKey on {settings.kms_key_id or 'the bucket key'}, "
             'since server_side_encryption = "aws:kms"'
             if settings.server_side_encryption == "aws:kms"
             else ""
         )
+        self.objects = ObjectUploads(client, settings.bucket, self._object_params(), self._explain, kms_hint)
 
     def _object_params(self) -> dict[str, Any]:
         s = self.settings
@@ -194,22 +263,7 @@ class S3Transport(AwsTransport):
                 body = await asyncio.to_thread(gzip.compress, body, 6, mtime=0)
             else:
                 body = gzip.compress(body, 6, mtime=0)
-        if len(body) > MULTIPART_ABOVE:
-            await self._multipart(key, body)
-        else:
-            await self._call("PutObject", key, Body=body, ContentMD5=_md5(body), **self._put_params)
-
-    async def _call(self, operation: str, key: str, **params: Any) -> dict[str, Any]:
-        where = f"s3://{self.settings.bucket}/{key}"
-        hint = self._kms_hint
-        if hint and operation in ("UploadPart", "CompleteMultipartUpload"):
-            hint += " (multipart uploads need kms:Decrypt too)"
-        try:
-            return await self.client.call(
-                operation, where, hint=hint, Bucket=self.settings.bucket, Key=key, **params
-            )
-        except AwsRequestError as exc:
-            raise SinkFatalError(self._explain(exc, where)) from None
+        await self.objects.upload(key, body)
 
     def _explain(self, exc: AwsRequestError, where: str) -> str:
         fixes = {
@@ -222,33 +276,6 @@ class S3Transport(AwsTransport):
             exc.code, "check bucket, prefix, server_side_encryption, kms_key_id and storage_class"
         )
         return f"{exc.operation} {where}: {describe_code(exc.code, exc.status)}: {exc.message}; {fix}"
-
-    async def _multipart(self, key: str, body: bytes) -> None:
-        created = await self._call("CreateMultipartUpload", key, **self._put_params)
-        upload_id = created["UploadId"]
-        view = memoryview(body)
-        try:
-            parts = []
-            for number, start in enumerate(range(0, len(body), PART_SIZE), start=1):
-                chunk = view[start : start + PART_SIZE]
-                answer = await self._call(
-                    "UploadPart",
-                    key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=bytes(chunk),
-                    ContentMD5=_md5(chunk),
-                )
-                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-            await self._call(
-                "CompleteMultipartUpload", key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            )
-        except Exception:
-            # Best effort (a retry re-uploads anyway): an upload left open costs storage until
-            # a lifecycle rule (AbortIncompleteMultipartUpload) removes it.
-            with contextlib.suppress(TransientError, SinkFatalError):
-                await self._call("AbortMultipartUpload", key, UploadId=upload_id)
-            raise
 
     async def probe(self) -> ProbeResult:
         """HeadBucket, then a small PutObject under ``<prefix>/.auditstream-check/`` with this
@@ -263,8 +290,7 @@ class S3Transport(AwsTransport):
         key = "/".join(p for p in (self.settings.prefix, CHECK_DIRECTORY, self.settings.name) if p)
         body = f"auditstream check {dt.datetime.now(dt.UTC).isoformat()}\n".encode()
         try:
-            params = {**self._put_params, "ContentType": "text/plain; charset=utf-8"}
-            await self._call("PutObject", key, Body=body, ContentMD5=_md5(body), **params)
+            await self.objects.upload(key, body, ContentType="text/plain; charset=utf-8")
         except TransientError as exc:
             return ProbeResult(False, str(exc))
         return ProbeResult(True, f"bucket {bucket} reachable; test object s3://{bucket}/{key} written")

@@ -40,7 +40,7 @@ checkpoint saved (it moves only once every object of a batch is written) reads t
 after the restart, batches them with others, and writes them into objects of other names:
 at least once, as everywhere: both copies carry the record key as ``metadata.original_event_uid``.
 
-Uploads are :class:`~auditstream.sinks.s3.S3Transport`'s: ``PutObject`` up to 8 MiB, a
+Uploads are the S3 sink's (:class:`~auditstream.sinks.s3.ObjectUploads`): ``PutObject`` up to 8 MiB, a
 multipart upload above, ``Content-MD5`` on every part, the same error classification. The
 provider role is assumed through STS with ``role_arn`` and ``external_id`` (per source or for
 all), from the standard AWS credential chain; the temporary credentials are refreshed before
@@ -86,7 +86,7 @@ from auditstream.sinks.extras import install_hint, installed
 from auditstream.sinks.http_client import check_url
 from auditstream.sinks.observer import SinkObserver
 from auditstream.sinks.retry import TransientError
-from auditstream.sinks.s3 import MULTIPART_ABOVE, S3SinkSettings, S3Transport, _md5
+from auditstream.sinks.s3 import ObjectUploads, s3_client_config
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -775,46 +775,33 @@ class AssumedRoleClient(AwsClient):
             await self._sts.close()
 
 
-class SourceUploads(S3Transport):
-    """S3Transport's uploads (``PutObject``, multipart above 8 MiB, ``Content-MD5`` on every
-    part, errors classified once) into one source's location, with its role's client. (Its
-    NDJSON ``write`` is not used: objects are built by :func:`build_object`.)"""
+@dataclass(frozen=True)
+class SourceUploads:
+    """One custom source and the uploads into its location, with its provider role's client."""
 
-    def __init__(self, settings: SecurityLakeSinkSettings, source: Source, client: AwsClient) -> None:
-        s3 = S3SinkSettings(
-            type="s3",
-            name=settings.name,
-            bucket=source.bucket,
-            prefix=source.prefix,
-            region=settings.region,
-            endpoint_url=settings.endpoint_url,
-            force_path_style=settings.force_path_style,
-            compression="none",
-            tls=settings.tls,
+    source: Source
+    objects: ObjectUploads
+
+    @classmethod
+    def of(cls, source: Source, client: AwsClient) -> SourceUploads:
+        return cls(
+            source, ObjectUploads(client, source.bucket, {"ContentType": PARQUET_CONTENT_TYPE}, _explain)
         )
-        super().__init__(s3, None)
-        self.client = client  # shared by the sources of one role (the client S3Transport made is unused)
-        self.source = source
-
-    def _object_params(self) -> dict[str, Any]:
-        return {"ContentType": PARQUET_CONTENT_TYPE}
 
     async def upload(self, key: str, body: bytes) -> None:
-        """One object, acknowledged once S3 has all of it; a fatal error names the source's key
-        (a provider role may write under its own source's prefix only)."""
+        """A fatal error names the source's key: a provider role may write under its own
+        source's prefix only, so a wrong location or role shows as a refusal here."""
         try:
-            if len(body) > MULTIPART_ABOVE:
-                await self._multipart(key, body)
-            else:
-                await self._call("PutObject", key, Body=body, ContentMD5=_md5(body), **self._put_params)
+            await self.objects.upload(key, body)
         except SinkFatalError as exc:
             raise SinkFatalError(f"{exc} (sources.{self.source.key}, {self.source.location})") from None
 
-    def _explain(self, exc: AwsRequestError, where: str) -> str:
-        return (
-            f"{exc.operation} {where}: {describe_code(exc.code, exc.status)}: {exc.message}; check the "
-            "custom source's location and region (the data lake's bucket is in the region it was made for)"
-        )
+
+def _explain(exc: AwsRequestError, where: str) -> str:
+    return (
+        f"{exc.operation} {where}: {describe_code(exc.code, exc.status)}: {exc.message}; check the "
+        "custom source's location and region (the data lake's bucket is in the region it was made for)"
+    )
 
 
 class SecurityLakeTransport:
@@ -834,17 +821,11 @@ class SecurityLakeTransport:
             role = (source.role_arn, source.external_id)
             if role not in clients:
                 clients[role] = self._client(source)
-            self.uploads[uid] = SourceUploads(settings, source, clients[role])
+            self.uploads[uid] = SourceUploads.of(source, clients[role])
         self.clients = list(clients.values())
 
     def _client(self, source: Source) -> AwsClient:
-        # As S3Transport's client: path-style addressing on request, and Content-MD5 (not
-        # botocore's newer checksum trailers) as the integrity check.
-        style = "path" if self.settings.force_path_style else "auto"
-        config: dict[str, Any] = {
-            "s3": {"addressing_style": style},
-            "request_checksum_calculation": "when_required",
-        }
+        config = s3_client_config(self.settings.force_path_style)
         if source.role_arn is None:
             return AwsClient("s3", self.settings, config)
         sts = AwsClient(
@@ -974,11 +955,5 @@ class SecurityLakeSink(DeliverySink):
         the objects still gather whatever the other streams hand over meanwhile."""
         if not batch or self._wall_clock() - max(e.time_ns for e in batch) <= self._hold_ns:
             await super().send(batch)
-            return
-        # DeliverySink's own "send what is queued now" counter, the one flush() raises.
-        self._flushing += 1
-        self._wakeup.set()
-        try:
-            await super().send(batch)
-        finally:
-            self._flushing -= 1
+        else:
+            await self.send_now(batch)

@@ -189,6 +189,20 @@ async def test_flush_sends_a_partial_request_now(tmp_path):
     await sink.close()
 
 
+async def test_send_now_sends_what_is_held_with_its_batch_without_waiting_for_max_age(tmp_path):
+    transport = FakeTransport()
+    sink = make_sink(tmp_path, transport, batch={"max_events": 100, "max_age": 3600})
+    await sink.start()
+    held = asyncio.create_task(sink.send(envelopes("activities", 3)))
+    await async_wait_until(lambda: transport.encoded == 3, what="the first events queued")
+    async with asyncio.timeout(10):  # without send_now, max_age would hold both for an hour
+        await sink.send_now(envelopes("queries", 2))
+        await held
+    assert transport.requests == [[*(f"activities-{i}" for i in range(3)), "queries-0", "queries-1"]]
+    assert not sink._flushing, "send_now leaves later sends held again"
+    await sink.close()
+
+
 async def test_a_stream_is_never_in_two_requests_at_once(tmp_path):
     transport = FakeTransport(max_in_flight=4)
     sink = make_sink(tmp_path, transport, batch={"max_events": 5, "max_age": 0})
