@@ -132,6 +132,16 @@ class StreamSettings(StrictModel):
         select_streams(patterns)
         return patterns
 
+    @field_validator("poll_interval")
+    @classmethod
+    def _positive_poll_interval(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(
+                'must be more than 0 (e.g. "30s"): 0 would list every stream as often as '
+                "[source] calls_per_minute allows, spending the key on empty pages"
+            )
+        return value
+
     @field_validator("slice")
     @classmethod
     def _positive_slice(cls, value: float) -> float:

@@ -103,6 +103,7 @@ def test_secret_file_missing_is_named(tmp_path):
             r"source\.endpoint",
         ),
         (minimal(streams={"start_at": "yesterday"}), r"streams\.start_at"),
+        (minimal(streams={"poll_interval": "0s"}), r"streams\.poll_interval: .*more than 0"),
     ],
 )
 def test_errors_name_the_key_path(data, pattern):
