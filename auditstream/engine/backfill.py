@@ -71,9 +71,10 @@ async def run_backfill(
     config: AppConfig,
     plan: RunPlan,
     progress: bool,
-    out: TextIO = sys.stderr,
+    out: TextIO | None = None,
     observer: Observer | None = None,
 ) -> int:
+    out = sys.stderr if out is None else out  # the current one, not the one at import
     engine = Engine(config, plan, observer=observer)
     engine.load_states()
     install_signal_handlers(engine.stop)

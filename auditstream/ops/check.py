@@ -22,6 +22,7 @@ from auditstream.config import AppConfig, ConfigError, load_config
 from auditstream.engine.checkpoint import CheckpointError, CheckpointStore
 from auditstream.engine.engine import FUTURE_TOLERANCE_NS, build_sinks, client_settings
 from auditstream.ops import startup
+from auditstream.ops.exposure import exposed_secrets
 from auditstream.ops.preflight import file_problems
 from auditstream.ops.secrets import redact
 from auditstream.sdm.apiclock import SKEW_WARNING_NS, ApiClock
@@ -104,7 +105,10 @@ def check_checkpoint(path: Path, clock: ApiClock) -> tuple[Verdict, str]:
     return "ok", f"{path}: {counted(len(states), 'stream')} checkpointed"
 
 
-async def run_check(path: Path, out: TextIO = sys.stdout) -> int:
+async def run_check(path: Path, out: TextIO | None = None) -> int:
+    """One line per check on ``out`` (the current ``sys.stdout`` when None: a default bound at
+    import would keep writing to whatever stream was ``sys.stdout`` then)."""
+    out = sys.stdout if out is None else out
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -122,6 +126,8 @@ async def run_check(path: Path, out: TextIO = sys.stdout) -> int:
     risk = config.streams.clock_bound_risk()
     if risk is not None:
         _line(out, "WARN", "streams", risk)
+    for exposed in exposed_secrets(path, config):
+        _line(out, "WARN", "secrets", exposed)
     problems = file_problems(config, config.checkpoint.path)
     for problem in problems:
         _line(out, False, "files", str(problem))
