@@ -99,7 +99,7 @@ def load_demo(config_path: Path | None = None) -> AppConfig:
         config = startup.prepare(builtin_demo_config())
         check_demo_ports(config, "the built-in demo config, config/demo.toml", builtin_demo_text())
     else:
-        config = startup.load(config_path)
+        config = startup.load(config_path, say_exposed=False)
         check_demo_ports(config, str(config_path), config_path.read_text(encoding="utf-8", errors="replace"))
     return with_demo_log_key(config)
 

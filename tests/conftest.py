@@ -7,12 +7,19 @@ same on a background thread, for synchronous clients such as the official SDK.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack
 
 import pytest
 
 from auditstream.emulator import Emulator, EmulatorOptions, running_emulator
+
+# Files the tests write (configurations holding the emulator's keys inline, among them) are
+# private, as an operator's should be: the daemon warns about secrets other users can read
+# (auditstream.ops.exposure), and tests that expect exact output would see that warning.
+# Tests of the umask's effects set their own.
+os.umask(0o077)
 
 # Test data spans one day, so the Activities default week never cuts it while a test runs.
 TEST_DEFAULTS: dict[str, object] = {

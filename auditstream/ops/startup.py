@@ -13,12 +13,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import structlog
+
 from auditstream.config import AppConfig, ConfigError, load_config
 from auditstream.engine.statelock import CheckpointLock
+from auditstream.ops.exposure import exposed_secrets
 from auditstream.ops.gctune import tune_for_pipeline
 from auditstream.ops.logging import configure_logging
 from auditstream.ops.preflight import file_problems
 from auditstream.ops.secrets import config_secrets, register_secrets
+
+log = structlog.get_logger("auditstream.startup")
 
 
 def prepare(config: AppConfig, log_level: str | None = None) -> AppConfig:
@@ -29,9 +34,15 @@ def prepare(config: AppConfig, log_level: str | None = None) -> AppConfig:
     return config
 
 
-def load(path: Path) -> AppConfig:
-    """Read, validate and :func:`prepare` the configuration (ConfigError: exit 2)."""
-    return prepare(load_config(path))
+def load(path: Path, *, say_exposed: bool = True) -> AppConfig:
+    """Read, validate and :func:`prepare` the configuration (ConfigError: exit 2), and warn
+    about each secret other users of the machine can read (``say_exposed``: the demo's
+    emulator pair is no secret)."""
+    config = prepare(load_config(path))
+    if say_exposed:
+        for line in exposed_secrets(path, config):
+            log.warning("secret readable by other users", detail=line)
+    return config
 
 
 @contextmanager
