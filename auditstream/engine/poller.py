@@ -298,25 +298,13 @@ class StreamPoller:
                     raise
                 plan.appendleft(window)
                 await self._slices.discard()  # listed again after the backoff: nothing skipped
-                self._observer.poll_failed(self.spec.name)
                 failures += 1
-                delay = self._options.error_backoff.delay(failures)
-                self.log.warning(
-                    "listing failed; retrying the window", error=str(exc), retry_in_seconds=round(delay, 1)
-                )
-                await self._sleep_unless_stopped(delay)
+                await self._back_off(exc, failures)
                 continue
             if listed is None:
                 break
             failures = 0
-            self.last_success_ns = self._clock()
-            if self._on_success is not None:
-                self._on_success.set()
-            if listed.probe_sample is not None:
-                self.planner.redo(window, listed.probe_sample)
-                continue
-            self.planner.completed(window, listed.records)
-            await self._queue.put(WindowDone(window, listed.records, frozenset(listed.waits)))
+            await self._listed(window, listed)
 
     # -- listing in any order (backfills) -----------------------------------------------
 
@@ -387,17 +375,26 @@ class StreamPoller:
             except ApiError as exc:
                 if exc.fatal:
                     raise
-                self._observer.poll_failed(self.spec.name)
                 failures += 1
-                delay = self._options.error_backoff.delay(failures)
-                self.log.warning(
-                    "listing failed; retrying the window", error=str(exc), retry_in_seconds=round(delay, 1)
-                )
-                await self._sleep_unless_stopped(delay)
+                await self._back_off(exc, failures)
                 if self._stop.is_set():
                     return
         if listed is None:
             return
+        await self._listed(window, listed)
+
+    async def _back_off(self, exc: ApiError, failures: int) -> None:
+        """After the ``failures``-th failed listing in a row of a window, before listing it again."""
+        self._observer.poll_failed(self.spec.name)
+        delay = self._options.error_backoff.delay(failures)
+        self.log.warning(
+            "listing failed; retrying the window", error=str(exc), retry_in_seconds=round(delay, 1)
+        )
+        await self._sleep_unless_stopped(delay)
+
+    async def _listed(self, window: Window, listed: ListedWindow) -> None:
+        """A window listed through, in either listing mode: a probe's sample re-plans it,
+        anything else completes it and goes to delivery."""
         self.last_success_ns = self._clock()
         if self._on_success is not None:
             self._on_success.set()
