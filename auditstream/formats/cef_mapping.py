@@ -366,6 +366,19 @@ HELPERS: dict[str, Any] = {
 
 # Activities: actor -> suser/suid/src, first user entity -> duser/duid, first datasource or
 # node entity -> dhost, description -> msg.
+# Groups of fields several tables share. The source address (IPv4 in src, IPv6 in a custom
+# field: CEF's src takes IPv4 only). A query and a replay chunk are records of one session:
+# its user, and the identity and host it reached, come from the same fields of both.
+SOURCE_ADDRESS = (Field("src", "src"), Field("c6a2", "c6a2", SOURCE_IPV6_LABEL))
+SESSION_USER = Field(
+    "suser", "get('accountEmail') or _full_name(get('accountFirstName'), get('accountLastName'))"
+)
+SESSION_USER_ID = Field("suid", "get('accountId')")
+SESSION_TARGET = (
+    Field("duser", "get('remoteIdentityUsername') or get('identityAliasUsername')"),
+    Field("dhost", "host or resource_name"),
+)
+
 ACTIVITY_FIELDS = FieldTable(
     "activities",
     let=(
@@ -388,7 +401,7 @@ ACTIVITY_FIELDS = FieldTable(
             Field("suser", "get('actorEmail') or actor_name"),
             Field("suid", "get('actorAccountID')"),
         ),
-        (Field("src", "src"), Field("c6a2", "c6a2", SOURCE_IPV6_LABEL)),
+        SOURCE_ADDRESS,
         (Field("duser", "duser"), Field("duid", "duid"), Field("dhost", "dhost")),
         Field("msg", "get('description')"),
         (
@@ -430,16 +443,11 @@ QUERY_FIELDS = FieldTable(
         Field("externalId", "get('id')"),
         (
             Field("act", "category"),
-            Field(
-                "suser", "get('accountEmail') or _full_name(get('accountFirstName'), get('accountLastName'))"
-            ),
-            Field("suid", "get('accountId')"),
+            SESSION_USER,
+            SESSION_USER_ID,
         ),
-        (Field("src", "src"), Field("c6a2", "c6a2", SOURCE_IPV6_LABEL)),
-        (
-            Field("duser", "get('remoteIdentityUsername') or get('identityAliasUsername')"),
-            Field("dhost", "host or resource_name"),
-        ),
+        SOURCE_ADDRESS,
+        SESSION_TARGET,
         Field("msg", "get('queryBody')"),
         (
             Field("request", "capture.get('requestUri')"),
@@ -556,16 +564,11 @@ REPLAY_FIELDS = FieldTable(
         Field("externalId", "external_id(get('id'))"),
         (
             Field("act", "'replay'"),
-            Field(
-                "suser", "get('accountEmail') or _full_name(get('accountFirstName'), get('accountLastName'))"
-            ),
-            Field("suid", "get('accountId')"),
+            SESSION_USER,
+            SESSION_USER_ID,
         ),
-        (Field("src", "src"), Field("c6a2", "c6a2", SOURCE_IPV6_LABEL)),
-        (
-            Field("duser", "get('remoteIdentityUsername') or get('identityAliasUsername')"),
-            Field("dhost", "host or resource_name"),
-        ),
+        SOURCE_ADDRESS,
+        SESSION_TARGET,
         Field("msg", "get('text')"),
         (
             Field("cs1", "resource_name", "resourceName"),
