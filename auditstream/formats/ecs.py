@@ -20,7 +20,7 @@ there: a redacted address is a hash); anything else goes to the ``address`` keyw
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -55,6 +55,31 @@ OUTCOMES = {SUCCESS: "success", FAILURE: "failure"}
 _dumps = orjson.dumps
 
 Builder = Callable[[Event], dict[str, Any]]
+
+
+def event_fields(
+    categories: Sequence[str],
+    types: Sequence[str],
+    action: str,
+    outcome: str,
+    dataset: str,
+    severity: int,
+    record_id: object,
+) -> dict[str, Any]:
+    """``event.*`` of a mapped record, the same keys in the same order for every stream."""
+    meta: dict[str, Any] = {
+        "kind": "event",
+        "category": categories,
+        "type": types,
+        "action": action,
+        "outcome": outcome,
+        "dataset": dataset,
+        "module": VENDOR,
+        "severity": severity,
+    }
+    if type(record_id) is str:
+        meta["id"] = record_id
+    return meta
 
 
 class EcsEncoder:
@@ -107,19 +132,7 @@ class EcsEncoder:
             verb = verb if type(verb) is str else ""
             (categories, types), result, severity, membership = heads.get(verb) or head_of(verb)
             stamp = get("timestamp")
-            meta: dict[str, Any] = {
-                "kind": "event",
-                "category": categories,
-                "type": types,
-                "action": verb,
-                "outcome": result,
-                "dataset": dataset,
-                "module": VENDOR,
-                "severity": severity,
-            }
-            record_id = get("id")
-            if type(record_id) is str:
-                meta["id"] = record_id
+            meta = event_fields(categories, types, verb, result, dataset, severity, get("id"))
             doc: dict[str, Any] = {"@timestamp": stamp} if stamp else {}
             doc["ecs"] = ECS
             doc["event"] = meta
@@ -176,21 +189,15 @@ class EcsEncoder:
             kind = classify_query(category, body, capture, completed=bool(end), replay=replay)
             categories, types = ecs_kind(kind.cls, kind.activity_id)
             stamp = get("timestamp")
-            meta: dict[str, Any] = {
-                "kind": "event",
-                "category": categories,
-                "type": types,
-                "action": "replay"
-                if replay
-                else query_action(get("resourceType"), category, get("queryState")),
-                "outcome": "success",
-                "dataset": dataset,
-                "module": VENDOR,
-                "severity": severity,
-            }
-            record_id = get("id")
-            if type(record_id) is str:
-                meta["id"] = record_id
+            meta = event_fields(
+                categories,
+                types,
+                "replay" if replay else query_action(get("resourceType"), category, get("queryState")),
+                "success",
+                dataset,
+                severity,
+                get("id"),
+            )
             if not replay:
                 if type(stamp) is str:
                     meta["start"] = stamp
@@ -250,19 +257,7 @@ class EcsEncoder:
             deleted = get("deletedAt") is not None
             categories, types = deleted_kind if deleted else changed
             action = f"{label} {'deleted' if deleted else 'changed'}"
-            meta: dict[str, Any] = {
-                "kind": "event",
-                "category": categories,
-                "type": types,
-                "action": action,
-                "outcome": "success",
-                "dataset": dataset,
-                "module": VENDOR,
-                "severity": severities[deleted],
-            }
-            record_id = get("id")
-            if type(record_id) is str:
-                meta["id"] = record_id
+            meta = event_fields(categories, types, action, "success", dataset, severities[deleted], get("id"))
             stamp = get("timestamp")
             doc: dict[str, Any] = {"@timestamp": stamp} if stamp else {}
             doc["ecs"] = ECS
@@ -282,19 +277,9 @@ class EcsEncoder:
             action = get("action")
             action = action if type(action) is str else ""
             categories, types = ecs_kind(ENTITY_MANAGEMENT, SECRET_ACTIONS.get(action.lower(), 99))
-            meta: dict[str, Any] = {
-                "kind": "event",
-                "category": categories,
-                "type": types,
-                "action": f"managed secret {action}".strip(),
-                "outcome": "success",
-                "dataset": dataset,
-                "module": VENDOR,
-                "severity": severity,
-            }
-            record_id = get("id")
-            if type(record_id) is str:
-                meta["id"] = record_id
+            meta = event_fields(
+                categories, types, f"managed secret {action}".strip(), "success", dataset, severity, get("id")
+            )
             stamp = get("timestamp")
             doc: dict[str, Any] = {"@timestamp": stamp} if stamp else {}
             doc["ecs"] = ECS
