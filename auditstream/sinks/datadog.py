@@ -40,7 +40,6 @@ import orjson
 from pydantic import Field, SecretStr, field_validator
 
 from auditstream.formats import Encoding, make_encoder
-from auditstream.ops.secrets import config_secrets
 from auditstream.sinks.base import BatchSettings, Envelope, ProbeResult, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.http_client import (
@@ -50,7 +49,7 @@ from auditstream.sinks.http_client import (
     check_url,
     is_transient_status,
 )
-from auditstream.sinks.proxy import ProxiedSinkSettings, ProxyResolver
+from auditstream.sinks.proxy import ProxiedSinkSettings
 from auditstream.sinks.siem import StreamTemplate
 
 LOGS_PATH = "/api/v2/logs"
@@ -121,9 +120,7 @@ class DatadogTransport:
     def __init__(self, settings: DatadogSinkSettings, encoding: Encoding = None) -> None:
         self._encode_event = make_encoder(settings.format, encoding)
         self.settings = settings
-        self._client = HttpClient(
-            settings.tls, TIMEOUT, MAX_IN_FLIGHT, config_secrets(settings), ProxyResolver(settings)
-        )
+        self._client = HttpClient.for_sink(settings, TIMEOUT, MAX_IN_FLIGHT)
         self._key = {"DD-API-KEY": settings.api_key.get_secret_value()}
         self._headers = {**self._key, "Content-Type": "application/json"}
         self._hostname = socket.gethostname()

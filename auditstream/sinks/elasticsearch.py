@@ -62,7 +62,6 @@ import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from auditstream.formats import Encoding, make_document_encoder
-from auditstream.ops.secrets import config_secrets
 from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
 from auditstream.sinks.http_client import (
@@ -74,7 +73,7 @@ from auditstream.sinks.http_client import (
     quote,
     warn_if_cleartext,
 )
-from auditstream.sinks.proxy import ProxiedSinkSettings, ProxyResolver
+from auditstream.sinks.proxy import ProxiedSinkSettings
 from auditstream.sinks.retry import TransientError
 from auditstream.sinks.siem import STREAM_PLACEHOLDER, StreamTemplate, record_time, settle_items
 
@@ -192,9 +191,7 @@ class ElasticsearchTransport:
         self._document = (
             None if settings.format == "json" else make_document_encoder(settings.format, encoding)
         )
-        self._client = HttpClient(
-            settings.tls, TIMEOUT, MAX_IN_FLIGHT, config_secrets(settings), ProxyResolver(settings)
-        )
+        self._client = HttpClient.for_sink(settings, TIMEOUT, MAX_IN_FLIGHT)
         self._target = StreamTemplate(settings.target)
         self._urls = itertools.cycle(settings.urls)
         self._auth = self._auth_headers()

@@ -31,7 +31,6 @@ import orjson
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from auditstream.formats import Encoding, make_encoder
-from auditstream.ops.secrets import config_secrets
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
@@ -42,7 +41,7 @@ from auditstream.sinks.http_client import (
     is_transient_status,
     warn_if_cleartext,
 )
-from auditstream.sinks.proxy import ProxiedSinkSettings, ProxyResolver
+from auditstream.sinks.proxy import ProxiedSinkSettings
 
 
 class HttpSinkSettings(ProxiedSinkSettings):
@@ -81,13 +80,7 @@ class HttpTransport:
         self.settings = settings
         self.max_in_flight = settings.max_in_flight
         self._encode_event = make_encoder(settings.format, encoding)
-        self._client = HttpClient(
-            settings.tls,
-            settings.timeout,
-            settings.max_in_flight,
-            config_secrets(settings),
-            ProxyResolver(settings),
-        )
+        self._client = HttpClient.for_sink(settings, settings.timeout, settings.max_in_flight)
         self._quote = settings.body == "json_array" and settings.format != "json"
         self._headers = {**self._content_headers(), **settings.headers, **self._auth_headers()}
 

@@ -30,9 +30,9 @@ if TYPE_CHECKING:  # imported when a session opens: a daemon without HTTP sinks 
     import aiohttp
     from multidict import CIMultiDictProxy
 
-from auditstream.ops.secrets import Secrets, redact
+from auditstream.ops.secrets import Secrets, config_secrets, redact
 from auditstream.settings_base import TlsSettings
-from auditstream.sinks.proxy import ProxyResolver, proxy_failure, proxy_refused
+from auditstream.sinks.proxy import ProxiedSinkSettings, ProxyResolver, proxy_failure, proxy_refused
 from auditstream.sinks.retry import TransientError
 
 log = structlog.get_logger("auditstream.sinks.http")
@@ -150,6 +150,12 @@ class HttpClient:
         self._timeout = timeout
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def for_sink(cls, settings: ProxiedSinkSettings, timeout: float, max_connections: int) -> HttpClient:
+        """The client of an HTTP sink: its TLS settings, its credentials scrubbed from what it
+        quotes, and its egress proxy."""
+        return cls(settings.tls, timeout, max_connections, config_secrets(settings), ProxyResolver(settings))
 
     async def open(self) -> None:
         """Build the TLS context (raising ValueError naming a bad file) and the session."""

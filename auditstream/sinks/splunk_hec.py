@@ -41,7 +41,6 @@ import structlog
 from pydantic import Field, SecretStr, field_validator
 
 from auditstream.formats import Encoding, make_encoder
-from auditstream.ops.secrets import config_secrets
 from auditstream.settings_base import Duration
 from auditstream.sinks.base import Envelope, ProbeResult, SinkFatalError
 from auditstream.sinks.delivery import Record, TransportSink, WriteResult
@@ -53,7 +52,7 @@ from auditstream.sinks.http_client import (
     is_transient_status,
     warn_if_cleartext,
 )
-from auditstream.sinks.proxy import ProxiedSinkSettings, ProxyResolver
+from auditstream.sinks.proxy import ProxiedSinkSettings
 from auditstream.sinks.retry import TransientError
 
 log = structlog.get_logger("auditstream.sinks.splunk_hec")
@@ -191,13 +190,7 @@ class SplunkHecTransport:
         self.max_in_flight = settings.max_in_flight
         self.channel = settings.channel or str(uuid.uuid4())
         self._encode_event = make_encoder(settings.format, encoding)
-        self._client = HttpClient(
-            settings.tls,
-            settings.timeout,
-            settings.max_in_flight,
-            config_secrets(settings),
-            ProxyResolver(settings),
-        )
+        self._client = HttpClient.for_sink(settings, settings.timeout, settings.max_in_flight)
         self._auth = {"Authorization": f"Splunk {settings.token.get_secret_value()}"}
         self._headers = {
             **self._auth,
