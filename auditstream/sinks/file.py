@@ -9,7 +9,12 @@ are finished at start). ``rotate_keep`` bounds how many rotated files are kept.
 
 A failed write (disk full, I/O error) is cut back to where it started, so a retry does not
 leave half a batch behind: a line is either written once or not at all. An unfinished last
-line left by a crash is cut off when the file is opened again.
+line left by a crash is cut off before the next append.
+
+Processes may share a path: a backfill run beside the daemon with the same configuration
+appends to the daemon's file. Appends, rotations and compressions are serialised across
+processes with ``flock`` (:class:`RotatingFile`, :func:`compress`), so neither loses, tears
+or duplicates the other's lines.
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
 import gzip
 import os
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -62,42 +68,93 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def compress(source: Path) -> Path:
-    """``source`` -> ``source.gz`` (mode 0640), then remove ``source``; idempotent after a crash."""
+def compress(source: Path) -> Path | None:
+    """``source`` -> ``source.gz`` (mode 0640), then remove ``source``; idempotent after a crash.
+
+    Two processes may share a path (a backfill beside the daemon, with one configuration):
+    the temporary file is claimed with ``flock`` first, and whoever does not get it, or finds
+    ``source`` already gone, leaves it to the other (None)."""
     target = source.with_name(source.name + ".gz")
     temporary = source.with_name(source.name + _TMP_SUFFIX)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    os.fchmod(fd, FILE_MODE)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
     with os.fdopen(fd, "wb") as raw:
-        with (
-            gzip.GzipFile(fileobj=raw, mode="wb", filename=source.name) as packed,
-            source.open("rb") as plain,
-        ):
+        try:
+            plain = source.open("rb")
+        except FileNotFoundError:  # compressed by the other process meanwhile
+            temporary.unlink(missing_ok=True)
+            return None
+        os.ftruncate(fd, 0)
+        os.fchmod(fd, FILE_MODE)
+        with plain, gzip.GzipFile(fileobj=raw, mode="wb", filename=source.name) as packed:
             shutil.copyfileobj(plain, packed, 1 << 20)
         raw.flush()
         os.fsync(raw.fileno())
-    temporary.rename(target)
-    source.unlink()
+        temporary.rename(target)
+        # Still under the claim. The other process may open the temporary name anew from now
+        # on (a new file) and find source still there: it then writes the same bytes again.
+        source.unlink(missing_ok=True)
     fsync_directory(source.parent)
     return target
 
 
 class RotatingFile:
-    """The blocking part, run in a worker thread: open, rotate, append, fsync, compress."""
+    """The blocking part, run in a worker thread: open, rotate, append, fsync, compress.
+
+    Every append holds an exclusive ``flock`` on ``.<name>.lock`` beside the file for its few
+    system calls: another process may append to the same path (a backfill run beside the
+    daemon with one configuration), rotate it away, or die in the middle of a line. Under the
+    lock this one follows a rotation by the other (the path names a new file: reopen it),
+    takes the size from the file rather than from its own count, cuts a torn last line
+    before appending, and cuts back only its own failed write."""
 
     def __init__(self, settings: FileSinkSettings) -> None:
         self.settings = settings
         self.path = settings.path
+        self.lock_path = self.path.with_name(f".{self.path.name}.lock")  # hidden from globs of the path
         self._fd: int | None = None
+        self._lock_fd: int | None = None
         self._size = 0
         self._opened_at = 0.0
 
     def open(self) -> None:
         ensure_directory(self.path.parent, DIR_MODE)
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        with self._locked():
+            self._open_file()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        assert self._lock_fd is not None
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _open_file(self) -> None:
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
         os.fchmod(self._fd, FILE_MODE)
         self._size = self._cut_torn_tail(self._fd, os.fstat(self._fd).st_size)
         self._opened_at = time.time()
+
+    def _follow(self) -> None:
+        """Under the lock: the file the path names now, whole-lined, and its size."""
+        assert self._fd is not None
+        try:
+            moved = os.stat(self.path).st_ino != os.fstat(self._fd).st_ino
+        except FileNotFoundError:
+            moved = True
+        if moved:  # rotated away by another process
+            os.close(self._fd)
+            self._open_file()
+        else:
+            self._size = self._cut_torn_tail(self._fd, os.fstat(self._fd).st_size)
 
     def _cut_torn_tail(self, fd: int, size: int) -> int:
         """Drop a last line without its newline: a write cut short by a crash (SIGKILL can
@@ -122,9 +179,10 @@ class RotatingFile:
         return end
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for fd in (self._fd, self._lock_fd):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._lock_fd = None
 
     def rotated(self) -> list[Path]:
         """Rotated files, oldest first (their names sort by time)."""
@@ -142,12 +200,13 @@ class RotatingFile:
     def _rotate(self) -> Path:
         assert self._fd is not None
         os.fsync(self._fd)
-        self.close()
+        os.close(self._fd)
+        self._fd = None
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         target = self.path.with_name(f"{self.path.name}.{stamp}")
         self.path.rename(target)
         fsync_directory(self.path.parent)
-        self.open()
+        self._open_file()
         if self.settings.rotate_keep is not None:
             for old in self.rotated()[: -self.settings.rotate_keep]:
                 old.unlink(missing_ok=True)
@@ -157,18 +216,20 @@ class RotatingFile:
         """Append ``data`` durably; returns the file rotated away first, if any."""
         if self._fd is None:
             self.open()
-        rotated = self._rotate() if self._due(len(data)) else None
-        assert self._fd is not None
-        start = self._size
-        try:
-            _write_all(self._fd, data)
-            if self.settings.fsync:
-                os.fsync(self._fd)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, start)
-            raise
-        self._size = start + len(data)
+        with self._locked():
+            self._follow()
+            rotated = self._rotate() if self._due(len(data)) else None
+            assert self._fd is not None
+            start = self._size
+            try:
+                _write_all(self._fd, data)
+                if self.settings.fsync:
+                    os.fsync(self._fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, start)
+                raise
+            self._size = start + len(data)
         return rotated
 
 

@@ -151,3 +151,57 @@ async def test_probe_reports_writability(tmp_path, state_dir):
     assert f"{blocker} is not a directory" in refused.detail
     with pytest.raises(ValueError, match="cannot open"):
         await FileSink(config, state_dir=state_dir).start()
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from auditstream.sinks.file import FileSinkSettings, RotatingFile, compress
+
+path, name, batches = sys.argv[1], sys.argv[2], int(sys.argv[3])
+settings = FileSinkSettings(type="file", name="shared", path=Path(path), rotate_bytes=4096, rotate_gzip=True)
+rotating = RotatingFile(settings)
+rotating.open()
+for batch in range(batches):
+    lines = b"".join(f"{name}-{batch}-{i}\\n".encode() for i in range(20))
+    rotated = rotating.append(lines)
+    if rotated is not None:
+        compress(rotated)  # at once, where the sink compresses in the background: the same race
+rotating.close()
+"""
+
+
+def test_two_processes_on_one_file_sink_path_lose_and_tear_no_line(tmp_path):
+    """A backfill runs beside the daemon with the same configuration (README, Backfill), so
+    two processes append to, rotate and compress one file: every line of both is found once,
+    whole, in the file or a rotated one."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "out" / "events.jsonl"
+    path.parent.mkdir()
+    batches = 400
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), name, str(batches)], stderr=subprocess.PIPE
+        )
+        for name in ("daemon", "backfill")
+    ]
+    for writer in writers:
+        _, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err.decode()
+    found: list[str] = []
+    for part in sorted(path.parent.iterdir()):
+        data = gzip.decompress(part.read_bytes()) if part.name.endswith(".gz") else part.read_bytes()
+        if part.name.startswith(".") or part.name.endswith(".tmp"):
+            assert not data, f"{part.name} holds data"
+            continue
+        assert not data or data.endswith(b"\n"), f"{part.name} ends in a torn line"
+        found += data.decode().splitlines()
+    expected = {
+        f"{name}-{b}-{i}" for name in ("daemon", "backfill") for b in range(batches) for i in range(20)
+    }
+    assert len(found) == len(set(found)), "a line written twice"
+    assert set(found) == expected, (
+        f"{len(expected - set(found))} lines lost, {len(set(found) - expected)} torn"
+    )
