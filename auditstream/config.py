@@ -149,6 +149,15 @@ class StreamSettings(StrictModel):
             raise ValueError("slice must be at least 1s, or 0 for no limit")
         return value
 
+    @model_validator(mode="after")
+    def _some_stream(self) -> StreamSettings:
+        if not self.stream_names():
+            raise ValueError(
+                f"include {self.include} minus exclude {self.exclude} selects no stream; "
+                'include at least one (e.g. ["activities", "queries", "*_history"])'
+            )
+        return self
+
     def clock_bound_risk(self) -> str | None:
         """What an ``overlap`` too short for the API's clock bound risks, or None.
 
@@ -245,6 +254,22 @@ class AppConfig(StrictModel):
             if sink.name in seen:
                 raise ValueError(f"two sinks are named {sink.name!r}; sink names must be unique")
             seen.add(sink.name)
+        return self
+
+    @model_validator(mode="after")
+    def _one_sink_per_file(self) -> AppConfig:
+        """Two sinks appending to one file would write every event twice into it, and rotate
+        it from under each other."""
+        owners: dict[Path, str] = {}
+        for index, sink in enumerate(self.sinks):
+            for key, (path, _) in sink.written_files().items():
+                here = f"sinks[{index}].{key} ({sink.name})"
+                resolved = path.expanduser().resolve()  # .. and symbolic links too
+                if resolved in owners:
+                    raise ValueError(
+                        f"{here}: {path} is also {owners[resolved]}; give each sink a file of its own"
+                    )
+                owners[resolved] = here
         return self
 
 

@@ -104,6 +104,20 @@ def test_secret_file_missing_is_named(tmp_path):
         ),
         (minimal(streams={"start_at": "yesterday"}), r"streams\.start_at"),
         (minimal(streams={"poll_interval": "0s"}), r"streams\.poll_interval: .*more than 0"),
+        (minimal(streams={"include": []}), r"streams: include \[\] .* selects no stream"),
+        (
+            minimal(streams={"include": ["activities"], "exclude": ["activ*"]}),
+            r"streams: include .* selects no stream",
+        ),
+        (
+            minimal(
+                sinks=[
+                    {"type": "file", "name": "a", "path": "/var/log/audit.jsonl"},
+                    {"type": "file", "name": "b", "path": "/var/log/../log/audit.jsonl", "format": "cef"},
+                ]
+            ),
+            r"sinks\[1\]\.path \(b\): .* is also sinks\[0\]\.path \(a\)",
+        ),
     ],
 )
 def test_errors_name_the_key_path(data, pattern):
