@@ -74,6 +74,10 @@ def format_moment(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+# A start_at this far ahead of the host's clock is refused; less is a clock a little behind.
+START_AT_AHEAD_TOLERANCE = dt.timedelta(minutes=10)
+
+
 class SourceSettings(StrictModel):
     file_fields = frozenset({"access_key"})
 
@@ -83,7 +87,7 @@ class SourceSettings(StrictModel):
     insecure: bool = False
     ca_file: Path | None = None
     page_size: int = Field(default=500, ge=1, le=10_000)
-    timeout: Duration = 30.0
+    timeout: Duration = Field(default=30.0, gt=0)
     max_transient_retries: int = Field(default=6, ge=0)
     max_rate_limit_wait: Duration = 300.0
     # This process's share of the key's 5,000 reads a minute (shared with the customer's own
@@ -124,7 +128,13 @@ class StreamSettings(StrictModel):
     @field_validator("start_at", mode="before")
     @classmethod
     def _start_at(cls, value: object) -> dt.datetime | None:
-        return parse_start_at(value)
+        moment = parse_start_at(value)
+        if moment is not None and moment > dt.datetime.now(dt.UTC) + START_AT_AHEAD_TOLERANCE:
+            raise ValueError(
+                f"{format_moment(moment)} is in the future: every record until then would be skipped "
+                '(a typo in the year?); use "now" or a past time'
+            )
+        return moment
 
     @field_validator("include", "exclude")
     @classmethod

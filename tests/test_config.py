@@ -106,6 +106,14 @@ def test_secret_file_missing_is_named(tmp_path):
         (minimal(streams={"poll_interval": "0s"}), r"streams\.poll_interval: .*more than 0"),
         (minimal(streams={"include": []}), r"streams: include \[\] .* selects no stream"),
         (
+            minimal(streams={"start_at": "2999-01-01"}),
+            r"streams\.start_at: 2999-01-01T00:00:00Z is in the future",
+        ),
+        (
+            minimal(source={"access_key": "a", "secret_key": SECRET, "timeout": "0s"}),
+            r"source\.timeout: .*greater than 0",
+        ),
+        (
             minimal(streams={"include": ["activities"], "exclude": ["activ*"]}),
             r"streams: include .* selects no stream",
         ),
