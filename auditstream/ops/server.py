@@ -8,6 +8,7 @@ and says why in its JSON body. Both ``/readyz`` and ``/metrics`` are scrubbed of
 
 from __future__ import annotations
 
+import os
 import time
 
 import orjson
@@ -57,5 +58,9 @@ async def start_server(status: DaemonStatus, listen: str) -> web.AppRunner:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise OSError(exc.errno, f"cannot listen on [metrics] listen = {listen!r}: {exc.strerror}") from None
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(
+            f"cannot listen on [metrics] listen = {listen!r} ({reason}): stop what listens there "
+            '(another auditstream?) or set another [metrics] listen ("" turns the server off)'
+        ) from None
     return runner

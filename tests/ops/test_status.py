@@ -142,3 +142,19 @@ def test_lag_rises_while_nothing_moves(tmp_path):
     assert snapshot.lag == {"activities": 630.0}
     assert snapshot.watermarks == {"activities": 1_800_000_000 - 30}
     assert not snapshot.ready
+
+
+async def test_a_taken_metrics_port_is_said_with_the_key_and_the_way_out():
+    import socket
+
+    from auditstream.ops.server import start_server
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(OSError) as err:
+            await start_server(DaemonStatus(StubEngine(), max_lag=600), listen)
+    said = str(err.value)
+    assert said.startswith(f"cannot listen on [metrics] listen = '{listen}' (Address already in use)"), said
+    assert "set another [metrics] listen" in said and "[Errno" not in said
