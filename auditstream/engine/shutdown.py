@@ -8,6 +8,11 @@ A signal that arrives during start-up (reading the configuration, opening the ch
 before the event loop's handlers exist) is held by :func:`hold_signals_until_the_loop` and
 acted on as soon as they do: a stop requested a second after launch is still a clean stop,
 exit 0, not a death by signal that systemd and Kubernetes would count as a crash.
+
+SIGHUP, by default a death too, is logged and otherwise ignored: it is what logrotate's
+``postrotate`` and a habitual ``kill -HUP`` send, and there is nothing to reopen (the file
+sink follows a rotation of its file by itself) and nothing reloaded (a configuration change
+takes a restart, so that a bad edit never half-applies).
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ def hold_signals_until_the_loop() -> None:
     _held.clear()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda received, _frame: _held.append(received))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def on_hangup() -> None:
+    log.warning(
+        "SIGHUP ignored: nothing to reopen (the file sink follows rotations by itself); "
+        "restart to apply a configuration change"
+    )
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
@@ -45,6 +58,7 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     for held in _held:
         on_signal(held)
     _held.clear()

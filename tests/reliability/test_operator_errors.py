@@ -8,6 +8,7 @@ Each case runs the real command line as its own process against an emulator.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import signal
@@ -309,3 +310,39 @@ def test_state_is_private_whatever_the_umask(tmp_path, umask):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
     for name in ("checkpoints.db", "checkpoints.db.lock"):
         assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
+
+
+async def test_logrotate_renaming_the_file_and_sending_sighup_loses_nothing(tmp_path):
+    """logrotate's ``create`` mode renames the file sink's file, then ``postrotate`` sends
+    SIGHUP (by default a death): the daemon carries on, into a new file at the path, and the
+    two files hold every record once."""
+    from strongdm.activities_pb2 import Activity  # type: ignore[import-untyped]
+
+    async with Emulator(EmulatorOptions(records=200, history_records=5)) as emu:
+        out = tmp_path / "out.jsonl"
+        config = write_daemon_config(emu, tmp_path, sinks=[{"type": "file", "name": "out", "path": str(out)}])
+        streams = list(emu.options.streams)
+        log = tmp_path / "daemon.log"
+        async with daemon(config, log) as proc:
+            await async_wait_until(lambda: not missing(emu, streams, read_events(out)), 60, "every record")
+            rotated = tmp_path / "out.jsonl.1"
+            out.rename(rotated)
+            proc.send_signal(signal.SIGHUP)
+            await async_wait_until(lambda: b"SIGHUP ignored" in log.read_bytes(), 10, "the SIGHUP said")
+            for index in range(5):
+                record = Activity(id=f"after-rotation-{index}", verb="user added")
+                record.completed_at.seconds, record.completed_at.nanos = divmod(time.time_ns(), 1_000_000_000)
+                emu.insert("activities", record)
+
+            def both() -> collections.Counter[tuple[str, str]]:
+                return read_events(rotated) + (read_events(out) if out.exists() else collections.Counter())
+
+            await async_wait_until(lambda: not missing(emu, streams, both()), 60, "the new records")
+            assert proc.returncode is None, tail(log)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0, tail(log)
+        delivered = both()
+    assert not missing(emu, streams, delivered)
+    assert {key for key, count in delivered.items() if count > 1} == set(), "a record in both files"
+    assert out.exists(), "the new records went into the renamed file, not a new one at the path"
+    assert {key for _, key in read_events(out)} == {f"after-rotation-{i}" for i in range(5)}
