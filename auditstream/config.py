@@ -129,10 +129,11 @@ class StreamSettings(StrictModel):
     @classmethod
     def _start_at(cls, value: object) -> dt.datetime | None:
         moment = parse_start_at(value)
-        if moment is not None and moment > dt.datetime.now(dt.UTC) + START_AT_AHEAD_TOLERANCE:
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        if moment is not None and moment > now + START_AT_AHEAD_TOLERANCE:
             raise ValueError(
-                f"{format_moment(moment)} is in the future: every record until then would be skipped "
-                '(a typo in the year?); use "now" or a past time'
+                f"{format_moment(moment)} is in the future (this host's clock reads {format_moment(now)}): "
+                'every record until then would be skipped; use "now" or a past time'
             )
         return moment
 
