@@ -29,6 +29,8 @@ from auditstream.sdm.apiclock import SKEW_WARNING_NS, ApiClock
 from auditstream.sdm.client import AuditClient
 from auditstream.sdm.errors import ApiError, TransientApiError
 from auditstream.sdm.registry import NANOS_PER_SECOND, STREAMS
+from auditstream.sinks.http_client import cleartext_warning
+from auditstream.sinks.proxy import ProxiedSinkSettings
 
 PROBE_TIMEOUT = 15.0
 
@@ -128,6 +130,11 @@ async def run_check(path: Path, out: TextIO | None = None) -> int:
         _line(out, "WARN", "streams", risk)
     for exposed in exposed_secrets(path, config):
         _line(out, "WARN", "secrets", exposed)
+    for sink_settings in config.sinks:
+        if isinstance(sink_settings, ProxiedSinkSettings):
+            cleartext = cleartext_warning(sink_settings)
+            if cleartext is not None:
+                _line(out, "WARN", f"sink {sink_settings.name}", cleartext)
     problems = file_problems(config, config.checkpoint.path)
     for problem in problems:
         _line(out, False, "files", str(problem))

@@ -48,6 +48,7 @@ from auditstream.sinks.http_client import (
     HttpResponse,
     check_url,
     is_transient_status,
+    warn_if_cleartext,
 )
 from auditstream.sinks.proxy import ProxiedSinkSettings
 from auditstream.sinks.siem import StreamTemplate
@@ -105,6 +106,9 @@ class DatadogSinkSettings(ProxiedSinkSettings):
                 raise ValueError(f"{tag!r} is not a Datadog tag (key:value, no commas)")
         return tags
 
+    def credential_urls(self) -> list[str]:
+        return [self.intake_url, self.validate_url]  # DD-API-KEY goes with both
+
     @property
     def intake_url(self) -> str:
         return (self.endpoint_url or f"https://http-intake.logs.{self.site}") + LOGS_PATH
@@ -145,6 +149,7 @@ class DatadogTransport:
         return b'{"message":' + orjson.dumps(message) + self._beside(envelope.stream)
 
     async def open(self) -> None:
+        warn_if_cleartext(self.settings)
         await self._client.open()
 
     async def close(self) -> None:

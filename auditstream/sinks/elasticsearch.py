@@ -109,6 +109,9 @@ class ElasticsearchSinkSettings(ProxiedSinkSettings):
     password: SecretStr | None = None
     pipeline: str | None = Field(default=None, min_length=1)
 
+    def credential_urls(self) -> list[str]:
+        return list(self.urls) if self.api_key is not None or self.username is not None else []
+
     @field_validator("urls")
     @classmethod
     def _urls(cls, urls: list[str]) -> list[str]:
@@ -235,9 +238,7 @@ class ElasticsearchTransport:
         return action + b'"}}\n' + document + b"\n"
 
     async def open(self) -> None:
-        if self._auth:
-            for url in self.settings.urls:
-                warn_if_cleartext(url, self.settings.name)
+        warn_if_cleartext(self.settings)
         await self._client.open()
 
     async def close(self) -> None:

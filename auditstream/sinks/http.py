@@ -43,6 +43,9 @@ from auditstream.sinks.http_client import (
 )
 from auditstream.sinks.proxy import ProxiedSinkSettings
 
+# Header names whose value is a credential, when given under ``headers`` instead of ``auth``.
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "x-auth-token"})
+
 
 class HttpSinkSettings(ProxiedSinkSettings):
     type: Literal["http"] = "http"
@@ -58,6 +61,10 @@ class HttpSinkSettings(ProxiedSinkSettings):
     max_in_flight: int = Field(default=2, ge=1, le=64)
     probe_method: Literal["HEAD", "OPTIONS", "GET"] = "HEAD"
     probe_url: str | None = None
+
+    def credential_urls(self) -> list[str]:
+        carries = self.auth != "none" or any(name.lower() in CREDENTIAL_HEADERS for name in self.headers)
+        return [self.url] if carries else []
 
     @field_validator("url", "probe_url")
     @classmethod
@@ -110,8 +117,7 @@ class HttpTransport:
         return b"".join(r.payload + b"\n" for r in records)
 
     async def open(self) -> None:
-        if self.settings.auth != "none":
-            warn_if_cleartext(self.settings.url, self.settings.name)
+        warn_if_cleartext(self.settings)
         await self._client.open()
 
     async def close(self) -> None:

@@ -69,10 +69,19 @@ def check_url(value: str) -> str:
     return value
 
 
-def warn_if_cleartext(url: str, sink: str) -> None:
+def cleartext_warning(settings: ProxiedSinkSettings) -> str | None:
+    """What ``check`` and the start say of credentials a sink sends over plain ``http://``."""
+    urls = settings.cleartext_credential_urls()
+    if not urls:
+        return None
+    return f"credentials are sent over plain http:// to {', '.join(urls)}; use https://"
+
+
+def warn_if_cleartext(settings: ProxiedSinkSettings) -> None:
     """Credentials over plain http:// are allowed (a local collector) but never silently."""
-    if urlsplit(url).scheme == "http":
-        log.warning("credentials are sent over plain http; use https:// unless this is loopback", sink=sink)
+    warning = cleartext_warning(settings)
+    if warning is not None:
+        log.warning(warning, sink=settings.name)
 
 
 def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:

@@ -29,6 +29,7 @@ or answers 5xx is retried.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,20 @@ class ProxiedSinkSettings(SinkSettingsBase):
                 f"put the proxy's credentials in {CREDENTIAL_KEYS}, not in its URL (URLs end up in logs)"
             )
         return value.rstrip("/")
+
+    def credential_urls(self) -> list[str]:
+        """The URLs this sink sends credentials to (a token, an API key, Basic auth)."""
+        return []
+
+    def cleartext_credential_urls(self) -> list[str]:
+        """Those of :meth:`credential_urls` that are plain ``http://`` to another host than
+        this one: allowed, never silently (``check`` and the start say so). Loopback stays
+        on the machine, so a collector there is not said."""
+        return [
+            url
+            for url in self.credential_urls()
+            if urlsplit(url).scheme == "http" and not _is_loopback(urlsplit(url).hostname)
+        ]
 
     @model_validator(mode="after")
     def _proxy_credentials(self) -> ProxiedSinkSettings:
@@ -238,3 +253,14 @@ def proxy_refused(status: int, route: Route | None, what: str) -> Exception:
         f"{what}: {where} refused to carry the request (HTTP {status}): allow the receiver at the proxy, "
         "or add its host to NO_PROXY (or unset the sink's proxy) to connect directly"
     )
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -83,6 +83,9 @@ class SplunkHecSinkSettings(ProxiedSinkSettings):
     ack_poll_interval: Duration = 2.0
     max_in_flight: int = Field(default=4, ge=1, le=64)
 
+    def credential_urls(self) -> list[str]:
+        return [self.url]  # the token goes with every request
+
     @field_validator("url")
     @classmethod
     def _base_url(cls, value: str) -> str:
@@ -233,7 +236,7 @@ class SplunkHecTransport:
         )
 
     async def open(self) -> None:
-        warn_if_cleartext(self.settings.url, self.settings.name)
+        warn_if_cleartext(self.settings)
         await self._client.open()
 
     async def close(self) -> None:
