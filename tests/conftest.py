@@ -62,3 +62,25 @@ def threaded_emulator_factory() -> Iterator[Callable[..., Emulator]]:
             return stack.enter_context(running_emulator(emulator_options(**overrides)))
 
         yield start
+
+
+@pytest.fixture
+def restores_logging() -> Iterator[None]:
+    """For a test that runs the daemon's start-up in this process (``startup.load``, an
+    in-process ``check``): logging set up and secrets registered as the daemon does are undone
+    afterwards, so that later tests in the same worker see structlog's defaults (which
+    ``structlog.testing.capture_logs`` needs) and an empty scrubber registry."""
+    import logging
+
+    import structlog
+
+    from auditstream.ops import secrets
+
+    saved = secrets._REGISTRY.forms
+    yield
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == "auditstream"]:
+        root.removeHandler(handler)
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    secrets._REGISTRY.forms = saved

@@ -14,6 +14,9 @@ from auditstream.ops import startup
 from auditstream.ops.check import run_check
 from auditstream.ops.exposure import exposed_secrets
 
+# Start-up runs in this process here: its logging set-up is undone after each test.
+pytestmark = pytest.mark.usefixtures("restores_logging")
+
 SECRET_KEY = base64.b64encode(b"an-api-secret-key-of-sorts").decode()
 TOKEN = "a-hec-token-0123456789"
 

@@ -13,6 +13,9 @@ from auditstream.ops.check import run_check
 from auditstream.sinks.http_client import cleartext_warning
 from auditstream.sinks.registry import SinkSettings
 
+# Start-up runs in this process here: its logging set-up is undone after each test.
+pytestmark = pytest.mark.usefixtures("restores_logging")
+
 TOKEN = "a-token-of-twenty-chars"
 
 
