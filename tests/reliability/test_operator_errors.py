@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import os
 import signal
 import stat
 import subprocess
@@ -298,9 +297,9 @@ def test_state_is_private_whatever_the_umask(tmp_path, umask):
         config.write_text(config.read_text().replace(str(tmp_path / "state"), str(state)))
         log = tmp_path / "daemon.log"
         with log.open("wb") as err:
-            proc = subprocess.Popen(
-                [*CLI, "run", "--config", str(config)], stderr=err, preexec_fn=lambda: os.umask(umask)
-            )
+            # Popen's umask, not a preexec_fn: Python code between fork and exec, in a process
+            # whose emulator thread runs gRPC, hung the child now and then (then SIGABRT).
+            proc = subprocess.Popen([*CLI, "run", "--config", str(config)], stderr=err, umask=umask)
         try:
             wait_until(lambda: (state / "checkpoints.db").exists(), 30, "a checkpoint")
         finally:
