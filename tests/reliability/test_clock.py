@@ -15,6 +15,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import orjson
@@ -141,6 +142,8 @@ def test_a_checkpoint_a_month_in_the_future_is_pulled_back_and_loses_nothing(tmp
         with Daemon(config, log):
             wait_until(lambda: len(read_events(out)) >= 400, 60, "records delivered")
         with contextlib.closing(sqlite3.connect(checkpoint)) as db, db:
+            before = dict(db.execute("SELECT name, watermark_ns FROM streams").fetchall())
+            shifted_at_ns = time.time_ns()
             db.execute(
                 "UPDATE streams SET watermark_ns = watermark_ns + ?, swept_ns = swept_ns + ?",
                 (30 * DAY_NS, 30 * DAY_NS),
@@ -164,7 +167,12 @@ def test_a_checkpoint_a_month_in_the_future_is_pulled_back_and_loses_nothing(tmp
     )
     assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:5]}"
     assert {line["stream"] for line in pulled} == set(STREAMS)
-    assert all(float(str(line["ahead_seconds"])) > 29 * 86_400 for line in pulled)
+    # Each stream is as far ahead as its watermark was moved: 30 days past where it was, which
+    # is near now for a stream that was up to date and up to 8 days (start_at) earlier for one
+    # that was still catching up when the first run stopped (on a loaded box, some are).
+    for line in pulled:
+        expected = (before[line["stream"]] + 30 * DAY_NS - shifted_at_ns) / 1e9
+        assert expected > 21 * 86_400 and float(str(line["ahead_seconds"])) > expected - 300, line
     assert duplicates(delivered) < len(delivered), "re-listing is bounded, not everything twice"
 
 
