@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 import os
 import time
 import tomllib
@@ -19,7 +18,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-import structlog
 
 from auditstream.ops.logging import configure_logging
 from tests.e2e.support import daemon_config, live_engine, read_events
@@ -127,7 +125,9 @@ async def test_readiness_counts_the_start_up_probe(make_emulator, tmp_path):
         assert not any(p.last_success_ns for p in daemon.engine.pollers), "no listing yet: the probe counted"
 
 
-async def test_a_catch_up_says_what_it_does_and_when_it_is_done(make_emulator, tmp_path, monkeypatch):
+async def test_a_catch_up_says_what_it_does_and_when_it_is_done(
+    make_emulator, tmp_path, monkeypatch, restores_logging
+):
     """A start eight days behind: one line naming the streams behind, progress lines with
     windows and records while it catches up, then "caught up" once, at the live edge."""
     from auditstream.engine import engine as engine_module
@@ -138,28 +138,22 @@ async def test_a_catch_up_says_what_it_does_and_when_it_is_done(make_emulator, t
     config = daemon_config(emu, tmp_path, streams={"include": ["activities", "queries"]})
     buffer = io.StringIO()
     configure_logging("info", "json", stream=buffer)
+    engine = live_engine(config)
+    task = asyncio.create_task(engine.run())
+
+    def said() -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in buffer.getvalue().splitlines()]
+
+    def caught_up() -> bool:
+        if task.done():
+            task.result()
+        return any(line["event"].startswith("caught up") for line in said())
+
     try:
-        engine = live_engine(config)
-        task = asyncio.create_task(engine.run())
-
-        def said() -> list[dict[str, Any]]:
-            return [orjson.loads(line) for line in buffer.getvalue().splitlines()]
-
-        def caught_up() -> bool:
-            if task.done():
-                task.result()
-            return any(line["event"].startswith("caught up") for line in said())
-
-        try:
-            await async_wait_until(caught_up, 60, "the catch-up to end")
-        finally:
-            engine.stop.set()
-            await asyncio.wait_for(task, 30)
+        await async_wait_until(caught_up, 60, "the catch-up to end")
     finally:
-        root = logging.getLogger()
-        for handler in [h for h in root.handlers if h.get_name() == "auditstream"]:
-            root.removeHandler(handler)
-        structlog.reset_defaults()
+        engine.stop.set()
+        await asyncio.wait_for(task, 30)
     lines = said()
     first = next(line for line in lines if "catching up, then polling" in line["event"])
     assert first["streams_behind"] == 2 and first["furthest_behind_seconds"] >= 8 * 86400 - 60

@@ -11,7 +11,6 @@ import pytest
 import structlog
 
 from auditstream.engine.engine import RunPlan
-from auditstream.ops import secrets
 from auditstream.ops.logging import configure_logging
 from auditstream.ops.secrets import REDACTED, config_secrets, redact, register_secrets
 from auditstream.sinks.base import ProbeResult, SinkHealth
@@ -25,17 +24,9 @@ class Tty(io.StringIO):
 
 
 @pytest.fixture
-def captured():
+def captured(restores_logging):
     """Logs of this test as a string buffer; the previous set-up is restored afterwards."""
-    buffer = io.StringIO()
-    saved_secrets = secrets._REGISTRY.forms
-    yield buffer
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if h.get_name() == "auditstream"]:
-        root.removeHandler(handler)
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
-    secrets._REGISTRY.forms = saved_secrets
+    return io.StringIO()
 
 
 def lines(buffer: io.StringIO) -> list[dict]:
